@@ -1,0 +1,6 @@
+"""llmloop: the closed loop of LLMOps, local-first."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

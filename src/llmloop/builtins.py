@@ -1,0 +1,31 @@
+"""Built-in plugins: registered through the same hooks third parties use, as import strings."""
+
+from __future__ import annotations
+
+from llmloop.hookspecs import Register, hookimpl
+
+__all__ = ["register_engines", "register_evaluators", "register_guards", "register_trainers"]
+
+
+@hookimpl
+def register_engines(register: Register) -> None:
+    register("echo", "llmloop.engines.echo:EchoEngine")
+    register("hf", "llmloop.engines.hf:HFEngine", extra="hf")
+    register("openai", "llmloop.engines.openai_compat:OpenAICompatEngine")
+    register("vllm", "llmloop.engines.vllm:VLLMEngine", extra="vllm")
+    register("llamacpp", "llmloop.engines.llamacpp:LlamaCppEngine", extra="llamacpp")
+
+
+@hookimpl
+def register_evaluators(register: Register) -> None:
+    """Filled by the evaluation issue."""
+
+
+@hookimpl
+def register_guards(register: Register) -> None:
+    register("deny_list", "llmloop.guards.deny_list:DenyListGuard")
+
+
+@hookimpl
+def register_trainers(register: Register) -> None:
+    """Filled by the fine-tuning issue."""

@@ -1,0 +1,181 @@
+"""Settings: built once at an edge (CLI, ``create_app``, ``Client``) and passed down.
+
+Precedence: explicit flags > environment ``LLMLOOP_*`` > ``llmloop.toml`` > defaults.
+``describe_settings`` reports where each effective value came from (``llmloop config show``).
+Nothing below ``services`` reads the environment; only :func:`load_settings` does.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmloop.errors import ConfigError
+
+ENV_PREFIX = "LLMLOOP_"
+CONFIG_FILE_NAME = "llmloop.toml"
+
+
+class Settings(BaseSettings):
+    """Every setting of llmloop, each described; the reference docs are generated from this."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=lambda: Path("~/.llmloop").expanduser(),
+        description="Folder for the embedded database, artifacts and caches.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the store; default: SQLite file under home (WAL mode). "
+        "PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+    artifacts_url: str = Field(
+        default="",
+        description="fsspec URL of the artifact store root; default: a folder under home.",
+    )
+    redis_url: str = Field(
+        default="",
+        description="Redis URL shared by several gateway processes for limits and caches; "
+        "empty keeps limits in the store.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `llmloop serve` binds.")
+    port: int = Field(default=8400, ge=0, le=65535, description="Port `llmloop serve` binds.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Largest request body the server accepts."
+    )
+    auto_migrate_empty: bool = Field(
+        default=True,
+        description="Create the schema in an empty database on first use "
+        "(an outdated one is never upgraded silently).",
+    )
+    deployments_file: str = Field(
+        default="", description="YAML file of deployments loaded when the server starts."
+    )
+    device_hour_price: float = Field(
+        default=0.0, ge=0, description="Price of one device-hour, for cost estimates."
+    )
+    log_level: str = Field(default="INFO", description="Log level of the server and CLI.")
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        home = Path(self.home).expanduser()
+        object.__setattr__(self, "home", home)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{home / 'llmloop.db'}")
+        if not self.artifacts_url:
+            object.__setattr__(self, "artifacts_url", str(home / "artifacts"))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is merged by load_settings (so its path can be chosen per call).
+        return (init_settings, env_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    section = data.get("llmloop", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [llmloop] must be a table")
+    return section
+
+
+def find_config_file(env: Mapping[str, str]) -> Path | None:
+    """The TOML file in use: ``LLMLOOP_CONFIG``, else ``./llmloop.toml`` when present."""
+    explicit = env.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"LLMLOOP_CONFIG points to {path}, which is not a file")
+        return path
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local if local.is_file() else None
+
+
+def _collect(
+    overrides: Mapping[str, Any] | None, env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    config_file = find_config_file(env)
+    if config_file is not None:
+        for key, value in _read_toml(config_file).items():
+            if key not in fields:
+                raise ConfigError(f"{config_file}: unknown setting '{key}'")
+            values[key], sources[key] = value, f"file {config_file}"
+    for key in fields:
+        env_key = f"{ENV_PREFIX}{key.upper()}"
+        if env.get(env_key, "") != "":
+            values[key], sources[key] = env[env_key], f"env {env_key}"
+    for key, value in (overrides or {}).items():
+        if key not in fields:
+            raise ConfigError(f"unknown setting '{key}'")
+        if value is not None:
+            values[key], sources[key] = value, "flag"
+    return values, sources
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from flags, the environment and the TOML file (edges only)."""
+    values, _ = _collect(overrides, os.environ if env is None else env)
+    try:
+        return Settings.model_validate(values) if values else Settings.model_validate({})
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def describe_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """Each setting's effective value and where it came from."""
+    env = os.environ if env is None else env
+    settings = load_settings(overrides, env)
+    _, sources = _collect(overrides, env)
+    rows = []
+    for key, field in Settings.model_fields.items():
+        value = getattr(settings, key)
+        source = sources.get(key, "default")
+        if key in {"database_url", "artifacts_url"} and key not in sources:
+            source = "default (under home)"
+        rows.append(
+            {
+                "name": key,
+                "env": f"{ENV_PREFIX}{key.upper()}",
+                "value": redact_url(str(value)),
+                "source": source,
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def redact_url(value: str) -> str:
+    """Hide the password of a URL such as ``postgresql://user:secret@host``."""
+    if "://" in value and "@" in value.split("://", 1)[1]:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.split("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        return f"{scheme}://{creds}@{host}"
+    return value

@@ -1,0 +1,1 @@
+"""Drift detection over windows of traces (a later issue)."""

@@ -1,0 +1,1 @@
+"""Engines: where tokens are generated. One small contract (``base.Engine``), several backends."""

@@ -1,0 +1,1 @@
+"""Guardrails: checks on requests and (streamed) responses, shared by the gateway and evaluation."""

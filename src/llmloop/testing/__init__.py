@@ -1,0 +1,1 @@
+"""Fakes, fixtures and contract suites shipped for tests and plugin authors."""
