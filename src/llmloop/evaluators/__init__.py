@@ -1,1 +1,1 @@
-"""evaluators."""
+"""Evaluators: metrics, judges and safety detectors that score samples (offline and online)."""

@@ -1,0 +1,33 @@
+"""Shared fixtures: offline hub settings and a tiny local model built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_MARKER_DIRS = {"unit", "contract", "api", "cli", "e2e", "gpu"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers from folder names: tests/unit/... is marked ``unit`` and so on."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for part in parts:
+            if part in _MARKER_DIRS:
+                item.add_marker(getattr(pytest.mark, part))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random Llama with a byte-level BPE tokenizer and a chat template."""
+    pytest.importorskip("transformers")
+    from llmloop.testing.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
