@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     deployments_file: str = Field(
         default="", description="YAML file of deployments loaded when the server starts."
     )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Let the requester of an approval also approve it (single-person setups).",
+    )
     device_hour_price: float = Field(
         default=0.0, ge=0, description="Price of one device-hour, for cost estimates."
     )

@@ -1,1 +1,1 @@
-"""artifacts."""
+"""Artifacts: immutable, content-addressed blobs (datasets, weights, reports) over fsspec."""

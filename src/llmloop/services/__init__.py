@@ -1,1 +1,1 @@
-"""services."""
+"""Services: the use cases of llmloop. Edges call these; these call adapters through contracts."""

@@ -1,1 +1,1 @@
-"""store."""
+"""The store: one SQLAlchemy implementation for SQLite and PostgreSQL, migrated with Alembic."""

@@ -1,0 +1,306 @@
+"""Ingest: read JSONL, CSV, Parquet and HF ``save_to_disk`` folders into batches of canonical rows.
+
+A :class:`RowReader` streams any fsspec URL in batches of plain dicts (bounded memory), renames
+columns through a mapping, checks every row against the record shape, and fills a
+:class:`LoadReport` as it goes (rows read and skipped, errors with line numbers, encoding used).
+``on_error="fail"`` refuses the whole ingest at the first bad record; ``"skip"`` ingests the rest.
+
+It does not store anything: the service hashes (``shapes.write_canonical``) and stores the rows.
+HF folders are read as the Arrow files they are; the ``datasets`` package is not imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import IO, Any, Literal
+
+import fsspec
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.ipc as pa_ipc
+import pyarrow.parquet as pa_parquet
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmloop.core.datasets import RecordShape
+from llmloop.data.shapes import Batch, Row, detect_shape, load_mapping, rename_columns, row_problem
+from llmloop.errors import ConfigError, InvalidInputError
+
+FileFormat = Literal["auto", "jsonl", "csv", "parquet", "hf"]
+_SUFFIXES: dict[str, FileFormat] = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+MAX_REPORTED_ERRORS = 100
+
+
+class LoadOptions(BaseModel):
+    """How to read one source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: FileFormat = Field(default="auto", description="File format; 'auto' uses the suffix.")
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000, description="Rows per batch.")
+    on_error: Literal["fail", "skip"] = Field(
+        default="fail", description="'fail' refuses the ingest on a bad record; 'skip' drops it."
+    )
+    encoding: str = Field(default="utf-8", description="Text encoding of JSONL and CSV files.")
+    fallback_encoding: str | None = Field(
+        default=None,
+        description="Encoding to decode a line with when 'encoding' fails (e.g. 'cp1252'); "
+        "unset means undecodable bytes are an error.",
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="Column renames, source name -> canonical name."
+    )
+    shape: RecordShape | None = Field(
+        default=None, description="Expected record shape; unset infers it from the first row."
+    )
+    split: str | None = Field(default=None, description="Split of an HF DatasetDict folder.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec storage options (credentials, endpoints)."
+    )
+
+
+class RowError(BaseModel):
+    """One refused record."""
+
+    line: int = Field(description="1-based line (JSONL) or row number (other formats).")
+    message: str = Field(description="What is wrong with it.")
+
+
+class LoadReport(BaseModel):
+    """What an ingest read, refused and assumed."""
+
+    source: str
+    format: str = ""
+    shape: str = ""
+    rows_read: int = 0
+    rows_skipped: int = 0
+    errors: list[RowError] = Field(default_factory=list, description="First 100 errors.")
+    columns: list[str] = Field(default_factory=list)
+    encoding: str = ""
+    fallback_lines: list[int] = Field(
+        default_factory=list, description="Lines decoded with the fallback encoding (first 100)."
+    )
+
+
+def resolve_format(source: str, requested: FileFormat = "auto") -> FileFormat:
+    """The format of ``source``: the requested one, or one guessed from its suffix or layout."""
+    if requested != "auto":
+        return requested
+    fs, path = fsspec.core.url_to_fs(source)
+    if fs.isdir(path):
+        return "hf"
+    suffixes = PurePosixPath(path).suffixes
+    for suffix in reversed(suffixes):
+        if suffix.lower() in _SUFFIXES:
+            return _SUFFIXES[suffix.lower()]
+    raise InvalidInputError(
+        f"cannot tell the format of {source}: use a .jsonl/.csv/.parquet suffix or set format"
+    )
+
+
+class RowReader:
+    """Streams one source as batches of rows; ``report`` is complete once iteration ends."""
+
+    def __init__(self, source: str, options: LoadOptions | None = None) -> None:
+        self.source = str(source)
+        self.options = options if options is not None else LoadOptions()
+        self.mapping = load_mapping(self.options.mapping)
+        self.report = LoadReport(source=self.source, encoding=self.options.encoding)
+        self._shape: RecordShape | None = self.options.shape
+
+    def __iter__(self) -> Iterator[Batch]:
+        fmt = resolve_format(self.source, self.options.format)
+        self.report.format = fmt
+        readers = {
+            "jsonl": self._jsonl,
+            "csv": self._arrow_csv,
+            "parquet": self._parquet,
+            "hf": self._hf,
+        }
+        raw_batches = readers[fmt]()
+        batch: Batch = []
+        for numbered in raw_batches:
+            for number, row in numbered:
+                accepted = self._accept(number, row)
+                if accepted is not None:
+                    batch.append(accepted)
+                if len(batch) >= self.options.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        if self.report.rows_read == 0:
+            what = "has no valid records" if self.report.rows_skipped else "is empty"
+            raise InvalidInputError(f"{self.source} {what}", errors=self._error_dicts())
+
+    def rows(self) -> Iterator[Row]:
+        """The rows one by one."""
+        for batch in self:
+            yield from batch
+
+    def _accept(self, number: int, row: Any) -> Row | None:
+        if not isinstance(row, dict):
+            self._refuse(number, f"record is a {type(row).__name__}, not an object")
+            return None
+        row = rename_columns(row, self.mapping)
+        if self._shape is None:
+            self._shape = detect_shape(row)
+            self.report.shape = self._shape
+            self.report.columns = sorted(row)
+        elif not self.report.shape:
+            self.report.shape = self._shape
+            self.report.columns = sorted(row)
+        problem = row_problem(row, self._shape)
+        if problem is not None:
+            self._refuse(number, problem)
+            return None
+        self.report.rows_read += 1
+        return row
+
+    def _refuse(self, number: int, message: str) -> None:
+        where = "line" if self.report.format == "jsonl" else "row"
+        if self.options.on_error == "fail":
+            raise InvalidInputError(
+                f"{self.source} {where} {number}: {message}", line=number, source=self.source
+            )
+        self.report.rows_skipped += 1
+        if len(self.report.errors) < MAX_REPORTED_ERRORS:
+            self.report.errors.append(RowError(line=number, message=message))
+
+    def _error_dicts(self) -> list[dict[str, Any]]:
+        return [e.model_dump() for e in self.report.errors]
+
+    def _open(self, path: str | None = None) -> IO[bytes]:
+        try:
+            return fsspec.open(path or self.source, "rb", **self.options.storage_options).open()  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            raise InvalidInputError(f"no such file: {path or self.source}")
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot open {path or self.source}: {exc}")
+
+    def _decode(self, raw: bytes, number: int, offset: int) -> str:
+        try:
+            return raw.decode(self.options.encoding)
+        except UnicodeDecodeError as exc:
+            if self.options.fallback_encoding is None:
+                raise InvalidInputError(
+                    f"{self.source}: bytes at offset {offset + exc.start} (line {number}) are not "
+                    f"valid {self.options.encoding}; set fallback_encoding (e.g. 'cp1252') or "
+                    "re-encode the file",
+                    byte_offset=offset + exc.start,
+                    line=number,
+                )
+            if len(self.report.fallback_lines) < MAX_REPORTED_ERRORS:
+                self.report.fallback_lines.append(number)
+            return raw.decode(self.options.fallback_encoding, errors="replace")
+
+    def _jsonl(self) -> Iterator[list[tuple[int, Any]]]:
+        if self.options.fallback_encoding:
+            try:
+                "".encode(self.options.fallback_encoding)
+            except LookupError:
+                raise ConfigError(f"unknown fallback encoding {self.options.fallback_encoding!r}")
+        utf8 = self.options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        offset = 0
+        chunk: list[tuple[int, Any]] = []
+        with self._open() as handle:
+            for number, raw in enumerate(handle, start=1):
+                start, offset = offset, offset + len(raw)
+                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                try:
+                    # orjson reads UTF-8 bytes directly; other encodings are decoded first.
+                    data = orjson.loads(raw) if utf8 else json.loads(self._decode(raw, number, start))
+                except orjson.JSONDecodeError as exc:
+                    if "utf-8" in str(exc).lower() or "surrogate" in str(exc).lower():
+                        data = self._retry_decoded(raw, number, start)
+                        if data is _BAD:
+                            continue
+                    else:
+                        self._refuse(number, f"malformed JSON: {exc}")
+                        continue
+                except json.JSONDecodeError as exc:
+                    self._refuse(number, f"malformed JSON: {exc}")
+                    continue
+                chunk.append((number, data))
+                if len(chunk) >= self.options.batch_size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    def _retry_decoded(self, raw: bytes, number: int, offset: int) -> Any:
+        text = self._decode(raw, number, offset)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            self._refuse(number, f"malformed JSON: {exc}")
+            return _BAD
+
+    def _arrow_csv(self) -> Iterator[list[tuple[int, Any]]]:
+        read = pa_csv.ReadOptions(encoding=self.options.encoding, block_size=1 << 22)
+        convert = pa_csv.ConvertOptions(strings_can_be_null=False)
+        handle = self._open()
+        try:
+            reader = pa_csv.open_csv(handle, read_options=read, convert_options=convert)
+            yield from self._arrow_batches(iter(reader))
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return
+            raise InvalidInputError(f"{self.source}: cannot read as CSV: {exc}")
+        finally:
+            handle.close()
+
+    def _parquet(self) -> Iterator[list[tuple[int, Any]]]:
+        handle = self._open()
+        try:
+            try:
+                parquet = pa_parquet.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InvalidInputError(f"{self.source}: not a Parquet file: {exc}")
+            yield from self._arrow_batches(parquet.iter_batches(batch_size=self.options.batch_size))
+        finally:
+            handle.close()
+
+    def _hf(self) -> Iterator[list[tuple[int, Any]]]:
+        fs, root = fsspec.core.url_to_fs(self.source, **self.options.storage_options)
+        root = root.rstrip("/")
+        if fs.exists(f"{root}/dataset_dict.json"):
+            splits = json.loads(fs.cat_file(f"{root}/dataset_dict.json"))["splits"]
+            split = self.options.split or ("train" if "train" in splits else splits[0])
+            if split not in splits:
+                raise InvalidInputError(f"{self.source} has no split {split!r}; it has {splits}")
+            root = f"{root}/{split}"
+        if not fs.exists(f"{root}/state.json"):
+            raise InvalidInputError(f"{self.source} is not a datasets save_to_disk folder (no state.json)")
+        state = json.loads(fs.cat_file(f"{root}/state.json"))
+        for entry in state.get("_data_files", []):
+            with fs.open(f"{root}/{entry['filename']}", "rb") as handle:
+                yield from self._arrow_batches(iter(pa_ipc.open_stream(handle)))
+
+    def _arrow_batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[list[tuple[int, Any]]]:
+        number = 0
+        for record_batch in batches:
+            rows = record_batch.to_pylist()
+            yield [(number + i + 1, row) for i, row in enumerate(rows)]
+            number += len(rows)
+
+
+_BAD = object()
+
+
+def read_batches(source: str, options: LoadOptions | None = None) -> tuple[Iterator[Batch], LoadReport]:
+    """Batches of ``source`` and the report they fill as they are consumed."""
+    reader = RowReader(source, options)
+    return iter(reader), reader.report

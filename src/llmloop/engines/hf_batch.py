@@ -1,0 +1,199 @@
+"""The running decode batch of the hf engine: rows, their shared KV cache, prefill, step, leave.
+
+Continuous batching at the decode-step level: new rows are prefilled as a left-padded group and
+their KV cache is merged into the running batch (padding on the left of whichever side is
+shorter, masked out by the attention mask; each row keeps its own position ids); every
+``step`` runs one forward pass for all rows and samples one token per row; finished or
+cancelled rows leave by ``index_select`` and all-padding columns are trimmed. It does not own a
+thread, queues or text: the scheduler in ``hf.py`` drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmloop.core.chat import SamplingParams
+from llmloop.engines.detokenize import TextStream
+from llmloop.engines.sampling import BatchSampler, SamplingRow, gather_logprobs
+
+if TYPE_CHECKING:
+    import torch
+
+BASE_ADAPTER = "__base__"
+
+
+@dataclass
+class TokenScore:
+    """The log-prob of one token and its best alternatives (ids, turned into text later)."""
+
+    token_id: int
+    logprob: float | None
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class Row:
+    """One request inside the engine: its prompt, settings, progress and output channel."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    channel: Any  # (event loop, asyncio.Queue) the scheduler posts RowOutputs to
+    adapter: str = BASE_ADAPTER
+    logprobs: int | None = None
+    echo: bool = False
+    generator: torch.Generator | None = None
+    output_ids: list[int] = field(default_factory=list)
+    text: TextStream = field(default_factory=TextStream)
+    scores: list[TokenScore] = field(default_factory=list)
+    prompt_scores: list[TokenScore] = field(default_factory=list)
+    cancelled: bool = False  # set from the event loop when the client goes away
+    finish_reason: str | None = None
+
+    def sampling_row(self) -> SamplingRow:
+        return SamplingRow(self.params, self.generator, self.prompt_ids, self.output_ids)
+
+
+class DecodeBatch:
+    """Rows decoding together over one KV cache on one model."""
+
+    def __init__(self, model: Any, vocab_size: int, use_adapters: bool) -> None:
+        import torch
+
+        self.model = model
+        self.vocab_size = vocab_size
+        self.use_adapters = use_adapters
+        self.device: torch.device = next(model.parameters()).device
+        self.rows: list[Row] = []
+        self.cache: Any = None  # a transformers DynamicCache whose layers we edit on join/leave
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.sampler = BatchSampler([], vocab_size, self.device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, rows: list[Row], keep: int):
+        kwargs: dict[str, Any] = {}
+        if self.use_adapters:
+            kwargs["adapter_names"] = [r.adapter for r in rows]
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=keep,
+            **kwargs,
+        )
+
+    def prefill(self, rows: list[Row], pad_id: int) -> tuple[Any, list[list[TokenScore]]]:
+        """Run the prompts of ``rows`` and merge them into the batch; return last logits."""
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+            mask[i, width - len(row.prompt_ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        scoring = any(r.echo and r.logprobs is not None for r in rows)
+        cache = DynamicCache()
+        out = self._forward(ids, mask, positions, cache, rows, 0 if scoring else 1)
+        prompt_scores = [
+            _score_prompt(out.logits[i], row) if row.echo and row.logprobs is not None else []
+            for i, row in enumerate(rows)
+        ]
+        self._merge(rows, cache, mask, positions[:, -1] + 1)
+        return out.logits[:, -1, :].float(), prompt_scores
+
+    def _merge(self, rows: list[Row], cache: Any, mask: Any, next_pos: Any) -> None:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        if not self.rows:
+            self.cache, self.mask, self.positions = cache, mask, next_pos
+        else:
+            old_len, new_len = self.mask.shape[1], mask.shape[1]
+            grow_old, grow_new = max(0, new_len - old_len), max(0, old_len - new_len)
+
+            def pad(t: torch.Tensor, n: int) -> torch.Tensor:
+                return F.pad(t, (0, 0, n, 0)) if n else t
+
+            for old, new in zip(self.cache.layers, cache.layers, strict=True):
+                old.keys = torch.cat([pad(old.keys, grow_old), pad(new.keys, grow_new)])
+                old.values = torch.cat([pad(old.values, grow_old), pad(new.values, grow_new)])
+            self.mask = torch.cat([F.pad(self.mask, (grow_old, 0)), F.pad(mask, (grow_new, 0))])
+            self.positions = torch.cat([self.positions, next_pos])
+        self.rows.extend(rows)
+
+    def set_last_tokens(self, tokens: torch.Tensor) -> None:
+        """Remember the tokens just sampled: they are the next step's input."""
+        self.last_tokens = tokens
+
+    def step(self) -> Any:
+        """One forward pass for every row; returns the next-token logits ``[rows, vocab]``."""
+        import torch
+
+        ones = torch.ones(len(self.rows), 1, dtype=torch.long, device=self.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        out = self._forward(
+            self.last_tokens.unsqueeze(1),
+            self.mask,
+            self.positions.unsqueeze(1),
+            self.cache,
+            self.rows,
+            1,
+        )
+        self.positions = self.positions + 1
+        return out.logits[:, -1, :].float()
+
+    def refresh_sampler(self) -> None:
+        """Rebuild the per-row sampling tensors (after rows joined or left)."""
+        self.sampler = BatchSampler(
+            [r.sampling_row() for r in self.rows], self.vocab_size, self.device
+        )
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only the rows at ``keep`` (in order); trim all-padding cache columns."""
+        import torch
+
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = None
+            self.mask = self.mask[:0, :0]
+            self.positions = self.positions[:0]
+            self.last_tokens = self.last_tokens[:0]
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        mask = self.mask.index_select(0, index)
+        live = mask.any(dim=0).nonzero()
+        start = int(live[0]) if len(live) else 0
+        self.mask = mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self.positions = self.positions.index_select(0, index)
+        self.last_tokens = self.last_tokens.index_select(0, index)
+
+
+def _score_prompt(logits: Any, row: Row) -> list[TokenScore]:
+    """Log-probs of the prompt tokens under the model (echo); the first has none."""
+    import torch
+
+    ids = row.prompt_ids
+    n = len(ids)
+    predicted = logits[-n:-1]  # the logits at position i predict token i + 1
+    target = torch.tensor(ids[1:], dtype=torch.long, device=logits.device)
+    scores = [TokenScore(ids[0], None, [])]
+    if n > 1:
+        chosen, tops = gather_logprobs(predicted, target, row.logprobs or 0)
+        scores.extend(TokenScore(t, lp, top) for t, lp, top in zip(ids[1:], chosen, tops, strict=True))
+    return scores

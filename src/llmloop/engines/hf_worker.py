@@ -1,0 +1,257 @@
+"""The hf engine's scheduler: one worker thread that owns the model and runs the decode loop.
+
+Each turn of the loop takes new work from a thread-safe inbox (rows to generate, calls such as
+embedding or adapter loading), admits waiting rows into the running ``DecodeBatch`` up to
+``max_batch_size`` (prefill + cache merge), runs one decode step for all rows, turns the
+sampled tokens into text deltas, finishes rows (stop, length, stop sequence, cancelled) and
+posts what it produced to each request's asyncio queue with one ``call_soon_threadsafe`` per
+event loop per step. It does not parse requests or build prompts: ``hf.py`` does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmloop.core.chat import TokenLogprob, Usage
+from llmloop.engines.detokenize import decode_deltas, make_batch_decoder
+from llmloop.engines.hf_batch import DecodeBatch, Row, TokenScore
+from llmloop.engines.sampling import BatchSampler, gather_logprobs
+from llmloop.errors import UpstreamError
+
+
+@dataclass
+class RowOutput:
+    """What a row produced in one step: a text delta, or the end (finish reason and usage)."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
+    error: Exception | None = None
+
+
+def _post(items: list[tuple[asyncio.Queue[RowOutput], RowOutput]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+class Scheduler:
+    """The worker thread and its continuous-batching loop."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int,
+        eos_ids: set[int],
+        pad_id: int,
+        vocab_size: int,
+        use_adapters: bool,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.batch = DecodeBatch(model, vocab_size, use_adapters)
+        self._decode = make_batch_decoder(tokenizer)
+        self._inbox: deque[Row | Callable[[], Any] | None] = deque()
+        self._waiting: deque[Row] = deque()
+        self._wake = threading.Condition()
+        self._outbox: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        self._thread = threading.Thread(target=self._run, name="llmloop-hf-engine", daemon=True)
+
+    # -- called from the event loop ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, row: Row) -> None:
+        with self._wake:
+            self._inbox.append(row)
+            self._wake.notify()
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``fn`` on the worker thread between two steps (the model is never shared)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except Exception as exc:
+                    future.set_exception(exc)
+
+        with self._wake:
+            self._inbox.append(job)
+            self._wake.notify()
+        return future
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._wake:
+            self._inbox.append(None)
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the worker thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while self._take_inbox():
+                try:
+                    self._admit()
+                    if self.batch.rows:
+                        self._advance(self.batch.step())
+                except Exception as exc:  # a failed forward fails the rows, not the thread
+                    self._fail_all(exc)
+                self._flush()
+        self._fail_all(UpstreamError("the hf engine was closed", retryable=True))
+        self._flush()
+
+    def _take_inbox(self) -> bool:
+        with self._wake:
+            while not self._inbox and not self._waiting and not self.batch.rows:
+                self._wake.wait()
+            items = list(self._inbox)
+            self._inbox.clear()
+        for item in items:
+            if item is None:
+                return False
+            if isinstance(item, Row):
+                self._waiting.append(item)
+            else:
+                item()
+        return True
+
+    def _admit(self) -> None:
+        room = self.max_batch_size - len(self.batch)
+        joining: list[Row] = []
+        while self._waiting and len(joining) < room:
+            row = self._waiting.popleft()
+            if row.cancelled:
+                self._finish(row, "cancelled")
+                self._flush()
+            else:
+                joining.append(row)
+        if not joining:
+            return
+        try:
+            logits, prompt_scores = self.batch.prefill(joining, self.pad_id)
+        except Exception as exc:
+            for row in joining:
+                self._emit(row, RowOutput(error=_as_upstream(exc)))
+            return
+        for row, scores in zip(joining, prompt_scores, strict=True):
+            row.prompt_scores = scores
+        self._advance(logits, len(self.batch) - len(joining), joined=True)
+
+    def _advance(self, logits: Any, first: int = 0, joined: bool = False) -> None:
+        """Sample one token for rows ``first..`` from ``logits``, emit text, drop finished rows."""
+        import torch
+
+        batch = self.batch
+        rows = batch.rows[first:]
+        # Joining rows take their first token from their own prefill logits, with a sampler of
+        # their own; the batch sampler is rebuilt once they hold that token.
+        sampler = batch.sampler
+        if joined:
+            sampler = BatchSampler([r.sampling_row() for r in rows], batch.vocab_size, batch.device)
+        tokens = sampler.sample(logits)
+        sampler.record(tokens)
+        if first:
+            tokens_all = torch.cat([batch.last_tokens[:first], tokens])
+        else:
+            tokens_all = tokens
+        batch.set_last_tokens(tokens_all)
+        self._score(rows, logits, tokens)
+        ids = tokens.tolist()
+        for row, token in zip(rows, ids, strict=True):
+            if token in self.eos_ids:
+                row.finish_reason = "stop"
+            else:
+                row.output_ids.append(token)
+        deltas = decode_deltas(self._decode, [r.text for r in rows], [r.output_ids for r in rows])
+        keep = list(range(first))
+        for i, (row, delta) in enumerate(zip(rows, deltas, strict=True)):
+            if row.cancelled:
+                self._finish(row, "cancelled")
+                continue
+            if row.text.stopped:
+                row.finish_reason = "stop"
+            elif row.finish_reason is None and len(row.output_ids) >= row.max_new_tokens:
+                row.finish_reason = "length"
+            if row.finish_reason is not None:
+                self._finish(row, row.finish_reason, delta)
+            else:
+                if delta:
+                    self._emit(row, RowOutput(text=delta))
+                keep.append(first + i)
+        if joined or len(keep) != len(batch):
+            batch.keep(keep)
+            batch.refresh_sampler()
+
+    def _score(self, rows: list[Row], logits: Any, tokens: Any) -> None:
+        wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        if not wanted:
+            return
+        import torch
+
+        index = torch.tensor(wanted, device=logits.device)
+        top = max(rows[i].logprobs or 0 for i in wanted)
+        chosen, tops = gather_logprobs(logits[index], tokens[index], top)
+        for j, i in enumerate(wanted):
+            n = rows[i].logprobs or 0
+            rows[i].scores.append(TokenScore(int(tokens[i]), chosen[j], tops[j][:n]))
+
+    def _finish(self, row: Row, reason: str, delta: str = "") -> None:
+        row.finish_reason = reason
+        tail = row.text.finish() if reason != "cancelled" else ""
+        usage = Usage(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.output_ids))
+        out = RowOutput(text=delta + tail, finish_reason=reason, usage=usage)
+        if row.logprobs is not None:
+            out.logprobs = self._token_logprobs(row.scores)
+            out.prompt_logprobs = self._token_logprobs(row.prompt_scores) if row.echo else None
+        self._emit(row, out)
+
+    def _token_logprobs(self, scores: list[TokenScore]) -> list[TokenLogprob]:
+        out: list[TokenLogprob] = []
+        offset = 0
+        for s in scores:
+            text = self.tokenizer.decode([s.token_id])
+            top = {self.tokenizer.decode([t]): lp for t, lp in s.top} if s.top else None
+            out.append(TokenLogprob(token=text, logprob=s.logprob, top=top, offset=offset))
+            offset += len(text)
+        return out
+
+    def _fail_all(self, exc: Exception) -> None:
+        error = _as_upstream(exc)
+        for row in [*self.batch.rows, *self._waiting]:
+            self._emit(row, RowOutput(error=error))
+        self._waiting.clear()
+        self.batch.keep([])
+        self.batch.refresh_sampler()
+
+    def _emit(self, row: Row, out: RowOutput) -> None:
+        loop, queue = row.channel
+        self._outbox.setdefault(loop, []).append((queue, out))
+
+    def _flush(self) -> None:
+        for loop, items in self._outbox.items():
+            try:
+                loop.call_soon_threadsafe(_post, items)
+            except RuntimeError:  # the loop was closed: nobody is listening any more
+                pass
+        self._outbox = {}
+
+
+def _as_upstream(exc: Exception) -> Exception:
+    if isinstance(exc, UpstreamError):
+        return exc
+    return UpstreamError(f"hf engine failed: {type(exc).__name__}: {exc}", retryable=False)

@@ -1,0 +1,149 @@
+"""Toxicity: a replaceable classifier contract, the offline default, and the output guard.
+
+``ToxicityClassifier`` is the one-method contract (``scores(texts) -> list[float]`` in 0..1) so a
+stronger model can replace the default. The default wraps the linear model shipped by
+``alt-profanity-check`` (TF-IDF + calibrated linear SVM) and evaluates it with one sparse matrix
+product instead of scikit-learn's per-fold ``predict_proba``, which is ~30x faster and gives the
+same probabilities. The guard scores a sliding window of the output, so each call costs the same
+however long the answer grows. Offline scoring of eval samples lives in
+``llmloop.evaluators.toxicity``; this module does not aggregate rates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from llmloop.core.chat import ChatMessage
+from llmloop.core.guards import GuardStage, GuardVerdict
+from llmloop.errors import InvalidInputError, MissingExtraError
+from llmloop.guards.base import Guard, GuardConfig
+
+#: Threshold with the best F1 on the ``calib`` split of ``toxicity_labelled.jsonl``
+#: (``calibrate_threshold``); the test suite re-derives it and fails if it drifts.
+DEFAULT_TOXICITY_THRESHOLD = 0.62
+
+
+class ToxicityClassifier(Protocol):
+    """Anything that scores texts for toxicity, 0 (clean) to 1 (toxic)."""
+
+    def scores(self, texts: Sequence[str]) -> list[float]:
+        """One probability-like score per text."""
+        ...
+
+
+_LOCK = threading.Lock()
+_MODEL: tuple[Any, Any, Any, Any] | None = None
+
+
+def _load_profanity_model() -> tuple[Any, Any, Any, Any]:
+    """Vectorizer, stacked fold weights, intercepts and sigmoid (a, b) of alt-profanity-check."""
+    global _MODEL
+    with _LOCK:
+        if _MODEL is None:
+            try:
+                import warnings
+                from importlib import resources
+
+                import joblib
+                import numpy as np
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # pickled with an older scikit-learn
+                    data = resources.files("profanity_check") / "data"
+                    vectorizer = joblib.load(str(data / "vectorizer.joblib"))
+                    model = joblib.load(str(data / "model.joblib"))
+            except ImportError as exc:
+                raise MissingExtraError("eval", "the toxicity classifier") from exc
+            folds = model.calibrated_classifiers_
+            weights = np.vstack([f.estimator.coef_.ravel() for f in folds]).T
+            intercepts = np.array([float(f.estimator.intercept_[0]) for f in folds])
+            sigmoid = np.array([[f.calibrators[0].a_, f.calibrators[0].b_] for f in folds])
+            _MODEL = (vectorizer, weights, intercepts, sigmoid)
+    return _MODEL
+
+
+class ProfanityCheckClassifier:
+    """The ``alt-profanity-check`` model, scored as the mean of its calibrated folds."""
+
+    def scores(self, texts: Sequence[str]) -> list[float]:
+        import numpy as np
+
+        if not texts:
+            return []
+        vectorizer, weights, intercepts, sigmoid = _load_profanity_model()
+        decision = vectorizer.transform(list(texts)) @ weights + intercepts
+        probs = 1.0 / (1.0 + np.exp(sigmoid[:, 0] * decision + sigmoid[:, 1]))
+        return [float(p) for p in np.asarray(probs).mean(axis=1)]
+
+
+class ToxicityConfig(GuardConfig):
+    threshold: float = Field(
+        default=DEFAULT_TOXICITY_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="Score at or above which text counts as toxic (calibrated on the shipped set).",
+    )
+    action: Literal["block", "flag"] = Field(default="block", description="What a hit does.")
+    window_chars: int = Field(
+        default=400, ge=32, le=20_000, description="Trailing output characters scored per call."
+    )
+    check_input: bool = Field(default=False, description="Also score the last user message.")
+    check_output: bool = Field(default=True, description="Score the generated text.")
+
+
+class ToxicityGuard(Guard):
+    """Blocks or flags toxic output (incrementally, on a sliding window) and optionally input."""
+
+    name = "toxicity"
+    config_cls = ToxicityConfig
+    config: ToxicityConfig
+
+    def __init__(
+        self, config: ToxicityConfig | None = None, classifier: ToxicityClassifier | None = None
+    ) -> None:
+        super().__init__(config)
+        self.classifier: ToxicityClassifier = classifier or ProfanityCheckClassifier()
+        self.window_chars = self.config.window_chars
+
+    def _verdict(self, text: str, stage: GuardStage) -> list[GuardVerdict]:
+        if not text.strip():
+            return []
+        score = self.classifier.scores([text])[0]
+        if score < self.config.threshold:
+            return []
+        return [
+            GuardVerdict(
+                guard=self.name,
+                rule_id=f"toxicity.{stage}",
+                action=self.config.action,
+                stage=stage,
+                reason=f"toxicity score {score:.2f} >= {self.config.threshold:.2f}",
+                score=score,
+            )
+        ]
+
+    def check_input(self, messages: list[ChatMessage]) -> list[GuardVerdict]:
+        if not self.config.check_input:
+            return []
+        users = [m.content for m in messages if m.role == "user"]
+        return self._verdict(users[-1][-self.config.window_chars :], "input") if users else []
+
+    def check_output(self, text: str, final: bool) -> list[GuardVerdict]:
+        if not self.config.check_output:
+            return []
+        return self._verdict(text[-self.config.window_chars :], "output")
+
+    def hold_from(self, text: str) -> int:
+        """Hold back the trailing partial word: it cannot be scored until it is complete."""
+        cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+        return cut + 1 if cut >= 0 else 0
+
+
+def check_scores(scores: Sequence[float], n: int) -> None:
+    """Refuse a classifier answer of the wrong length or out of range (a broken plug-in)."""
+    if len(scores) != n or any(not 0.0 <= s <= 1.0 for s in scores):
+        raise InvalidInputError("a toxicity classifier must return one score in 0..1 per text")

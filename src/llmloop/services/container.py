@@ -1,0 +1,66 @@
+"""The composition root: builds the store, artifact store, plugin registry and every service
+from Settings, once per process (or per test). Edges hold one Container and call its services.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from llmloop.artifacts.fsspec_store import FsspecArtifactStore
+from llmloop.config import Settings
+from llmloop.plugins import PluginRegistry, build_registry
+from llmloop.services.datasets import DatasetService
+from llmloop.services.governance import GovernanceService
+from llmloop.services.keys import KeyService
+from llmloop.services.models import ModelService
+from llmloop.services.prompts import PromptService
+from llmloop.services.runs import RunService
+from llmloop.store.registry import Store
+
+
+class Container:
+    def __init__(self, settings: Settings, plugins: PluginRegistry | None = None) -> None:
+        self.settings = settings
+        self._plugins = plugins
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.settings.database_url, auto_create_empty=self.settings.auto_migrate_empty)
+
+    @cached_property
+    def artifacts(self) -> FsspecArtifactStore:
+        return FsspecArtifactStore(
+            self.settings.artifacts_url, cache_dir=self.settings.home / "cache" / "artifacts"
+        )
+
+    @cached_property
+    def plugins(self) -> PluginRegistry:
+        return self._plugins if self._plugins is not None else build_registry()
+
+    @cached_property
+    def datasets(self) -> DatasetService:
+        return DatasetService(self.store, self.artifacts)
+
+    @cached_property
+    def prompts(self) -> PromptService:
+        return PromptService(self.store)
+
+    @cached_property
+    def runs(self) -> RunService:
+        return RunService(self.store)
+
+    @cached_property
+    def models(self) -> ModelService:
+        return ModelService(self.store)
+
+    @cached_property
+    def governance(self) -> GovernanceService:
+        return GovernanceService(self.store, self.settings.allow_self_approval)
+
+    @cached_property
+    def keys(self) -> KeyService:
+        return KeyService(self.store)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.dispose()

@@ -1,0 +1,78 @@
+"""Movable names over immutable versions: prompt labels and model aliases, one mechanism.
+
+Moving a protected pointer is refused with ApprovalRequiredError unless the governance service
+applies an approved request. Every move is audited with before and after.
+"""
+
+from __future__ import annotations
+
+from llmloop.errors import ApprovalRequiredError, NotFoundError
+from llmloop.services.actors import Actor
+from llmloop.store import tables as t
+from llmloop.store.registry import Tx, utcnow
+
+PROMPT_LABEL = "prompt_label"
+MODEL_ALIAS = "model_alias"
+
+
+def pointer_map(tx: Tx, kind: str, owner_id: str, versions_table: str) -> dict[str, int]:
+    """name -> version number of every set pointer of one owner."""
+    rows = tx.select(t.pointers, {"kind": kind, "owner_id": owner_id}, order_by="name")
+    table = t.metadata.tables[versions_table]
+    ids = [r["target_id"] for r in rows if r["target_id"]]
+    numbers = {v["id"]: v["version"] for v in tx.select_in(table, "id", ids)}
+    return {r["name"]: numbers[r["target_id"]] for r in rows if r["target_id"] in numbers}
+
+
+def move_pointer(
+    tx: Tx,
+    kind: str,
+    owner_id: str,
+    name: str,
+    target_id: str | None,
+    actor: Actor,
+    approved: bool = False,
+) -> None:
+    """Point ``name`` at ``target_id`` (None clears it), honouring protection."""
+    current = tx.get(t.pointers, for_update=True, kind=kind, owner_id=owner_id, name=name)
+    if current is not None and current["protected"] and not approved:
+        raise ApprovalRequiredError(
+            f"'{name}' is protected: request an approval "
+            "(`llmloop approvals request ...`) to move it"
+        )
+    now = utcnow()
+    if current is None:
+        if target_id is None:
+            raise NotFoundError(f"'{name}' is not set")
+        tx.insert(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name,
+                               "target_id": target_id, "protected": False, "updated_at": now})  # fmt: skip
+    else:
+        tx.update(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name},
+                  {"target_id": target_id, "updated_at": now})  # fmt: skip
+    before = {"target_id": current["target_id"]} if current else None
+    action = f"{kind}.{'move' if target_id else 'clear'}"
+    tx.audit(actor.name, action, kind, f"{owner_id}:{name}", before,
+             {"target_id": target_id, "via_approval": approved})  # fmt: skip
+
+
+def set_protected(tx: Tx, kind: str, owner_id: str, name: str, protected: bool, actor: Actor) -> None:
+    """Mark a pointer protected (moves need approval) or lift that; admins only."""
+    actor.require("admin")
+    current = tx.get(t.pointers, for_update=True, kind=kind, owner_id=owner_id, name=name)
+    now = utcnow()
+    if current is None:
+        tx.insert(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name,
+                               "target_id": None, "protected": protected, "updated_at": now})  # fmt: skip
+    else:
+        tx.update(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name},
+                  {"protected": protected, "updated_at": now})  # fmt: skip
+    tx.audit(actor.name, f"{kind}.{'protect' if protected else 'unprotect'}", kind,
+             f"{owner_id}:{name}", {"protected": bool(current and current["protected"])},
+             {"protected": protected})  # fmt: skip
+
+
+def resolve_pointer(tx: Tx, kind: str, owner_id: str, name: str) -> str:
+    row = tx.get(t.pointers, kind=kind, owner_id=owner_id, name=name)
+    if row is None or row["target_id"] is None:
+        raise NotFoundError(f"'{name}' is not set")
+    return str(row["target_id"])

@@ -1,0 +1,218 @@
+"""SQLAlchemy Core tables of the registry. Versions are rows that are never updated in place.
+
+Movable pointers (prompt labels, model aliases) live in ``pointers``; every mutation is also
+written to ``audit_log`` by the service in the same transaction. Schema changes go through an
+Alembic migration under ``store/migrations/versions``; this module is the target they describe.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(40)
+TS = sa.DateTime(timezone=True)
+
+
+def _created() -> list[sa.Column]:  # type: ignore[type-arg]
+    return [
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("created_by", sa.String(128), nullable=False, server_default=""),
+    ]
+
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    *_created(),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("dataset_id", ID, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("shape", sa.String(32), nullable=False),
+    sa.Column("schema", sa.JSON, nullable=False),
+    sa.Column("parent_id", ID, sa.ForeignKey("dataset_versions.id"), nullable=True),
+    sa.Column("recipe", sa.JSON, nullable=True),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("artifact_size", sa.BigInteger, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("profile", sa.JSON, nullable=True),
+    *_created(),
+    sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_number"),
+    sa.UniqueConstraint("dataset_id", "content_hash", name="uq_dataset_versions_content"),
+)
+
+prompts = sa.Table(
+    "prompts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    *_created(),
+)
+
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("prompt_id", ID, sa.ForeignKey("prompts.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("template", sa.Text, nullable=False),
+    sa.Column("variables", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    *_created(),
+    sa.UniqueConstraint("prompt_id", "version", name="uq_prompt_versions_number"),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    *_created(),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model_id", ID, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("base_model", sa.Text, nullable=False, server_default=""),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("artifact_uri", sa.Text, nullable=True),
+    sa.Column("artifact_sha256", sa.String(64), nullable=True),
+    sa.Column("artifact_size", sa.BigInteger, nullable=True),
+    sa.Column("tokenizer", sa.Text, nullable=False, server_default=""),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=True),
+    sa.Column("stage", sa.String(32), nullable=False, server_default="none"),
+    sa.Column("status", sa.String(32), nullable=False, server_default="ready"),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    *_created(),
+    sa.UniqueConstraint("model_id", "version", name="uq_model_versions_number"),
+)
+
+# Movable names: prompt labels ('production') and model aliases ('champion').
+pointers = sa.Table(
+    "pointers",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("owner_id", ID, primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("target_id", ID, nullable=True),
+    sa.Column("protected", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False, server_default=""),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("parent_id", ID, sa.ForeignKey("runs.id"), nullable=True),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("ended_at", TS, nullable=True),
+    *_created(),
+)
+
+run_metrics = sa.Table(
+    "run_metrics",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("key", sa.String(250), nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Index("ix_run_metrics_run_key_step", "run_id", "key", "step"),
+)
+
+run_artifacts = sa.Table(
+    "run_artifacts",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+lineage_edges = sa.Table(
+    "lineage_edges",
+    metadata,
+    sa.Column("source_id", ID, primary_key=True),
+    sa.Column("target_id", ID, primary_key=True),
+    sa.Column("relation", sa.String(64), primary_key=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_lineage_edges_target", "target_id"),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decision_comment", sa.Text, nullable=True),
+    sa.Column("decided_at", TS, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", ID, nullable=False),
+    sa.Column("before", sa.JSON, nullable=True),
+    sa.Column("after", sa.JSON, nullable=True),
+    sa.Index("ix_audit_log_entity", "entity_id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(128), nullable=False),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+    *_created(),
+)
