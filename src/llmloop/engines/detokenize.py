@@ -33,9 +33,12 @@ class TextStream:
         """The two id windows whose decodings give the next delta (see :func:`decode_deltas`)."""
         return ids[self.prefix_offset : self.read_offset], ids[self.prefix_offset :]
 
-    def accept(self, prefix_text: str, full_text: str, n_ids: int) -> str:
-        """Take the decodings of :meth:`pending_slices`; return the text safe to emit now."""
-        if len(full_text) > len(prefix_text) and not full_text.endswith(_REPLACEMENT):
+    def accept(self, prefix_text: str, full_text: str, n_ids: int, final: bool = False) -> str:
+        """Take the decodings of :meth:`pending_slices`; return the text safe to emit now.
+
+        A delta ending in U+FFFD waits for the next token (half a character), unless ``final``.
+        """
+        if len(full_text) > len(prefix_text) and (final or not full_text.endswith(_REPLACEMENT)):
             self.text += full_text[len(prefix_text) :]
             self.prefix_offset, self.read_offset = self.read_offset, n_ids
         return self._release(final=False)

@@ -212,7 +212,14 @@ class Scheduler:
 
     def _finish(self, row: Row, reason: str, delta: str = "") -> None:
         row.finish_reason = reason
-        tail = row.text.finish() if reason != "cancelled" else ""
+        tail = ""
+        if reason != "cancelled":
+            stream = row.text
+            if not stream.stopped and stream.read_offset < len(row.output_ids):
+                # Flush ids held back for an unfinished character: the output is what it is.
+                texts = self._decode(list(stream.pending_slices(row.output_ids)))
+                delta += stream.accept(texts[0], texts[1], len(row.output_ids), final=True)
+            tail = stream.finish()
         usage = Usage(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.output_ids))
         out = RowOutput(text=delta + tail, finish_reason=reason, usage=usage)
         if row.logprobs is not None:

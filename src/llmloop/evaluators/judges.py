@@ -40,7 +40,9 @@ _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 def list_judge_templates() -> list[str]:
     """Names of the shipped judge templates (``quality``, ``correctness``, ...)."""
     folder = resources.files("llmloop").joinpath("resources", "judges")
-    return sorted(p.name.removesuffix(".jinja") for p in folder.iterdir() if p.name.endswith(".jinja"))
+    return sorted(
+        p.name.removesuffix(".jinja") for p in folder.iterdir() if p.name.endswith(".jinja")
+    )
 
 
 def load_judge_template(name: str) -> str:
@@ -262,7 +264,9 @@ class PointwiseJudge(LLMJudge):
         votes: list[float] = []
         failures: list[str] = []
         for call in calls:
-            score = None if call.text is None else parse_score(call.text, cfg.scale_min, cfg.scale_max)
+            score = (
+                None if call.text is None else parse_score(call.text, cfg.scale_min, cfg.scale_max)
+            )
             if score is None:
                 failures.append(call.error or f"unparsable answer: {(call.text or '')[:200]!r}")
             else:
@@ -280,7 +284,11 @@ class PointwiseJudge(LLMJudge):
             "flagged": straddles(interval, threshold) or split,
             "votes_split": split,
         }
-        scores = {"judge_score": mean, "judge_variance": variance, "judge_pass": float(mean >= threshold)}
+        scores = {
+            "judge_score": mean,
+            "judge_variance": variance,
+            "judge_pass": float(mean >= threshold),
+        }
         return SampleScore(sample_id=sample.id, scores=scores, details=details)
 
     async def evaluate(self, samples: Sequence[EvalSample]) -> EvalResult:

@@ -76,7 +76,9 @@ class BleuEvaluator(Evaluator):
         refs = require_references(samples, "bleu")
         hyps = [s.output for s in samples]
         cfg = self.config
-        corpus = BLEU(tokenize=cfg.tokenize, lowercase=cfg.lowercase, smooth_method=cfg.smooth_method)
+        corpus = BLEU(
+            tokenize=cfg.tokenize, lowercase=cfg.lowercase, smooth_method=cfg.smooth_method
+        )
         score = corpus.corpus_score(hyps, _ref_streams(refs))  # type: ignore[arg-type]
         sentence = BLEU(
             tokenize=cfg.tokenize, lowercase=cfg.lowercase, effective_order=cfg.effective_order

@@ -106,9 +106,7 @@ class UsageEvaluator(Evaluator):
             total_latency = float(latencies.sum())
             if total_latency > 0:
                 agg["completion_tokens_per_s"] = agg["completion_tokens_total"] / total_latency
-        return EvalResult(
-            evaluator=self.name, aggregate=agg, samples=per, details={"n": len(per)}
-        )
+        return EvalResult(evaluator=self.name, aggregate=agg, samples=per, details={"n": len(per)})
 
 
 __all__ = [

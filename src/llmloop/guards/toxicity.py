@@ -138,9 +138,10 @@ class ToxicityGuard(Guard):
         return self._verdict(text[-self.config.window_chars :], "output")
 
     def hold_from(self, text: str) -> int:
-        """Hold back the trailing partial word: it cannot be scored until it is complete."""
+        """Hold back the trailing partial word (it cannot be scored until complete), at most 48
+        characters: longer runs are not words the classifier knows."""
         cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
-        return cut + 1 if cut >= 0 else 0
+        return max(cut + 1, len(text) - 48)
 
 
 def check_scores(scores: Sequence[float], n: int) -> None:

@@ -61,6 +61,10 @@ class Container:
     def keys(self) -> KeyService:
         return KeyService(self.store)
 
+    def readiness_problem(self) -> str | None:
+        """None when the store answers; otherwise what is wrong."""
+        return self.store.ping()
+
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.dispose()

@@ -235,5 +235,14 @@ class Store:
             yield Tx(conn)
             conn.rollback()
 
+    def ping(self) -> str | None:
+        """None when the database answers a trivial query, else the error's name."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return exc.__class__.__name__
+        return None
+
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,1 +1,1 @@
-"""api/routes."""
+"""REST routes, one module per noun; each calls its service and nothing else."""

@@ -1,0 +1,100 @@
+"""Errors to HTTP, in one place: RFC 9457 problem JSON for the REST API, and OpenAI's error shape
+(``{"error": {"message", "type", "code"}}``) for the OpenAI-compatible routes under ``/v1``.
+
+No route builds an error response by hand; they raise ``llmloop.errors`` and these handlers answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmloop.errors import LlmloopError, OverloadedError, RateLimitError
+
+log = logging.getLogger("llmloop.api")
+PROBLEM_TYPE_BASE = "https://llmloop.dev/problems/"
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "not_found_error", 409: "invalid_request_error",
+                413: "invalid_request_error", 422: "invalid_request_error",
+                429: "rate_limit_error", 500: "server_error", 502: "api_error",
+                503: "api_error", 504: "timeout_error"}  # fmt: skip
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def problem_response(
+    request: Request, status: int, code: str, title: str, detail: str, **extra: Any
+) -> Response:
+    headers = {}
+    retry_after = extra.pop("retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(round(retry_after))))
+    if is_openai_path(request.url.path):
+        body: dict[str, Any] = {"error": {"message": detail,
+                                          "type": OPENAI_TYPES.get(status, "api_error"),
+                                          "param": extra.get("param"), "code": code}}  # fmt: skip
+        return JSONResponse(body, status_code=status, headers=headers)
+    problem = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status,
+               "detail": detail, "instance": request.url.path, "code": code, **extra}  # fmt: skip
+    return JSONResponse(
+        problem, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+async def _llmloop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LlmloopError)
+    extra = {k: v for k, v in exc.extra.items() if _jsonable(v)}
+    if isinstance(exc, RateLimitError | OverloadedError) and exc.retry_after is not None:
+        extra["retry_after"] = exc.retry_after
+    if exc.status >= 500:
+        log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.detail)
+    return problem_response(request, exc.status, exc.code, exc.title, exc.detail, **extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        errors.append({"field": ".".join(loc), "message": err.get("msg", "invalid")})
+    json_broken = any(e.get("type") == "json_invalid" for e in exc.errors())
+    status, code, title = (400, "bad_request", "Malformed JSON") if json_broken else (
+        422, "invalid_input", "Invalid input")  # fmt: skip
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or title
+    param = errors[0]["field"] if errors else None
+    return problem_response(request, status, code, title, detail, errors=errors, param=param)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed"),
+              413: ("payload_too_large", "Payload too large")}  # fmt: skip
+    code, title = titles.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}"
+    return problem_response(request, exc.status_code, code, title, detail)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(request, 500, "internal_error", "Internal error",
+                            "the server failed to handle this request; see its log")  # fmt: skip
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LlmloopError, _llmloop_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | list | dict)

@@ -1,0 +1,324 @@
+"""The hf engine: a Hugging Face transformers model served with continuous batching (CPU or GPU).
+
+``HFEngine`` is the asyncio face: it parses its options (``HFEngineConfig``), loads the model,
+tokenizer and LoRA adapters, turns a request into prompt ids (the tokenizer's chat template for
+``messages``), and hands rows to the worker thread in ``hf_worker.py``, which owns the model and
+runs the decode loop; results come back through one asyncio queue per request. Closing a stream
+early marks its row cancelled and the worker drops it at the next step. Embeddings are the
+mean-pooled, L2-normalised last hidden state. It does not speak HTTP or pick models by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmloop.core.chat import (
+    EmbeddingResult,
+    EngineCapabilities,
+    EngineSpec,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    Usage,
+)
+from llmloop.engines.base import Engine
+from llmloop.engines.detokenize import TextStream
+from llmloop.engines.hf_batch import BASE_ADAPTER, Row
+from llmloop.engines.hf_worker import RowOutput, Scheduler
+from llmloop.errors import ConfigError, InvalidInputError, NotFoundError, require_extra
+
+DEFAULT_ADAPTER = "default"
+
+
+class HFEngineConfig(BaseModel):
+    """Options of the hf engine (``EngineSpec.options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(default="cpu", description="torch device: 'cpu', 'cuda', 'cuda:1', 'auto'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; 'auto' is float32 on CPU, bfloat16 on GPU."
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Rows decoding at once.")
+    num_threads: int | None = Field(
+        default=None, ge=1, description="torch.set_num_threads for CPU inference (None: torch's)."
+    )
+    max_context: int | None = Field(
+        default=None, ge=8, description="Prompt + output token limit (default: the model's)."
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="LoRA adapters to preload: name -> local PEFT dir."
+    )
+    ignore_eos: bool = Field(
+        default=False, description="Keep generating past end-of-sequence (fixed-length benchmarks)."
+    )
+    attn_implementation: str = Field(default="sdpa", description="transformers attention backend.")
+    seed: int | None = Field(default=None, description="Seed of the unseeded requests' sampling.")
+
+
+def parse_config(options: dict[str, object]) -> HFEngineConfig:
+    """Validate engine options, naming every bad field in one ConfigError."""
+    try:
+        return HFEngineConfig.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad hf engine options: {problems}") from None
+
+
+class HFEngine(Engine):
+    """transformers model + tokenizer + continuous-batching worker thread."""
+
+    kind = "hf"
+
+    def __init__(self, spec: EngineSpec) -> None:
+        super().__init__(spec)
+        self.config = parse_config(spec.options)
+        if not spec.model:
+            raise ConfigError("the hf engine needs 'model': a local model directory or hub id")
+        self._start_lock = asyncio.Lock()
+        self._scheduler: Scheduler | None = None
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
+        self._max_context = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._scheduler is None:
+                await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        require_extra("torch", "hf", "the hf engine")
+        require_extra("transformers", "hf", "the hf engine")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        chosen = dtype.get(cfg.dtype, torch.float32 if device == "cpu" else torch.bfloat16)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.spec.model)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.spec.model, dtype=chosen, attn_implementation=cfg.attn_implementation
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load model '{self.spec.model}': {exc}") from None
+        model = model.to(device).eval()
+        if tokenizer.pad_token is None:  # padding is needed for embedding batches
+            tokenizer.pad_token = tokenizer.eos_token
+        self._max_context = cfg.max_context or int(
+            getattr(model.config, "max_position_embeddings", 0) or 4096
+        )
+        to_load = dict(cfg.adapters)
+        if self.spec.adapter:
+            to_load[DEFAULT_ADAPTER] = self.spec.adapter
+        for name, path in to_load.items():
+            model = self._attach_adapter(model, name, path)
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
+        self._tokenizer, self._model = tokenizer, model
+        self._scheduler = Scheduler(
+            model,
+            tokenizer,
+            max_batch_size=cfg.max_batch_size,
+            eos_ids=set() if cfg.ignore_eos else eos_ids,
+            pad_id=pad,
+            vocab_size=int(model.get_output_embeddings().weight.shape[0]),
+            use_adapters=bool(self._adapters),
+        )
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        self._scheduler.start()
+
+    def _attach_adapter(self, model: Any, name: str, path: str) -> Any:
+        """Load a PEFT LoRA adapter under ``name`` (wrapping the base model the first time)."""
+        require_extra("peft", "hf", "LoRA adapters in the hf engine")
+        from peft import PeftModel
+
+        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            raise NotFoundError(f"no PEFT adapter at '{path}' (adapter_config.json missing)")
+        if isinstance(model, PeftModel):
+            model.load_adapter(path, adapter_name=name)
+        else:
+            model = PeftModel.from_pretrained(model, path, adapter_name=name)
+        model.eval()
+        self._adapters[name] = path
+        return model
+
+    async def aclose(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+        self._model = self._tokenizer = None
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            embeddings=True,
+            logprobs=True,
+            adapters=True,
+            max_batch_size=self.config.max_batch_size,
+            max_context=self._max_context or self.config.max_context,
+        )
+
+    # -- requests ----------------------------------------------------------------------------
+    def _prompt_ids(self, req: GenerationRequest) -> list[int]:
+        tok = self._tokenizer
+        if req.messages is not None:
+            messages = [{"role": m.role, "content": m.content} for m in req.messages]
+            if getattr(tok, "chat_template", None):
+                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                ids = list(tok(text, add_special_tokens=False)["input_ids"])
+            else:  # a base model without a template: a plain transcript
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+                ids = list(tok(text)["input_ids"])
+        else:
+            ids = list(tok(req.prompt)["input_ids"])
+        if not ids and tok.bos_token_id is not None:
+            ids = [tok.bos_token_id]
+        if not ids:
+            raise InvalidInputError("the prompt is empty and the tokenizer has no BOS token")
+        if len(ids) >= self._max_context:
+            raise InvalidInputError(
+                f"the prompt has {len(ids)} tokens; this model's context is {self._max_context}"
+            )
+        return ids
+
+    async def _adapter_name(self, req: GenerationRequest) -> str:
+        if req.adapter is None:
+            return DEFAULT_ADAPTER if DEFAULT_ADAPTER in self._adapters else BASE_ADAPTER
+        if req.adapter in self._adapters:
+            return req.adapter
+        path = os.path.abspath(req.adapter)
+        name = "a" + hashlib.sha256(path.encode()).hexdigest()[:16]
+        if name in self._adapters:
+            return name
+        if not os.path.isdir(path):
+            raise NotFoundError(f"unknown adapter '{req.adapter}': not loaded and not a directory")
+        scheduler = self._scheduler
+        assert scheduler is not None
+
+        def attach() -> None:
+            model = self._attach_adapter(scheduler.batch.model, name, path)
+            scheduler.batch.model, scheduler.batch.use_adapters = model, True
+
+        await asyncio.wrap_future(scheduler.call(attach))
+        return name
+
+    async def _submit(self, req: GenerationRequest) -> tuple[Row, asyncio.Queue[RowOutput]]:
+        await self.start()
+        assert self._scheduler is not None
+        ids = self._prompt_ids(req)
+        adapter = await self._adapter_name(req)
+        generator = None
+        if req.sampling.seed is not None:
+            import torch
+
+            device = self._scheduler.batch.device
+            generator = torch.Generator(device=device).manual_seed(req.sampling.seed)
+        queue: asyncio.Queue[RowOutput] = asyncio.Queue()
+        row = Row(
+            prompt_ids=ids,
+            params=req.sampling,
+            max_new_tokens=min(req.sampling.max_tokens, self._max_context - len(ids)),
+            channel=(asyncio.get_running_loop(), queue),
+            adapter=adapter,
+            logprobs=req.logprobs,
+            echo=req.echo,
+            generator=generator,
+            text=TextStream(stops=tuple(s for s in req.sampling.stop if s)),
+        )
+        self._scheduler.submit(row)
+        return row, queue
+
+    async def _outputs(self, req: GenerationRequest) -> AsyncIterator[RowOutput]:
+        row, queue = await self._submit(req)
+        try:
+            while True:
+                out = await queue.get()
+                if out.error is not None:
+                    raise out.error
+                yield out
+                if out.finish_reason is not None:
+                    return
+        finally:
+            # Reached on normal end too (harmless): the worker drops cancelled rows next step.
+            row.cancelled = True
+
+    async def chat(self, req: GenerationRequest) -> GenerationResult:
+        parts: list[str] = []
+        last = RowOutput()
+        async for out in self._outputs(req):
+            parts.append(out.text)
+            last = out
+        text = "".join(parts)
+        logprobs = None
+        if req.logprobs is not None:
+            logprobs = [*(last.prompt_logprobs or []), *(last.logprobs or [])]
+        if req.echo:
+            text = self._echo_text(req) + text
+        return GenerationResult(
+            text=text,
+            finish_reason=last.finish_reason or "stop",  # type: ignore[arg-type]
+            usage=last.usage or Usage(),
+            logprobs=logprobs,
+        )
+
+    def _echo_text(self, req: GenerationRequest) -> str:
+        if req.prompt is not None:
+            return req.prompt
+        return str(self._tokenizer.decode(self._prompt_ids(req), skip_special_tokens=False))
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        async for out in self._outputs(req):
+            if out.finish_reason is not None:
+                yield GenerationChunk(
+                    text=out.text,
+                    finish_reason=out.finish_reason,  # type: ignore[arg-type]
+                    usage=out.usage,
+                )
+            elif out.text:
+                yield GenerationChunk(text=out.text)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        if not texts:
+            raise InvalidInputError("embed needs at least one text")
+        await self.start()
+        assert self._scheduler is not None
+        scheduler = self._scheduler
+        vectors, count = await asyncio.wrap_future(scheduler.call(lambda: self._embed(texts)))
+        return EmbeddingResult(vectors=vectors, usage=Usage(prompt_tokens=count))
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Runs on the worker thread: mean-pool the last hidden state over real tokens."""
+        import torch
+
+        assert self._scheduler is not None
+        batch = self._scheduler.batch
+        enc = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self._max_context, return_tensors="pt"
+        ).to(batch.device)
+        kwargs: dict[str, Any] = {}
+        if batch.use_adapters:
+            kwargs["adapter_names"] = [BASE_ADAPTER] * len(texts)
+        out = batch.model(**enc, output_hidden_states=True, logits_to_keep=1, **kwargs)
+        hidden = out.hidden_states[-1].float()
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.tolist(), int(enc["attention_mask"].sum())
