@@ -1,4 +1,5 @@
-"""The plugin manager: loads the ``llmloop`` entry-point group and resolves registered targets lazily.
+"""The plugin manager:
+loads the ``llmloop`` entry-point group and resolves registered targets lazily.
 
 Kinds are fixed (engines, evaluators, guards, trainers, data_steps, pipeline_steps). A target that
 needs a missing optional extra resolves to :class:`~llmloop.errors.MissingExtraError`, never a bare

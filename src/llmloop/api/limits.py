@@ -62,16 +62,35 @@ class BodySizeLimit:
         detail = f"request body is over the limit of {self.max_bytes} bytes"
         body: dict[str, Any]
         if path.startswith("/v1/"):
-            body = {"error": {"message": detail, "type": "invalid_request_error",
-                              "param": None, "code": "payload_too_large"}}  # fmt: skip
+            body = {
+                "error": {
+                    "message": detail,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "payload_too_large",
+                }
+            }
             media = b"application/json"
         else:
-            body = {"type": "https://llmloop.dev/problems/payload_too_large",
-                    "title": "Payload too large", "status": 413, "detail": detail,
-                    "instance": path, "code": "payload_too_large"}  # fmt: skip
+            body = {
+                "type": "https://llmloop.dev/problems/payload_too_large",
+                "title": "Payload too large",
+                "status": 413,
+                "detail": detail,
+                "instance": path,
+                "code": "payload_too_large",
+            }
             media = b"application/problem+json"
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", media), (b"connection", b"close"),
-                                (b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", media),
+                    (b"connection", b"close"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

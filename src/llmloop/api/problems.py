@@ -18,11 +18,20 @@ from llmloop.errors import LlmloopError, OverloadedError, RateLimitError
 
 log = logging.getLogger("llmloop.api")
 PROBLEM_TYPE_BASE = "https://llmloop.dev/problems/"
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 409: "invalid_request_error",
-                413: "invalid_request_error", 422: "invalid_request_error",
-                429: "rate_limit_error", 500: "server_error", 502: "api_error",
-                503: "api_error", 504: "timeout_error"}  # fmt: skip
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+}
 
 
 def is_openai_path(path: str) -> bool:
@@ -35,14 +44,26 @@ def problem_response(
     headers = {}
     retry_after = extra.pop("retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(round(retry_after))))
+        headers["Retry-After"] = str(max(1, round(retry_after)))
     if is_openai_path(request.url.path):
-        body: dict[str, Any] = {"error": {"message": detail,
-                                          "type": OPENAI_TYPES.get(status, "api_error"),
-                                          "param": extra.get("param"), "code": code}}  # fmt: skip
+        body: dict[str, Any] = {
+            "error": {
+                "message": detail,
+                "type": OPENAI_TYPES.get(status, "api_error"),
+                "param": extra.get("param"),
+                "code": code,
+            }
+        }
         return JSONResponse(body, status_code=status, headers=headers)
-    problem = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status,
-               "detail": detail, "instance": request.url.path, "code": code, **extra}  # fmt: skip
+    problem = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "code": code,
+        **extra,
+    }
     return JSONResponse(
         problem, status_code=status, headers=headers, media_type="application/problem+json"
     )
@@ -65,8 +86,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         loc = [str(p) for p in err.get("loc", ())]
         errors.append({"field": ".".join(loc), "message": err.get("msg", "invalid")})
     json_broken = any(e.get("type") == "json_invalid" for e in exc.errors())
-    status, code, title = (400, "bad_request", "Malformed JSON") if json_broken else (
-        422, "invalid_input", "Invalid input")  # fmt: skip
+    status, code, title = (
+        (400, "bad_request", "Malformed JSON")
+        if json_broken
+        else (422, "invalid_input", "Invalid input")
+    )
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or title
     param = errors[0]["field"] if errors else None
     return problem_response(request, status, code, title, detail, errors=errors, param=param)
@@ -74,8 +98,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    titles = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed"),
-              413: ("payload_too_large", "Payload too large")}  # fmt: skip
+    titles = {
+        404: ("not_found", "Not found"),
+        405: ("method_not_allowed", "Method not allowed"),
+        413: ("payload_too_large", "Payload too large"),
+    }
     code, title = titles.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
@@ -85,8 +112,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(request, 500, "internal_error", "Internal error",
-                            "the server failed to handle this request; see its log")  # fmt: skip
+    return problem_response(
+        request,
+        500,
+        "internal_error",
+        "Internal error",
+        "the server failed to handle this request; see its log",
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -45,7 +45,9 @@ class FsspecArtifactStore(ArtifactStore):
     def __init__(self, root_url: str, cache_dir: Path | None = None) -> None:
         self.fs, root = fsspec.core.url_to_fs(root_url)
         self.root = root.rstrip("/")
-        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.protocol = (
+            self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        )
         self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "llmloop-artifact-cache"
 
     def _path(self, digest: str) -> str:

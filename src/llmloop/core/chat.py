@@ -1,4 +1,5 @@
-"""Generation values shared by engines, the gateway, evaluators and guards (OpenAI-shaped, wire-free).
+"""Generation values shared by engines, the gateway,
+evaluators and guards (OpenAI-shaped, wire-free).
 
 These are what an :class:`~llmloop.engines.base.Engine` takes and returns. The OpenAI wire
 schemas (``api/gateway``) convert to and from them; nothing here knows HTTP.

@@ -1,4 +1,5 @@
-"""Models and immutable model versions: base reference, weights/adapter, tokenizer; aliases and stages."""
+"""Models and immutable model versions: base reference, weights/adapter, tokenizer;
+aliases and stages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Prompt templates: immutable versions with declared variables and model parameters; labels move."""
+"""Prompt templates: immutable versions with declared variables and model parameters;
+labels move."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Runs: a unit of tracked work (fine-tune, hpo, eval, pipeline, ...) with params and metric series."""
+"""Runs: a unit of tracked work (fine-tune, hpo, eval, pipeline,
+...) with params and metric series."""
 
 from __future__ import annotations
 

@@ -126,6 +126,32 @@ class NearDupIndex:
         self._signatures: dict[int, np.ndarray] = {}
         self._next = 0
 
+    def similar(self, texts: Sequence[str]) -> list[list[int]]:
+        """For each text, the ids of indexed rows at or above the threshold (nothing is added)."""
+        found: list[list[int]] = []
+        for signature in self.hasher.signatures(texts):
+            lean = LeanMinHash(seed=self.hasher.seed, hashvalues=signature, scheme="legacy")
+            found.append(
+                sorted(
+                    c
+                    for c in self._lsh.query(lean)
+                    if self.hasher.jaccard(signature, self._signatures[c]) >= self.threshold
+                )
+            )
+        return found
+
+    def add(self, texts: Sequence[str]) -> list[int]:
+        """Index ``texts``; returns their ids."""
+        ids = []
+        for signature in self.hasher.signatures(texts):
+            key = self._next
+            self._next += 1
+            lean = LeanMinHash(seed=self.hasher.seed, hashvalues=signature, scheme="legacy")
+            self._lsh.insert(key, lean, check_duplication=False)
+            self._signatures[key] = signature
+            ids.append(key)
+        return ids
+
     def check_and_add(self, texts: Sequence[str], add_matches: bool = False) -> list[int | None]:
         """For each text: the id of an earlier similar row (``None`` if none); new rows are added.
 

@@ -145,13 +145,14 @@ class ChrfEvaluator(Evaluator):
 
 
 RougeType = Literal["rouge1", "rouge2", "rougeL", "rougeLsum"]
+_ALL_ROUGE: tuple[RougeType, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 class RougeConfig(EvaluatorConfig):
     """rouge-score options; scores are F-measures in 0-1, max over references."""
 
     rouge_types: list[RougeType] = Field(
-        default_factory=lambda: ["rouge1", "rouge2", "rougeL", "rougeLsum"],
+        default_factory=lambda: list(_ALL_ROUGE),
         min_length=1,
         description="Which ROUGE variants to compute.",
     )

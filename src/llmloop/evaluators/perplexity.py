@@ -82,7 +82,8 @@ class HFLogprobScorer:
 
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_path).to(self.device)
+            model = AutoModelForCausalLM.from_pretrained(self.model_path)
+            self._model = model.to(self.device)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigError(f"cannot load model from '{self.model_path}': {exc}")
         self._model.eval()
@@ -151,8 +152,8 @@ class PerplexityEvaluator(Evaluator):
         self, config: EvaluatorConfig | None = None, scorer: LogprobScorer | None = None
     ) -> None:
         super().__init__(config)
-        if scorer is None and self.config.model_path is not None:
-            cfg = self.config
+        cfg = self.config
+        if scorer is None and cfg.model_path is not None:
             scorer = HFLogprobScorer(cfg.model_path, cfg.batch_size, cfg.max_length, cfg.device)
         self.scorer = scorer
 

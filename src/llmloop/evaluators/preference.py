@@ -110,7 +110,7 @@ class PairwiseJudge(LLMJudge):
         return other
 
     async def _round(self, sample: EvalSample, other: str, j: int) -> tuple[Verdict | None, bool]:
-        """One round in both orders: the verdict for the candidate, and whether it was consistent."""
+        """One round in both orders: the candidate's verdict and whether the two agreed."""
         forward, backward = await asyncio.gather(
             self.ask(self.render(sample, sample.output, other), j),
             self.ask(self.render(sample, other, sample.output), j),

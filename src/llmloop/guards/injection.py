@@ -34,7 +34,7 @@ HEURISTICS: dict[str, re.Pattern[str]] = {
     "injection.override": re.compile(rf"\b{_OVERRIDE_VERB}\b.{{0,20}}({_OVERRIDE_OBJECT})", re.I),
     "injection.roleplay": re.compile(
         r"\b(you are now|act as|pretend (to be|you are)|from now on you)\b.{0,60}"
-        r"\b(DAN|unfiltered|unrestricted|no (rules|restrictions|limits|filters)|jailbr\w+|evil)"
+        r"\b(DAN|unfiltered|unrestricted|(no|without (any )?)(rules|restrictions|limits|filters)|jailbr\w+|evil)"
         r"|\b(developer|jailbreak|god) mode\b|\bdo anything now\b",
         re.I,
     ),

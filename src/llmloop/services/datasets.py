@@ -7,8 +7,10 @@ existing version. Reading files, profiling and cleaning are the data adapters' j
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable
+
 from llmloop.artifacts.base import ArtifactStore
 from llmloop.core.base import ArtifactRef, JsonDict
 from llmloop.core.datasets import (
@@ -54,8 +56,15 @@ def infer_shape(rows: list[JsonDict]) -> str:
 
 def infer_schema(rows: list[JsonDict]) -> dict[str, str]:
     """Field -> JSON type name; a field with mixed types is 'mixed'."""
-    names = {bool: "boolean", int: "integer", float: "number", str: "string",
-             list: "array", dict: "object", type(None): "null"}  # fmt: skip
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }
     schema: dict[str, str] = {}
     for row in rows:
         for key, value in row.items():
@@ -73,8 +82,8 @@ class DatasetService:
         self.store = store
         self.artifacts = artifacts
 
-    def _dataset(self, tx: Tx, name: str) -> Row:
-        row = tx.get(t.datasets, name=name)
+    def _dataset(self, tx: Tx, name: str, lock: bool = False) -> Row:
+        row = tx.get(t.datasets, for_update=lock, name=name)
         if row is None:
             raise NotFoundError(f"no dataset named '{name}'")
         return row
@@ -91,8 +100,13 @@ class DatasetService:
 
     def create(self, spec: DatasetCreate, actor: Actor) -> DatasetPublic:
         actor.require("editor")
-        row = {"id": new_id("dataset"), "name": spec.name, "description": spec.description,
-               "created_at": utcnow(), "created_by": actor.name}  # fmt: skip
+        row: Row = {
+            "id": new_id("dataset"),
+            "name": spec.name,
+            "description": spec.description,
+            "created_at": utcnow(),
+            "created_by": actor.name,
+        }
         with self.store.transaction() as tx:
             if tx.get(t.datasets, name=spec.name) is not None:
                 raise ConflictError(f"dataset '{spec.name}' already exists")
@@ -106,7 +120,10 @@ class DatasetService:
             row = tx.get(t.datasets, name=name)
             if row is not None:
                 return self._public(tx, row)
-        return self.create(DatasetCreate(name=name, description=description), actor)
+        try:
+            return self.create(DatasetCreate(name=name, description=description), actor)
+        except ConflictError:  # created meanwhile by someone else
+            return self.get(name)
 
     def list(self, limit: int = 100, offset: int = 0) -> list[DatasetPublic]:
         with self.store.read() as tx:
@@ -151,12 +168,12 @@ class DatasetService:
         recipe: JsonDict | None = None,
         description: str = "",
         profile: JsonDict | None = None,
-        sources: list[str] | None = None,
+        sources: builtins.list[str] | None = None,
     ) -> DatasetVersionPublic:
         """Record an already stored canonical JSONL artifact as the next version."""
         actor.require("editor")
         with self.store.transaction() as tx:
-            ds = self._dataset(tx, name)
+            ds = self._dataset(tx, name, lock=True)
             same = tx.get(t.dataset_versions, dataset_id=ds["id"], content_hash=ref.sha256)
             if same is not None:
                 raise ConflictError(
@@ -170,24 +187,40 @@ class DatasetService:
                     raise NotFoundError(f"dataset '{name}' has no version {parent_version}")
                 parent_id = parent["id"]
             number = (tx.max_value(t.dataset_versions, "version", dataset_id=ds["id"]) or 0) + 1
-            row = {
-                "id": new_id("dataset_version"), "dataset_id": ds["id"], "version": number,
-                "content_hash": ref.sha256, "row_count": row_count, "shape": shape,
-                "schema": schema, "parent_id": parent_id, "recipe": recipe,
-                "artifact_uri": ref.uri, "artifact_sha256": ref.sha256,
-                "artifact_size": ref.size, "description": description, "profile": profile,
-                "created_at": utcnow(), "created_by": actor.name,
-            }  # fmt: skip
+            row: Row = {
+                "id": new_id("dataset_version"),
+                "dataset_id": ds["id"],
+                "version": number,
+                "content_hash": ref.sha256,
+                "row_count": row_count,
+                "shape": shape,
+                "schema": schema,
+                "parent_id": parent_id,
+                "recipe": recipe,
+                "artifact_uri": ref.uri,
+                "artifact_sha256": ref.sha256,
+                "artifact_size": ref.size,
+                "description": description,
+                "profile": profile,
+                "created_at": utcnow(),
+                "created_by": actor.name,
+            }
             tx.insert(t.dataset_versions, row)
             if parent_id:
                 tx.add_edge(parent_id, row["id"], "derived")
-            for source in sources or []:
+            for source in sources or ():
                 tx.add_edge(source, row["id"], "source")
-            tx.audit(actor.name, "dataset_version.create", "dataset_version", row["id"], None,
-                     {k: v for k, v in row.items() if k != "profile"})  # fmt: skip
+            tx.audit(
+                actor.name,
+                "dataset_version.create",
+                "dataset_version",
+                row["id"],
+                None,
+                {k: v for k, v in row.items() if k != "profile"},
+            )
             return _version_public(row, name)
 
-    def list_versions(self, name: str) -> list[DatasetVersionPublic]:
+    def list_versions(self, name: str) -> builtins.list[DatasetVersionPublic]:
         with self.store.read() as tx:
             ds = self._dataset(tx, name)
             rows = tx.select(t.dataset_versions, {"dataset_id": ds["id"]}, order_by="version")
@@ -216,7 +249,7 @@ class DatasetService:
             assert ds is not None
             return _version_public(row, ds["name"])
 
-    def read_rows(self, version: DatasetVersionPublic) -> list[JsonDict]:
+    def read_rows(self, version: DatasetVersionPublic) -> builtins.list[JsonDict]:
         """The rows of a version, read back from its artifact."""
         with self.artifacts.open(version.artifact) as fh:
             return [json.loads(line) for line in fh.read().decode("utf-8").splitlines() if line]
@@ -227,8 +260,14 @@ class DatasetService:
         with self.store.transaction() as tx:
             if tx.update(t.dataset_versions, {"id": version_id}, {"profile": profile}) == 0:
                 raise NotFoundError(f"no dataset version with id '{version_id}'")
-            tx.audit(actor.name, "dataset_version.profile", "dataset_version", version_id,
-                     None, {"profile_keys": sorted(profile)})  # fmt: skip
+            tx.audit(
+                actor.name,
+                "dataset_version.profile",
+                "dataset_version",
+                version_id,
+                None,
+                {"profile_keys": sorted(profile)},
+            )
 
 
 def _version_number(version: int | str) -> int:
@@ -250,7 +289,7 @@ def _version_public(row: Row, name: str) -> DatasetVersionPublic:
         content_hash=row["content_hash"],
         row_count=row["row_count"],
         shape=row["shape"],
-        schema=row["schema"],
+        schema_=row["schema"],
         parent_id=row["parent_id"],
         recipe=row["recipe"],
         artifact=ArtifactRef(

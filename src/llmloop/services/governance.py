@@ -7,8 +7,6 @@ setting allows self-approval); approving applies the move in the same transactio
 
 from __future__ import annotations
 
-
-
 from llmloop.core.governance import (
     ApprovalCreate,
     ApprovalPublic,
@@ -24,11 +22,19 @@ from llmloop.services.pointers import MODEL_ALIAS, PROMPT_LABEL, move_pointer, s
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
-_OWNERS = {PROMPT_LABEL: (t.prompts, t.prompt_versions, "prompt_id"),
-           MODEL_ALIAS: (t.models, t.model_versions, "model_id")}  # fmt: skip
-_NODE_TABLES = {"dataset": t.datasets, "dataset_version": t.dataset_versions,
-                "prompt": t.prompts, "prompt_version": t.prompt_versions, "run": t.runs,
-                "model": t.models, "model_version": t.model_versions}  # fmt: skip
+_OWNERS = {
+    PROMPT_LABEL: (t.prompts, t.prompt_versions, "prompt_id"),
+    MODEL_ALIAS: (t.models, t.model_versions, "model_id"),
+}
+_NODE_TABLES = {
+    "dataset": t.datasets,
+    "dataset_version": t.dataset_versions,
+    "prompt": t.prompts,
+    "prompt_version": t.prompt_versions,
+    "run": t.runs,
+    "model": t.models,
+    "model_version": t.model_versions,
+}
 MAX_LINEAGE_NODES = 5000
 
 
@@ -62,15 +68,27 @@ class GovernanceService:
             pointer = tx.get(t.pointers, kind=spec.kind, owner_id=owner["id"], name=spec.label)
             if pointer is None or not pointer["protected"]:
                 raise ConflictError(f"'{spec.label}' is not protected: move it directly")
-            row = {"id": new_id("approval"), "kind": spec.kind, "name": spec.name,
-                   "label": spec.label, "version": spec.version, "status": "pending",
-                   "requested_by": actor.name, "comment": spec.comment, "decided_by": None,
-                   "decision_comment": None, "decided_at": None, "created_at": utcnow()}  # fmt: skip
+            row: Row = {
+                "id": new_id("approval"),
+                "kind": spec.kind,
+                "name": spec.name,
+                "label": spec.label,
+                "version": spec.version,
+                "status": "pending",
+                "requested_by": actor.name,
+                "comment": spec.comment,
+                "decided_by": None,
+                "decision_comment": None,
+                "decided_at": None,
+                "created_at": utcnow(),
+            }
             tx.insert(t.approvals, row)
             tx.audit(actor.name, "approval.request", "approval", row["id"], None, row)
             return ApprovalPublic(**row)
 
-    def decide(self, approval_id: str, approve: bool, actor: Actor, comment: str = "") -> ApprovalPublic:
+    def decide(
+        self, approval_id: str, approve: bool, actor: Actor, comment: str = ""
+    ) -> ApprovalPublic:
         actor.require("admin")
         with self.store.transaction() as tx:
             row = tx.get(t.approvals, for_update=True, id=approval_id)
@@ -88,20 +106,32 @@ class GovernanceService:
                 target = tx.get(versions, **{fk: owner["id"], "version": row["version"]})
                 if target is None:
                     raise NotFoundError(f"'{row['name']}' has no version {row['version']}")
-                move_pointer(tx, row["kind"], owner["id"], row["label"], target["id"], actor,
-                             approved=True)  # fmt: skip
-            changes = {"status": status, "decided_by": actor.name, "decision_comment": comment,
-                       "decided_at": now}  # fmt: skip
+                move_pointer(
+                    tx, row["kind"], owner["id"], row["label"], target["id"], actor, approved=True
+                )
+            changes = {
+                "status": status,
+                "decided_by": actor.name,
+                "decision_comment": comment,
+                "decided_at": now,
+            }
             tx.update(t.approvals, {"id": approval_id}, changes)
-            tx.audit(actor.name, f"approval.{status}", "approval", approval_id,
-                     {"status": "pending"}, changes)  # fmt: skip
+            tx.audit(
+                actor.name,
+                f"approval.{status}",
+                "approval",
+                approval_id,
+                {"status": "pending"},
+                changes,
+            )
             return ApprovalPublic(**{**row, **changes})
 
     def list_approvals(self, status: str | None = None, limit: int = 100) -> list[ApprovalPublic]:
         with self.store.read() as tx:
             where = {"status": status} if status else {}
-            rows = tx.select(t.approvals, where, order_by="created_at", descending=True,
-                             limit=limit)  # fmt: skip
+            rows = tx.select(
+                t.approvals, where, order_by="created_at", descending=True, limit=limit
+            )
             return [ApprovalPublic(**r) for r in rows]
 
     def get_approval(self, approval_id: str) -> ApprovalPublic:
@@ -112,9 +142,12 @@ class GovernanceService:
             return ApprovalPublic(**row)
 
     def audit(
-        self, entity_id: str | None = None, limit: int = 100, after_id: int = 0,
+        self,
+        entity_id: str | None = None,
+        limit: int = 100,
+        after_id: int = 0,
         actor_name: str | None = None,
-    ) -> list[AuditEntry]:  # fmt: skip
+    ) -> list[AuditEntry]:
         """Audit entries in order, paged by ``after_id``."""
         if limit < 1 or limit > 10_000:
             raise InvalidInputError("limit must be between 1 and 10000")
@@ -164,13 +197,13 @@ class GovernanceService:
     def _label(self, tx: Tx, entity: str, row: Row | None, node_id: str) -> str:
         if row is None:
             return node_id
-        parents = {"dataset_version": (t.datasets, "dataset_id"),
-                   "prompt_version": (t.prompts, "prompt_id"),
-                   "model_version": (t.models, "model_id")}  # fmt: skip
+        parents = {
+            "dataset_version": (t.datasets, "dataset_id"),
+            "prompt_version": (t.prompts, "prompt_id"),
+            "model_version": (t.models, "model_id"),
+        }
         if entity in parents:
             table, fk = parents[entity]
             owner = tx.get(table, id=row[fk])
             return f"{owner['name'] if owner else '?'}:v{row['version']}"
         return str(row.get("name") or node_id)
-
-

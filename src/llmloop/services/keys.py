@@ -38,9 +38,18 @@ class KeyService:
         prefix = secrets.token_hex(6)
         secret = f"{SECRET_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
         salt = secrets.token_hex(16)
-        row = {"id": new_id("api_key"), "name": spec.name, "role": spec.role, "prefix": prefix,
-               "salt": salt, "hash": _digest(salt, secret), "limits": spec.limits,
-               "revoked_at": None, "created_at": utcnow(), "created_by": actor.name}  # fmt: skip
+        row: Row = {
+            "id": new_id("api_key"),
+            "name": spec.name,
+            "role": spec.role,
+            "prefix": prefix,
+            "salt": salt,
+            "hash": _digest(salt, secret),
+            "limits": spec.limits,
+            "revoked_at": None,
+            "created_at": utcnow(),
+            "created_by": actor.name,
+        }
         with self.store.transaction() as tx:
             tx.insert(t.api_keys, row)
             safe = {k: v for k, v in row.items() if k not in ("salt", "hash")}
@@ -50,8 +59,11 @@ class KeyService:
     def list(self, include_revoked: bool = False) -> list[ApiKeyPublic]:
         with self.store.read() as tx:
             rows = tx.select(t.api_keys, order_by="created_at")
-        return [ApiKeyPublic(**_public_fields(r)) for r in rows
-                if include_revoked or r["revoked_at"] is None]  # fmt: skip
+        return [
+            ApiKeyPublic(**_public_fields(r))
+            for r in rows
+            if include_revoked or r["revoked_at"] is None
+        ]
 
     def revoke(self, key_id: str, actor: Actor) -> ApiKeyPublic:
         actor.require("admin")
@@ -63,8 +75,14 @@ class KeyService:
                 raise ConflictError(f"API key '{key_id}' is already revoked")
             now = utcnow()
             tx.update(t.api_keys, {"id": key_id}, {"revoked_at": now})
-            tx.audit(actor.name, "api_key.revoke", "api_key", key_id, {"revoked_at": None},
-                     {"revoked_at": now.isoformat()})  # fmt: skip
+            tx.audit(
+                actor.name,
+                "api_key.revoke",
+                "api_key",
+                key_id,
+                {"revoked_at": None},
+                {"revoked_at": now.isoformat()},
+            )
         self._cache.clear()
         return ApiKeyPublic(**_public_fields({**row, "revoked_at": now}))
 
@@ -75,8 +93,14 @@ class KeyService:
             if row is None:
                 raise NotFoundError(f"no API key with id '{key_id}'")
             tx.update(t.api_keys, {"id": key_id}, {"limits": limits})
-            tx.audit(actor.name, "api_key.limits", "api_key", key_id, {"limits": row["limits"]},
-                     {"limits": limits})  # fmt: skip
+            tx.audit(
+                actor.name,
+                "api_key.limits",
+                "api_key",
+                key_id,
+                {"limits": row["limits"]},
+                {"limits": limits},
+            )
         self._cache.clear()
         return ApiKeyPublic(**_public_fields({**row, "limits": limits}))
 
@@ -105,5 +129,6 @@ class KeyService:
 
 
 def _public_fields(row: Row) -> dict[str, object]:
-    return {k: row[k] for k in ("id", "name", "role", "prefix", "limits", "revoked_at",
-                                "created_at")}  # fmt: skip
+    return {
+        k: row[k] for k in ("id", "name", "role", "prefix", "limits", "revoked_at", "created_at")
+    }

@@ -7,6 +7,8 @@ protected alias moves only through an approval.
 
 from __future__ import annotations
 
+import builtins
+
 from llmloop.core.base import ArtifactRef
 from llmloop.core.ids import entity_of, new_id
 from llmloop.core.models import (
@@ -29,8 +31,8 @@ class ModelService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _model(self, tx: Tx, name: str) -> Row:
-        row = tx.get(t.models, name=name)
+    def _model(self, tx: Tx, name: str, lock: bool = False) -> Row:
+        row = tx.get(t.models, for_update=lock, name=name)
         if row is None:
             raise NotFoundError(f"no model named '{name}'")
         return row
@@ -47,8 +49,13 @@ class ModelService:
 
     def create(self, spec: ModelCreate, actor: Actor) -> ModelPublic:
         actor.require("editor")
-        row = {"id": new_id("model"), "name": spec.name, "description": spec.description,
-               "created_at": utcnow(), "created_by": actor.name}  # fmt: skip
+        row: Row = {
+            "id": new_id("model"),
+            "name": spec.name,
+            "description": spec.description,
+            "created_at": utcnow(),
+            "created_by": actor.name,
+        }
         with self.store.transaction() as tx:
             if tx.get(t.models, name=spec.name) is not None:
                 raise ConflictError(f"model '{spec.name}' already exists")
@@ -58,8 +65,10 @@ class ModelService:
 
     def list(self, limit: int = 100, offset: int = 0) -> list[ModelPublic]:
         with self.store.read() as tx:
-            return [self._public(tx, r) for r in
-                    tx.select(t.models, order_by="name", limit=limit, offset=offset)]  # fmt: skip
+            return [
+                self._public(tx, r)
+                for r in tx.select(t.models, order_by="name", limit=limit, offset=offset)
+            ]
 
     def get(self, name: str) -> ModelPublic:
         with self.store.read() as tx:
@@ -73,9 +82,12 @@ class ModelService:
             with self.store.read() as tx:
                 missing = tx.get(t.models, name=name) is None
             if missing:
-                self.create(ModelCreate(name=name), actor)
+                try:
+                    self.create(ModelCreate(name=name), actor)
+                except ConflictError:  # created meanwhile by someone else
+                    pass
         with self.store.transaction() as tx:
-            model = self._model(tx, name)
+            model = self._model(tx, name, lock=True)
             if spec.run_id is not None and tx.get(t.runs, id=spec.run_id) is None:
                 raise NotFoundError(f"no run with id '{spec.run_id}'")
             check_input_ids(tx, spec.inputs)
@@ -84,16 +96,25 @@ class ModelService:
                 raise NotFoundError(f"no model version with id '{spec.base_model}'")
             number = (tx.max_value(t.model_versions, "version", model_id=model["id"]) or 0) + 1
             art = spec.artifact
-            row = {
-                "id": new_id("model_version"), "model_id": model["id"], "version": number,
-                "base_model": spec.base_model, "format": spec.format,
+            row: Row = {
+                "id": new_id("model_version"),
+                "model_id": model["id"],
+                "version": number,
+                "base_model": spec.base_model,
+                "format": spec.format,
                 "artifact_uri": art.uri if art else None,
                 "artifact_sha256": art.sha256 if art else None,
-                "artifact_size": art.size if art else None, "tokenizer": spec.tokenizer,
-                "metrics": spec.metrics, "params": spec.params, "run_id": spec.run_id,
-                "stage": "none", "status": "ready", "description": spec.description,
-                "created_at": utcnow(), "created_by": actor.name,
-            }  # fmt: skip
+                "artifact_size": art.size if art else None,
+                "tokenizer": spec.tokenizer,
+                "metrics": spec.metrics,
+                "params": spec.params,
+                "run_id": spec.run_id,
+                "stage": "none",
+                "status": "ready",
+                "description": spec.description,
+                "created_at": utcnow(),
+                "created_by": actor.name,
+            }
             tx.insert(t.model_versions, row)
             if spec.run_id:
                 tx.add_edge(spec.run_id, row["id"], "produced")
@@ -104,7 +125,7 @@ class ModelService:
             tx.audit(actor.name, "model_version.create", "model_version", row["id"], None, row)
             return _version_public(row, name)
 
-    def list_versions(self, name: str) -> list[ModelVersionPublic]:
+    def list_versions(self, name: str) -> builtins.list[ModelVersionPublic]:
         with self.store.read() as tx:
             model = self._model(tx, name)
             rows = tx.select(t.model_versions, {"model_id": model["id"]}, order_by="version")
@@ -164,8 +185,14 @@ class ModelService:
             if row is None:
                 raise NotFoundError(f"model '{name}' has no version {version}")
             tx.update(t.model_versions, {"id": row["id"]}, {"stage": stage})
-            tx.audit(actor.name, "model_version.stage", "model_version", row["id"],
-                     {"stage": row["stage"]}, {"stage": stage})  # fmt: skip
+            tx.audit(
+                actor.name,
+                "model_version.stage",
+                "model_version",
+                row["id"],
+                {"stage": row["stage"]},
+                {"stage": stage},
+            )
             return _version_public({**row, "stage": stage}, name)
 
     def owner_id(self, name: str) -> str:
@@ -176,13 +203,24 @@ class ModelService:
 def _version_public(row: Row, name: str) -> ModelVersionPublic:
     artifact = None
     if row["artifact_uri"]:
-        artifact = ArtifactRef(uri=row["artifact_uri"], sha256=row["artifact_sha256"],
-                               size=row["artifact_size"])  # fmt: skip
+        artifact = ArtifactRef(
+            uri=row["artifact_uri"], sha256=row["artifact_sha256"], size=row["artifact_size"]
+        )
     return ModelVersionPublic(
-        id=row["id"], model_id=row["model_id"], model_name=name, version=row["version"],
-        base_model=row["base_model"], format=row["format"], artifact=artifact,
-        tokenizer=row["tokenizer"], metrics=row["metrics"], params=row["params"],
-        run_id=row["run_id"], stage=row["stage"], status=row["status"],
-        description=row["description"], created_at=row["created_at"],
+        id=row["id"],
+        model_id=row["model_id"],
+        model_name=name,
+        version=row["version"],
+        base_model=row["base_model"],
+        format=row["format"],
+        artifact=artifact,
+        tokenizer=row["tokenizer"],
+        metrics=row["metrics"],
+        params=row["params"],
+        run_id=row["run_id"],
+        stage=row["stage"],
+        status=row["status"],
+        description=row["description"],
+        created_at=row["created_at"],
         created_by=row["created_by"],
-    )  # fmt: skip
+    )

@@ -44,31 +44,68 @@ def move_pointer(
     if current is None:
         if target_id is None:
             raise NotFoundError(f"'{name}' is not set")
-        tx.insert(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name,
-                               "target_id": target_id, "protected": False, "updated_at": now})  # fmt: skip
+        tx.insert(
+            t.pointers,
+            {
+                "kind": kind,
+                "owner_id": owner_id,
+                "name": name,
+                "target_id": target_id,
+                "protected": False,
+                "updated_at": now,
+            },
+        )
     else:
-        tx.update(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name},
-                  {"target_id": target_id, "updated_at": now})  # fmt: skip
+        tx.update(
+            t.pointers,
+            {"kind": kind, "owner_id": owner_id, "name": name},
+            {"target_id": target_id, "updated_at": now},
+        )
     before = {"target_id": current["target_id"]} if current else None
     action = f"{kind}.{'move' if target_id else 'clear'}"
-    tx.audit(actor.name, action, kind, f"{owner_id}:{name}", before,
-             {"target_id": target_id, "via_approval": approved})  # fmt: skip
+    tx.audit(
+        actor.name,
+        action,
+        kind,
+        f"{owner_id}:{name}",
+        before,
+        {"target_id": target_id, "via_approval": approved},
+    )
 
 
-def set_protected(tx: Tx, kind: str, owner_id: str, name: str, protected: bool, actor: Actor) -> None:
+def set_protected(
+    tx: Tx, kind: str, owner_id: str, name: str, protected: bool, actor: Actor
+) -> None:
     """Mark a pointer protected (moves need approval) or lift that; admins only."""
     actor.require("admin")
     current = tx.get(t.pointers, for_update=True, kind=kind, owner_id=owner_id, name=name)
     now = utcnow()
     if current is None:
-        tx.insert(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name,
-                               "target_id": None, "protected": protected, "updated_at": now})  # fmt: skip
+        tx.insert(
+            t.pointers,
+            {
+                "kind": kind,
+                "owner_id": owner_id,
+                "name": name,
+                "target_id": None,
+                "protected": protected,
+                "updated_at": now,
+            },
+        )
     else:
-        tx.update(t.pointers, {"kind": kind, "owner_id": owner_id, "name": name},
-                  {"protected": protected, "updated_at": now})  # fmt: skip
-    tx.audit(actor.name, f"{kind}.{'protect' if protected else 'unprotect'}", kind,
-             f"{owner_id}:{name}", {"protected": bool(current and current["protected"])},
-             {"protected": protected})  # fmt: skip
+        tx.update(
+            t.pointers,
+            {"kind": kind, "owner_id": owner_id, "name": name},
+            {"protected": protected, "updated_at": now},
+        )
+    tx.audit(
+        actor.name,
+        f"{kind}.{'protect' if protected else 'unprotect'}",
+        kind,
+        f"{owner_id}:{name}",
+        {"protected": bool(current and current["protected"])},
+        {"protected": protected},
+    )
 
 
 def resolve_pointer(tx: Tx, kind: str, owner_id: str, name: str) -> str:

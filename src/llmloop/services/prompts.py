@@ -6,6 +6,7 @@ variables are checked against the ones the template uses when a version is creat
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import json
 from typing import Any
@@ -57,8 +58,8 @@ class PromptService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _prompt(self, tx: Tx, name: str) -> Row:
-        row = tx.get(t.prompts, name=name)
+    def _prompt(self, tx: Tx, name: str, lock: bool = False) -> Row:
+        row = tx.get(t.prompts, for_update=lock, name=name)
         if row is None:
             raise NotFoundError(f"no prompt named '{name}'")
         return row
@@ -75,8 +76,13 @@ class PromptService:
 
     def create(self, spec: PromptCreate, actor: Actor) -> PromptPublic:
         actor.require("editor")
-        row = {"id": new_id("prompt"), "name": spec.name, "description": spec.description,
-               "created_at": utcnow(), "created_by": actor.name}  # fmt: skip
+        row: Row = {
+            "id": new_id("prompt"),
+            "name": spec.name,
+            "description": spec.description,
+            "created_at": utcnow(),
+            "created_by": actor.name,
+        }
         with self.store.transaction() as tx:
             if tx.get(t.prompts, name=spec.name) is not None:
                 raise ConflictError(f"prompt '{spec.name}' already exists")
@@ -86,8 +92,10 @@ class PromptService:
 
     def list(self, limit: int = 100, offset: int = 0) -> list[PromptPublic]:
         with self.store.read() as tx:
-            return [self._public(tx, r) for r in
-                    tx.select(t.prompts, order_by="name", limit=limit, offset=offset)]  # fmt: skip
+            return [
+                self._public(tx, r)
+                for r in tx.select(t.prompts, order_by="name", limit=limit, offset=offset)
+            ]
 
     def get(self, name: str) -> PromptPublic:
         with self.store.read() as tx:
@@ -110,18 +118,29 @@ class PromptService:
             with self.store.read() as tx:
                 missing = tx.get(t.prompts, name=name) is None
             if missing:
-                self.create(PromptCreate(name=name), actor)
+                try:
+                    self.create(PromptCreate(name=name), actor)
+                except ConflictError:  # created meanwhile by someone else
+                    pass
         with self.store.transaction() as tx:
-            prompt = self._prompt(tx, name)
+            prompt = self._prompt(tx, name, lock=True)
             number = (tx.max_value(t.prompt_versions, "version", prompt_id=prompt["id"]) or 0) + 1
-            row = {"id": new_id("prompt_version"), "prompt_id": prompt["id"], "version": number,
-                   "template": spec.template, "variables": declared, "params": spec.params,
-                   "message": spec.message, "created_at": utcnow(), "created_by": actor.name}  # fmt: skip
+            row: Row = {
+                "id": new_id("prompt_version"),
+                "prompt_id": prompt["id"],
+                "version": number,
+                "template": spec.template,
+                "variables": declared,
+                "params": spec.params,
+                "message": spec.message,
+                "created_at": utcnow(),
+                "created_by": actor.name,
+            }
             tx.insert(t.prompt_versions, row)
             tx.audit(actor.name, "prompt_version.create", "prompt_version", row["id"], None, row)
             return _version_public(row, name)
 
-    def list_versions(self, name: str) -> list[PromptVersionPublic]:
+    def list_versions(self, name: str) -> builtins.list[PromptVersionPublic]:
         with self.store.read() as tx:
             prompt = self._prompt(tx, name)
             rows = tx.select(t.prompt_versions, {"prompt_id": prompt["id"]}, order_by="version")
@@ -166,16 +185,26 @@ class PromptService:
         """A unified diff of the templates and the changed params between two versions."""
         va, vb = self.get_version(name, a), self.get_version(name, b)
         lines = difflib.unified_diff(
-            va.template.splitlines(), vb.template.splitlines(),
-            fromfile=f"{name}@{va.version}", tofile=f"{name}@{vb.version}", lineterm="",
-        )  # fmt: skip
+            va.template.splitlines(),
+            vb.template.splitlines(),
+            fromfile=f"{name}@{va.version}",
+            tofile=f"{name}@{vb.version}",
+            lineterm="",
+        )
         keys = sorted(set(va.params) | set(vb.params))
-        params = {k: {"from": va.params.get(k), "to": vb.params.get(k)}
-                  for k in keys if va.params.get(k) != vb.params.get(k)}  # fmt: skip
-        return {"from": va.version, "to": vb.version, "template_diff": "\n".join(lines),
-                "params_changed": params,
-                "variables_added": sorted(set(vb.variables) - set(va.variables)),
-                "variables_removed": sorted(set(va.variables) - set(vb.variables))}  # fmt: skip
+        params = {
+            k: {"from": va.params.get(k), "to": vb.params.get(k)}
+            for k in keys
+            if va.params.get(k) != vb.params.get(k)
+        }
+        return {
+            "from": va.version,
+            "to": vb.version,
+            "template_diff": "\n".join(lines),
+            "params_changed": params,
+            "variables_added": sorted(set(vb.variables) - set(va.variables)),
+            "variables_removed": sorted(set(va.variables) - set(vb.variables)),
+        }
 
     def set_label(
         self, name: str, label: str, version: int, actor: Actor, approved: bool = False
@@ -196,7 +225,14 @@ class PromptService:
 
 def _version_public(row: Row, name: str) -> PromptVersionPublic:
     return PromptVersionPublic(
-        id=row["id"], prompt_id=row["prompt_id"], prompt_name=name, version=row["version"],
-        template=row["template"], variables=row["variables"], params=row["params"],
-        message=row["message"], created_at=row["created_at"], created_by=row["created_by"],
-    )  # fmt: skip
+        id=row["id"],
+        prompt_id=row["prompt_id"],
+        prompt_name=name,
+        version=row["version"],
+        template=row["template"],
+        variables=row["variables"],
+        params=row["params"],
+        message=row["message"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+    )

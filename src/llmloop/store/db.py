@@ -37,12 +37,21 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from pysqlite so writers can BEGIN IMMEDIATE (below).
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # Writers take the lock up front: a deferred transaction that reads, then writes,
+            # fails with SQLITE_BUSY under WAL when another writer went first.
+            readonly = conn.get_execution_options().get("llmloop_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     try:

@@ -31,7 +31,7 @@ def _aware(value: Any) -> Any:
     return value
 
 
-def _row(mapping: Mapping[str, Any]) -> Row:
+def _row(mapping: Any) -> Row:
     return {k: _aware(v) for k, v in mapping.items()}
 
 
@@ -231,7 +231,7 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Tx]:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(llmloop_readonly=True) as conn:
             yield Tx(conn)
             conn.rollback()
 

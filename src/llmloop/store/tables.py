@@ -216,3 +216,86 @@ api_keys = sa.Table(
     sa.Column("revoked_at", TS, nullable=True),
     *_created(),
 )
+
+# --- Gateway (migration 0002): deployments declared by file/API/CLI, and one trace per request.
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="api"),
+    sa.Column("updated_at", TS, nullable=False),
+    *_created(),
+)
+
+# OpenTelemetry GenAI names map to columns (gen_ai.request.model -> request_model, ...); the
+# full attribute set is kept in ``attributes`` under its dotted names.
+traces = sa.Table(
+    "traces",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="primary"),
+    sa.Column("parent_id", ID, nullable=True),
+    sa.Column("operation", sa.String(32), nullable=False),
+    sa.Column("deployment", sa.String(128), nullable=False, server_default=""),
+    sa.Column("request_model", sa.String(128), nullable=False, server_default=""),
+    sa.Column("response_model", sa.String(256), nullable=False, server_default=""),
+    sa.Column("model_version_id", ID, nullable=True),
+    sa.Column("target", sa.String(256), nullable=False, server_default=""),
+    sa.Column("key_id", ID, nullable=True),
+    sa.Column("user", sa.String(256), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("stream", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cost", sa.Float, nullable=False, server_default="0"),
+    sa.Column("cache_hit", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("finish_reason", sa.String(32), nullable=True),
+    sa.Column("guard_verdicts", sa.JSON, nullable=True),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("request_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("response_text", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_traces_at", "at"),
+    sa.Index("ix_traces_deployment_at", "deployment", "at"),
+    sa.Index("ix_traces_parent", "parent_id"),
+)
+
+# Gateway limits per API key (services/gateway/policy_store.py). Windows are fixed 60-second
+# buckets keyed by their start (epoch seconds); spend is durable; a reservation row is one
+# in-flight request (its lease expires, so a crashed process cannot hold a key's budget forever).
+usage_windows = sa.Table(
+    "usage_windows",
+    metadata,
+    sa.Column("key_id", ID, primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+key_spend = sa.Table(
+    "key_spend",
+    metadata,
+    sa.Column("key_id", ID, primary_key=True),
+    sa.Column("spent_usd", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+limit_reservations = sa.Table(
+    "limit_reservations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("key_id", ID, nullable=False),
+    sa.Column("deployment", sa.String(128), nullable=False, server_default=""),
+    sa.Column("window_start", sa.BigInteger, nullable=False),
+    sa.Column("est_tokens", sa.BigInteger, nullable=False),
+    sa.Column("est_cost", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_limit_reservations_key", "key_id"),
+)

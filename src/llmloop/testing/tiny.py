@@ -16,8 +16,16 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
-SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>",
-                  "<|tool|>", "<|developer|>"]  # fmt: skip
+SPECIAL_TOKENS = [
+    "<|pad|>",
+    "<|bos|>",
+    "<|end|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|tool|>",
+    "<|developer|>",
+]
 DEFAULT_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Hello, how can I help you today?",

@@ -52,9 +52,13 @@ def get_version(name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep) -> A
 
 @router.get("/{name}/versions/{ref}/rows")
 def get_rows(
-    name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep, limit: Limit = 100,
+    name: NamePath,
+    ref: RefPath,
+    c: ContainerDep,
+    _: ActorDep,
+    limit: Limit = 100,
     offset: Offset = 0,
-) -> Any:  # fmt: skip
+) -> Any:
     version = c.datasets.get_version(name, ref)
     rows = c.datasets.read_rows(version)
-    return {"total": len(rows), "rows": rows[offset : offset + limit]}
+    return {"total": len(rows), "rows": list(rows)[offset : offset + limit]}

@@ -40,9 +40,11 @@ def request_approval(body: ApprovalCreate, c: ContainerDep, actor: ActorDep) -> 
 
 @router.get("/approvals", response_model=list[ApprovalPublic])
 def list_approvals(
-    c: ContainerDep, _: ActorDep,
-    status: Literal["pending", "approved", "rejected"] | None = None, limit: Limit = 100,
-) -> Any:  # fmt: skip
+    c: ContainerDep,
+    _: ActorDep,
+    status: Literal["pending", "approved", "rejected"] | None = None,
+    limit: Limit = 100,
+) -> Any:
     return c.governance.list_approvals(status, limit)
 
 
@@ -52,9 +54,7 @@ def get_approval(approval_id: IdPath, c: ContainerDep, _: ActorDep) -> Any:
 
 
 @router.post("/approvals/{approval_id}/approve", response_model=ApprovalPublic)
-def approve(
-    approval_id: IdPath, body: ApprovalDecision, c: ContainerDep, actor: ActorDep
-) -> Any:
+def approve(approval_id: IdPath, body: ApprovalDecision, c: ContainerDep, actor: ActorDep) -> Any:
     return c.governance.decide(approval_id, True, actor, body.comment)
 
 
@@ -65,16 +65,22 @@ def reject(approval_id: IdPath, body: ApprovalDecision, c: ContainerDep, actor: 
 
 @router.get("/audit", response_model=list[AuditEntry])
 def audit(
-    c: ContainerDep, _: ActorDep, entity_id: str | None = Query(None, max_length=200),
-    limit: Limit = 100, after_id: int = Query(0, ge=0, le=2**62),
+    c: ContainerDep,
+    _: ActorDep,
+    entity_id: str | None = Query(None, max_length=200),
+    limit: Limit = 100,
+    after_id: int = Query(0, ge=0, le=2**62),
     actor: str | None = Query(None, max_length=128),
-) -> Any:  # fmt: skip
+) -> Any:
     return c.governance.audit(entity_id, limit, after_id, actor)
 
 
 @router.get("/lineage/{entity_id}", response_model=LineageGraph)
 def lineage(
-    entity_id: IdPath, c: ContainerDep, _: ActorDep,
-    direction: Literal["up", "down", "both"] = "both", depth: int = Query(20, ge=1, le=100),
-) -> Any:  # fmt: skip
+    entity_id: IdPath,
+    c: ContainerDep,
+    _: ActorDep,
+    direction: Literal["up", "down", "both"] = "both",
+    depth: int = Query(20, ge=1, le=100),
+) -> Any:
     return c.governance.lineage(entity_id, direction, depth)

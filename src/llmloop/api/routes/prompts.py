@@ -56,17 +56,23 @@ def get_version(name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep) -> A
 
 @router.post("/{name}/render", response_model=PromptRendered)
 def render(
-    name: NamePath, body: PromptRender, c: ContainerDep, _: ActorDep,
+    name: NamePath,
+    body: PromptRender,
+    c: ContainerDep,
+    _: ActorDep,
     ref: str = Query("production", pattern=REF_PATTERN),
-) -> Any:  # fmt: skip
+) -> Any:
     return c.prompts.render(name, body.variables, parse_ref(ref))
 
 
 @router.get("/{name}/diff")
 def diff(
-    name: NamePath, c: ContainerDep, _: ActorDep,
-    a: str = Query(pattern=REF_PATTERN), b: str = Query(pattern=REF_PATTERN),
-) -> Any:  # fmt: skip
+    name: NamePath,
+    c: ContainerDep,
+    _: ActorDep,
+    a: str = Query(pattern=REF_PATTERN),
+    b: str = Query(pattern=REF_PATTERN),
+) -> Any:
     return c.prompts.diff(name, parse_ref(a), parse_ref(b))
 
 

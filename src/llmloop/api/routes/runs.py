@@ -15,10 +15,14 @@ router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 @router.get("", response_model=list[RunPublic])
 def list_runs(
-    c: ContainerDep, _: ActorDep, kind: RunKind | None = None, status: RunStatus | None = None,
+    c: ContainerDep,
+    _: ActorDep,
+    kind: RunKind | None = None,
+    status: RunStatus | None = None,
     parent_id: str | None = Query(None, pattern=r"^run_[0-9A-Z]{26}$"),
-    limit: Limit = 100, offset: Offset = 0,
-) -> Any:  # fmt: skip
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
     return c.runs.list(kind, status, parent_id, limit, offset)
 
 
@@ -39,9 +43,11 @@ def log_metrics(run_id: IdPath, body: MetricLog, c: ContainerDep, actor: ActorDe
 
 @router.get("/{run_id}/metrics")
 def metric_series(
-    run_id: IdPath, c: ContainerDep, _: ActorDep,
+    run_id: IdPath,
+    c: ContainerDep,
+    _: ActorDep,
     key: str | None = Query(None, min_length=1, max_length=250),
-) -> Any:  # fmt: skip
+) -> Any:
     return c.runs.metric_series(run_id, key)
 
 

@@ -1,0 +1,180 @@
+"""``llmloop models``: the model registry: immutable versions, aliases, stages, protection.
+
+A version records its base model, format, producing run, upstream inputs, metrics and params;
+those become lineage. Aliases (``champion``) move; a protected alias moves only through an
+approval. Uploading weights belongs to the training and export commands, not this module.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import typer
+
+from llmloop.cli.context import get_state
+from llmloop.cli.options import parse_number_pairs, parse_pairs, parse_ref
+from llmloop.cli.output import print_json, print_table, say, show_record
+from llmloop.core.models import ModelCreate, ModelFormat, ModelVersionCreate, Stage
+
+app = typer.Typer(help="Models, versions, aliases and stages.", no_args_is_help=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
+FORMATS = ", ".join(get_args(ModelFormat))
+STAGES = ", ".join(get_args(Stage))
+
+
+@app.command("list")
+def list_models(
+    ctx: typer.Context,
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List models by name."""
+    items = get_state(ctx).container.models.list(limit=limit, offset=offset)
+    if as_json:
+        print_json(items)
+        return
+    rows = ([m.name, m.latest_version, m.aliases, m.description, m.id] for m in items)
+    print_table(["name", "latest", "aliases", "description", "id"], rows, title="models")
+
+
+@app.command("show")
+def show_model(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    ref: str | None = typer.Option(
+        None, "--ref", help="Show this version: a number, an alias or 'latest'."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a model, or one of its versions with --ref."""
+    service = get_state(ctx).container.models
+    if ref is None:
+        show_record(service.get(name), as_json, title=f"model {name}")
+        return
+    version = service.get_version(name, parse_ref(ref))
+    show_record(version, as_json, title=f"model {name} v{version.version}")
+
+
+@app.command("create")
+def create_model(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A unique name."),
+    description: str = typer.Option("", "--description", "-d", help="What it is for."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create a model with no versions yet."""
+    state = get_state(ctx)
+    created = state.container.models.create(
+        ModelCreate(name=name, description=description), state.actor()
+    )
+    if as_json:
+        print_json(created)
+    else:
+        say(f"created model {created.name} ({created.id})")
+
+
+@app.command("add-version")
+def add_version(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name (created when missing)."),
+    base_model: str = typer.Option(
+        "", "--base-model", help="Base: a model version id, a hub id or a local path."
+    ),
+    format_: str = typer.Option("hf", "--format", help=f"One of: {FORMATS}."),
+    run: str | None = typer.Option(None, "--run", help="The run that produced it."),
+    input_: list[str] = typer.Option(
+        [], "--input", "-i", help="Upstream dataset/prompt/model version id (repeatable)."
+    ),
+    metric: list[str] = typer.Option([], "--metric", help="Metric key=number."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Parameter key=value."),
+    tokenizer: str = typer.Option("", "--tokenizer", help="Tokenizer reference."),
+    description: str = typer.Option("", "--description", "-d", help="What it is."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Register an immutable model version with its lineage."""
+    spec = ModelVersionCreate.model_validate(
+        {"base_model": base_model, "format": format_, "run_id": run, "inputs": input_,
+         "metrics": parse_number_pairs(metric, "--metric"),
+         "params": parse_pairs(param, "--param"), "tokenizer": tokenizer,
+         "description": description}  # fmt: skip
+    )
+    state = get_state(ctx)
+    created = state.container.models.create_version(name, spec, state.actor())
+    if as_json:
+        print_json(created)
+    else:
+        say(f"model {name}: version {created.version} id {created.id}")
+
+
+@app.command("versions")
+def list_versions(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the versions of a model."""
+    service = get_state(ctx).container.models
+    items = service.list_versions(name)
+    if as_json:
+        print_json(items)
+        return
+    aliases: dict[int, list[str]] = {}
+    for alias, number in service.get(name).aliases.items():
+        aliases.setdefault(number, []).append(alias)
+    rows = (
+        [v.version, aliases.get(v.version, []), v.stage, v.format, v.base_model, v.metrics, v.id]
+        for v in items
+    )
+    columns = ["version", "aliases", "stage", "format", "base", "metrics", "id"]
+    print_table(columns, rows, title=f"versions of {name}")
+
+
+@app.command("alias")
+def set_alias(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Argument(..., help="Alias, e.g. champion."),
+    version: int = typer.Argument(..., min=1, help="Version number to point it at."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Point an alias at a version (a protected alias needs an approval)."""
+    state = get_state(ctx)
+    model = state.container.models.set_alias(name, alias, version, state.actor())
+    if as_json:
+        print_json(model)
+    else:
+        say(f"model {name}: alias {alias} -> version {version}")
+
+
+@app.command("stage")
+def set_stage(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., min=1, help="Version number."),
+    stage: str = typer.Argument(..., help=f"One of: {STAGES}."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Move a version to a lifecycle stage."""
+    state = get_state(ctx)
+    updated = state.container.models.set_stage(name, version, stage, state.actor())
+    if as_json:
+        print_json(updated)
+    else:
+        say(f"model {name}: version {version} is in stage {updated.stage}")
+
+
+@app.command("protect")
+def protect_alias(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Argument(..., help="Alias to protect."),
+    off: bool = typer.Option(False, "--off", help="Lift the protection instead."),
+) -> None:
+    """Protect an alias: from now on it moves only through an approved request."""
+    from llmloop.services.pointers import MODEL_ALIAS
+
+    state = get_state(ctx)
+    state.container.governance.protect(MODEL_ALIAS, name, alias, not off, state.actor())
+    say(f"model {name}: alias {alias} is {'no longer ' if off else ''}protected")

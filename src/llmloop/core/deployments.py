@@ -1,0 +1,117 @@
+"""Deployments: a public model name mapped to weighted targets, with shadow, fallbacks and policies.
+
+A target is either a registry model (name + alias or version) or a direct :class:`EngineSpec`.
+These are values only: resolving a target to an engine, routing and retrying live in
+``services/gateway``; storing them lives in ``services/deployments``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from llmloop.core.base import Name, Value
+from llmloop.core.chat import EngineSpec
+
+
+class TargetSpec(Value):
+    """Where requests go: a registry model reference or a direct engine spec, with a weight."""
+
+    model: str | None = Field(default=None, description="Registry model name.")
+    alias: str | None = Field(
+        default=None, description="Registry alias ('champion'), 'latest', or a version number."
+    )
+    version: int | None = Field(default=None, ge=1, description="Pinned registry version.")
+    engine: EngineSpec | None = Field(default=None, description="A direct engine (no registry).")
+    weight: float = Field(default=1.0, ge=0.0, description="Share of the canary split.")
+    name: str = Field(default="", max_length=128, description="Label used in traces and metrics.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetSpec:
+        if (self.model is None) == (self.engine is None):
+            raise ValueError("a target needs exactly one of 'model' or 'engine'")
+        if self.engine is not None and (self.alias is not None or self.version is not None):
+            raise ValueError("'alias' and 'version' apply to registry targets only")
+        if self.alias is not None and self.version is not None:
+            raise ValueError("give 'alias' or 'version', not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A stable human label: the given name, ``model@ref`` or ``engine:model``."""
+        if self.name:
+            return self.name
+        if self.model is not None:
+            ref = self.version if self.version is not None else (self.alias or "latest")
+            return f"{self.model}@{ref}"
+        assert self.engine is not None
+        return f"{self.engine.kind}:{self.engine.model}"
+
+    @property
+    def ref(self) -> str:
+        """The registry reference to resolve: a version number, an alias or 'latest'."""
+        if self.version is not None:
+            return str(self.version)
+        return self.alias or "latest"
+
+
+class RetryPolicy(Value):
+    """Retries on retryable upstream errors only, with exponential backoff."""
+
+    max_retries: int = Field(default=0, ge=0, le=10, description="Extra attempts per target.")
+    backoff_s: float = Field(default=0.05, ge=0.0, le=30.0, description="First backoff delay.")
+    backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0, description="Delay multiplier.")
+    max_backoff_s: float = Field(default=2.0, ge=0.0, le=60.0, description="Longest delay.")
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff_s, self.backoff_s * self.backoff_factor ** (attempt - 1)))
+
+
+class BreakerPolicy(Value):
+    """A circuit breaker per target: open after N consecutive failures, probe after a cool-down."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    cooldown_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+
+
+class AdmissionPolicy(Value):
+    """Load shedding per deployment: in-flight cap and wait-queue cap (beyond: 503)."""
+
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_queue: int = Field(default=512, ge=0, le=1_000_000)
+    queue_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0)
+
+
+class DeploymentSpec(Value):
+    """A public model name and how to serve it."""
+
+    name: Name
+    description: str = Field(default="", max_length=10_000)
+    targets: list[TargetSpec] = Field(min_length=1, max_length=32)
+    shadow: TargetSpec | None = Field(default=None, description="Gets a copy of each request.")
+    fallbacks: list[TargetSpec] = Field(default_factory=list, max_length=8)
+    sticky: bool = Field(default=False, description="Same user (or key) -> same canary target.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_s: float = Field(default=60.0, gt=0.0, le=3600.0, description="Per attempt.")
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy)
+    log_text: bool = Field(default=True, description="Keep request/response text in traces.")
+
+    @model_validator(mode="after")
+    def _weights(self) -> DeploymentSpec:
+        if sum(t.weight for t in self.targets) <= 0:
+            raise ValueError("target weights must add up to more than 0")
+        return self
+
+
+class DeploymentPublic(Value):
+    id: str
+    name: str
+    spec: DeploymentSpec
+    source: Literal["api", "file"]
+    created_by: str = ""
+    resolved: dict[str, str] = Field(
+        default_factory=dict, description="Target label -> model version id now serving."
+    )

@@ -1,0 +1,132 @@
+"""Traces: one record per gateway request (and one per shadow copy), named after OpenTelemetry GenAI.
+
+A :class:`TraceRecord` is a plain slotted dataclass, not a pydantic model, because one is built
+on every request of the hot path. ``attributes()`` gives the OpenTelemetry GenAI semantic
+convention names (``gen_ai.request.model``, ``gen_ai.usage.input_tokens``, ...). Writing records
+and exporting spans is the gateway service's business, not this module's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from llmloop.core.base import Value
+
+GEN_AI_SYSTEM = "llmloop"
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """What happened to one request; ``id`` is the trace id returned to the caller."""
+
+    id: str
+    at: datetime
+    operation: str  # gen_ai.operation.name: chat | text_completion | embeddings
+    deployment: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    model_version_id: str | None = None
+    target: str = ""
+    kind: str = "primary"  # primary | shadow
+    parent_id: str | None = None
+    key_id: str | None = None
+    user: str | None = None
+    status: str = "ok"  # ok | error | cancelled
+    http_status: int = 200
+    error: str | None = None
+    stream: bool = False
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    cache_hit: bool = False
+    finish_reason: str | None = None
+    guard_verdicts: list[dict[str, Any]] | None = None
+    request_text: str = ""
+    response_text: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def attributes(self) -> dict[str, Any]:
+        """The record as OpenTelemetry GenAI (and llmloop.*) attributes."""
+        attrs: dict[str, Any] = {
+            "gen_ai.system": GEN_AI_SYSTEM,
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.request.model": self.request_model,
+            "gen_ai.response.model": self.response_model,
+            "gen_ai.usage.input_tokens": self.input_tokens,
+            "gen_ai.usage.output_tokens": self.output_tokens,
+            "llmloop.deployment": self.deployment,
+            "llmloop.target": self.target,
+            "llmloop.trace.kind": self.kind,
+            "llmloop.status": self.status,
+            "llmloop.latency_ms": self.latency_ms,
+            "llmloop.cost": self.cost,
+            "llmloop.cache_hit": self.cache_hit,
+            "llmloop.stream": self.stream,
+        }
+        if self.finish_reason is not None:
+            attrs["gen_ai.response.finish_reasons"] = [self.finish_reason]
+        if self.user:
+            attrs["gen_ai.request.user"] = self.user
+        if self.model_version_id:
+            attrs["llmloop.model_version_id"] = self.model_version_id
+        if self.ttft_ms is not None:
+            attrs["llmloop.ttft_ms"] = self.ttft_ms
+        if self.error:
+            attrs["error.type"] = self.error[:200]
+        attrs.update(self.extra)
+        return attrs
+
+    def to_row(self, max_text: int) -> dict[str, Any]:
+        """The record as a ``traces`` table row, texts cut to ``max_text`` characters."""
+        return {
+            "id": self.id, "at": self.at, "kind": self.kind, "parent_id": self.parent_id,
+            "operation": self.operation, "deployment": self.deployment,
+            "request_model": self.request_model, "response_model": self.response_model,
+            "model_version_id": self.model_version_id, "target": self.target[:256],
+            "key_id": self.key_id, "user": (self.user or None) and self.user[:256],
+            "status": self.status, "http_status": self.http_status, "error": self.error,
+            "stream": self.stream, "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cost": self.cost, "cache_hit": self.cache_hit, "finish_reason": self.finish_reason,
+            "guard_verdicts": self.guard_verdicts, "attributes": self.attributes(),
+            "request_text": self.request_text[:max_text],
+            "response_text": self.response_text[:max_text],
+        }  # fmt: skip
+
+
+class TracePublic(Value):
+    """A stored trace as the API returns it."""
+
+    id: str
+    at: datetime
+    kind: str
+    parent_id: str | None
+    operation: str
+    deployment: str
+    request_model: str
+    response_model: str
+    model_version_id: str | None
+    target: str
+    key_id: str | None
+    user: str | None
+    status: str
+    http_status: int
+    error: str | None
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    cache_hit: bool
+    finish_reason: str | None
+    guard_verdicts: list[dict[str, Any]] | None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    request_text: str = ""
+    response_text: str = ""

@@ -1,0 +1,313 @@
+"""The openai engine: any OpenAI-compatible upstream (vLLM, llama-server, TGI, OpenAI) over aiohttp.
+
+Chat goes to ``/chat/completions`` (JSON or SSE stream), plain prompts to ``/completions``
+(with logprobs and echo), embeddings to ``/embeddings``, all through one pooled aiohttp session
+made in ``start()``. Upstream failures become llmloop errors: connection errors, 429 and 5xx are
+``UpstreamError(retryable=True)``, timeouts ``UpstreamTimeoutError``, other 4xx
+``UpstreamError(retryable=False)`` carrying the upstream's message. It does not retry or fail
+over: the gateway service decides that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmloop.core.chat import (
+    EmbeddingResult,
+    EngineCapabilities,
+    EngineSpec,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+    Usage,
+)
+from llmloop.engines.base import Engine
+from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError
+
+
+class OpenAIEngineConfig(BaseModel):
+    """Options of the openai engine (``EngineSpec.options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="Upstream API root including '/v1', e.g. http://h:8000/v1.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the API key."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Whole-request timeout in seconds.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Connect timeout, seconds.")
+    max_connections: int = Field(default=256, ge=1, description="Pooled connections to upstream.")
+    model: str | None = Field(default=None, description="Upstream model name (default spec.model).")
+    embeddings: bool = Field(default=True, description="Whether the upstream serves embeddings.")
+    logprobs: bool = Field(default=True, description="Whether the upstream returns logprobs.")
+
+
+def parse_config(options: dict[str, object]) -> OpenAIEngineConfig:
+    try:
+        return OpenAIEngineConfig.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad openai engine options: {problems}") from None
+
+
+def _sampling_body(req: GenerationRequest) -> dict[str, Any]:
+    s = req.sampling
+    body: dict[str, Any] = {
+        "max_tokens": s.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+    }
+    if s.stop:
+        body["stop"] = list(s.stop)
+    if s.seed is not None:
+        body["seed"] = s.seed
+    if s.presence_penalty:
+        body["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty:
+        body["frequency_penalty"] = s.frequency_penalty
+    # Not in OpenAI's schema, but vLLM, llama-server and TGI read them.
+    if s.top_k is not None:
+        body["top_k"] = s.top_k
+    if s.repetition_penalty is not None:
+        body["repetition_penalty"] = s.repetition_penalty
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+def _usage(payload: dict[str, Any] | None) -> Usage:
+    payload = payload or {}
+    return Usage(
+        prompt_tokens=int(payload.get("prompt_tokens") or 0),
+        completion_tokens=int(payload.get("completion_tokens") or 0),
+    )
+
+
+class OpenAICompatEngine(Engine):
+    """An OpenAI-compatible HTTP upstream behind the Engine contract."""
+
+    kind = "openai"
+
+    def __init__(self, spec: EngineSpec) -> None:
+        super().__init__(spec)
+        self.config = parse_config(spec.options)
+        self._base = self.config.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            embeddings=self.config.embeddings,
+            logprobs=self.config.logprobs,
+            adapters=True,  # sent as the model name, as vLLM serves LoRA adapters
+            max_batch_size=self.config.max_connections,
+        )
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        headers = {"Content-Type": "application/json"}
+        if self.config.api_key_env:
+            # The edge named this variable in the deployment; reading it here is the contract.
+            key = os.environ.get(self.config.api_key_env)
+            if not key:
+                raise ConfigError(f"environment variable '{self.config.api_key_env}' is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(
+            total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers, json_serialize=_dumps
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _model(self, req: GenerationRequest) -> str:
+        return req.adapter or self.config.model or self.spec.model or req.model
+
+    def _body(self, req: GenerationRequest, stream: bool) -> tuple[str, dict[str, Any]]:
+        body = {"model": self._model(req), **_sampling_body(req)}
+        if req.messages is not None:
+            body["messages"] = [m.model_dump(exclude_none=True) for m in req.messages]
+            if req.logprobs is not None:
+                body["logprobs"] = True
+                body["top_logprobs"] = req.logprobs
+            path = "/chat/completions"
+        else:
+            body["prompt"] = req.prompt
+            if req.logprobs is not None:
+                body["logprobs"] = req.logprobs
+            if req.echo:
+                body["echo"] = True
+            path = "/completions"
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return path, body
+
+    async def _post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        await self.start()
+        assert self._session is not None
+        try:
+            response = await self._session.post(self._base + path, json=body)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach upstream {self._base}: {exc}", retryable=True)
+        if response.status >= 400:
+            await _raise_for(response)
+        return response
+
+    async def chat(self, req: GenerationRequest) -> GenerationResult:
+        path, body = self._body(req, stream=False)
+        response = await self._post(path, body)
+        try:
+            payload = orjson.loads(await response.read())
+        except asyncio.TimeoutError:
+            raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise UpstreamError(f"bad answer from upstream: {exc}", retryable=True) from None
+        finally:
+            response.release()
+        try:
+            choice = payload["choices"][0]
+            if req.messages is not None:
+                text = choice["message"].get("content") or ""
+                logprobs = _chat_logprobs(choice.get("logprobs"))
+            else:
+                text = choice.get("text") or ""
+                logprobs = _completion_logprobs(choice.get("logprobs"))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise UpstreamError(f"upstream answer lacks {exc}", retryable=False) from None
+        return GenerationResult(
+            text=text,
+            finish_reason=_finish(choice.get("finish_reason")),
+            usage=_usage(payload.get("usage")),
+            logprobs=logprobs if req.logprobs is not None else None,
+        )
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        path, body = self._body(req, stream=True)
+        response = await self._post(path, body)
+        finish: str | None = None
+        usage = Usage()
+        try:
+            async for payload in _sse_events(response):
+                if payload.get("usage"):
+                    usage = _usage(payload["usage"])
+                for choice in payload.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if "delta" in choice else choice.get("text")
+                    if text:
+                        yield GenerationChunk(text=text)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+        except asyncio.TimeoutError:
+            raise UpstreamTimeoutError(f"upstream {self._base} stalled mid-stream") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream stream broke: {exc}", retryable=True) from None
+        finally:
+            # On early aclose this drops the connection, which cancels the upstream generation.
+            response.close()
+        yield GenerationChunk(finish_reason=_finish(finish), usage=usage)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        if not self.config.embeddings:
+            raise UpstreamError(f"upstream {self._base} is configured without embeddings")
+        response = await self._post("/embeddings", {"model": self._model_name(), "input": texts})
+        try:
+            payload = orjson.loads(await response.read())
+            data = sorted(payload["data"], key=lambda d: d.get("index", 0))
+            vectors = [list(map(float, d["embedding"])) for d in data]
+        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            raise UpstreamError(f"bad embeddings answer from upstream: {exc}") from None
+        finally:
+            response.release()
+        return EmbeddingResult(vectors=vectors, usage=_usage(payload.get("usage")))
+
+    def _model_name(self) -> str:
+        return self.config.model or self.spec.model
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _finish(value: object) -> Any:
+    allowed = {"stop", "length", "content_filter", "error", "cancelled"}
+    if value == "tool_calls":
+        return "stop"
+    return value if value in allowed else "stop"
+
+
+async def _raise_for(response: aiohttp.ClientResponse) -> None:
+    raw = b""
+    try:
+        raw = await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        pass
+    finally:
+        response.release()
+    try:
+        payload = orjson.loads(raw)
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+        message = str(error.get("message") if isinstance(error, dict) else error)
+    except orjson.JSONDecodeError:
+        message = raw.decode(errors="replace")[:500]
+    status = response.status
+    detail = f"upstream answered {status}: {message or response.reason}"
+    retryable = status == 429 or status >= 500
+    if status in (408, 504):
+        raise UpstreamTimeoutError(detail, upstream_status=status)
+    raise UpstreamError(detail, retryable=retryable, upstream_status=status)
+
+
+async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events' JSON payloads (``data:`` lines) until ``[DONE]``."""
+    async for raw in response.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        try:
+            yield orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"bad SSE payload from upstream: {data[:200]!r}") from None
+
+
+def _chat_logprobs(payload: dict[str, Any] | None) -> list[TokenLogprob] | None:
+    if not payload or payload.get("content") is None:
+        return None
+    out, offset = [], 0
+    for item in payload["content"]:
+        top = {t["token"]: t["logprob"] for t in item.get("top_logprobs") or []} or None
+        out.append(TokenLogprob(token=item["token"], logprob=item["logprob"], top=top, offset=offset))
+        offset += len(item["token"])
+    return out
+
+
+def _completion_logprobs(payload: dict[str, Any] | None) -> list[TokenLogprob] | None:
+    if not payload:
+        return None
+    tokens = payload.get("tokens") or []
+    values = payload.get("token_logprobs") or [None] * len(tokens)
+    tops = payload.get("top_logprobs") or [None] * len(tokens)
+    offsets = payload.get("text_offset") or [0] * len(tokens)
+    return [
+        TokenLogprob(token=t, logprob=v, top=top or None, offset=o)
+        for t, v, top, o in zip(tokens, values, tops, offsets, strict=False)
+    ]

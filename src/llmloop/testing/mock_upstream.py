@@ -1,0 +1,214 @@
+"""A local OpenAI-compatible upstream over any Engine, for tests and benchmarks (aiohttp, 127.0.0.1).
+
+``MockUpstream(engine)`` serves ``/v1/chat/completions`` (JSON or SSE), ``/v1/completions``
+(logprobs, echo), ``/v1/embeddings`` and ``/v1/models`` from the wrapped engine (usually the
+echo engine), and can be told to fail the next requests with a status code or to stall, so
+error mapping and timeouts can be tested. It records whether a streaming client went away
+(``cancelled``). It is not the llmloop gateway: no keys, no guards, no routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
+from llmloop.engines.base import Engine
+
+
+def _sampling(body: dict[str, Any]) -> SamplingParams:
+    stop = body.get("stop") or []
+    fields = {
+        "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens") or 256,
+        "temperature": body.get("temperature", 1.0),
+        "top_p": body.get("top_p", 1.0),
+        "top_k": body.get("top_k"),
+        "stop": [stop] if isinstance(stop, str) else stop,
+        "seed": body.get("seed"),
+        "presence_penalty": body.get("presence_penalty", 0.0),
+        "frequency_penalty": body.get("frequency_penalty", 0.0),
+        "repetition_penalty": body.get("repetition_penalty"),
+    }
+    return SamplingParams(**fields)
+
+
+class MockUpstream:
+    """An aiohttp server on 127.0.0.1 that answers OpenAI requests with ``engine``."""
+
+    def __init__(self, engine: Engine, api_key: str | None = None) -> None:
+        self.engine = engine
+        self.api_key = api_key
+        self.fail_next: list[int] = []  # statuses to answer the next requests with, in order
+        self.stall_s = 0.0  # sleep before answering (timeouts)
+        self.cancelled = 0  # streams whose client went away before the end
+        self.requests: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def __aenter__(self) -> MockUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _gate(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        body = orjson.loads(await request.read()) if request.can_read_body else {}
+        self.requests.append(body)
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return body, _error(401, "invalid api key")
+        if self.stall_s:
+            await asyncio.sleep(self.stall_s)
+        if self.fail_next:
+            status = self.fail_next.pop(0)
+            return body, _error(status, f"mock upstream failure {status}")
+        return body, None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        try:
+            messages = [ChatMessage(role=m["role"], content=m["content"]) for m in body["messages"]]
+            req = GenerationRequest(
+                model=body.get("model", ""), messages=messages, sampling=_sampling(body)
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"bad request: {exc}")
+        if body.get("stream"):
+            return await self._stream(request, req, body)
+        result = await self.engine.chat(req)
+        return _json(
+            {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": req.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.text},
+                        "finish_reason": result.finish_reason,
+                    }
+                ],
+                "usage": _usage(result.usage.prompt_tokens, result.usage.completion_tokens),
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, req: GenerationRequest, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        finished = False
+        stream = self.engine.stream(req)
+        try:
+            async for chunk in stream:
+                choice = {"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}
+                if chunk.finish_reason is not None:
+                    choice["finish_reason"] = chunk.finish_reason
+                await response.write(_sse({"object": "chat.completion.chunk", "choices": [choice]}))
+                if chunk.usage is not None and body.get("stream_options", {}).get("include_usage"):
+                    usage = _usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    await response.write(_sse({"choices": [], "usage": usage}))
+            await response.write(b"data: [DONE]\n\n")
+            finished = True
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            if not finished:
+                self.cancelled += 1
+        return response
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body, refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        try:
+            req = GenerationRequest(
+                model=body.get("model", ""),
+                prompt=body["prompt"],
+                sampling=_sampling(body),
+                logprobs=body.get("logprobs"),
+                echo=bool(body.get("echo", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"bad request: {exc}")
+        result = await self.engine.chat(req)
+        logprobs = None
+        if result.logprobs is not None:
+            logprobs = {
+                "tokens": [t.token for t in result.logprobs],
+                "token_logprobs": [t.logprob for t in result.logprobs],
+                "top_logprobs": [t.top for t in result.logprobs],
+                "text_offset": [t.offset for t in result.logprobs],
+            }
+        choice = {
+            "index": 0,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "logprobs": logprobs,
+        }
+        return _json(
+            {
+                "id": "cmpl-mock",
+                "object": "text_completion",
+                "model": req.model,
+                "choices": [choice],
+                "usage": _usage(result.usage.prompt_tokens, result.usage.completion_tokens),
+            }
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body, refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts:
+            return _error(400, "'input' must be a string or a non-empty list of strings")
+        result = await self.engine.embed(texts)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)]
+        return _json({"object": "list", "data": data, "usage": _usage(result.usage.prompt_tokens, 0)})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [{"id": self.engine.spec.model, "object": "model"}]})
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": {"message": message, "type": "mock_error", "code": status}}, status)

@@ -1,0 +1,294 @@
+"""Hyperparameter search over supervised fine-tuning: Optuna (TPE + pruning) or Ray Tune.
+
+A declared :class:`SearchSpace` (learning rate, LoRA rank/alpha, epochs, batch size) is sampled
+by Optuna's TPE sampler (or exhaustively by its grid sampler); each trial runs ``run_sft`` with a
+callback that reports the eval loss at every evaluation so a median or Hyperband pruner can stop
+hopeless trials early. In multi-objective mode the study minimises eval loss *and* a cost
+(training seconds or tokens) and keeps the Pareto front (Optuna cannot prune multi-objective
+trials, so none are pruned). ``storage_url`` is any SQLAlchemy URL: trials then live in Optuna's
+RDB storage and several workers can share one study. ``backend="ray"`` runs the same search with
+Ray Tune (OptunaSearch + ASHA early stopping) on a local or connected Ray cluster.
+
+It returns an :class:`HPOResult` with the best parameters and one :class:`TrialRecord` per trial
+for the service to record as child runs; it does not record runs itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.trainers.base import LoraSettings, NullTracker, Tracker
+from llmloop.trainers.sft import SFTConfig, run_sft
+
+__all__ = ["FloatRange", "HPOConfig", "HPOResult", "SearchSpace", "TrialRecord", "run_hpo"]
+
+TrialTrackerFactory = Callable[[int, dict[str, Any]], Tracker]
+
+
+class FloatRange(BaseModel):
+    """A continuous range to sample from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float = Field(gt=0, description="Smallest value.")
+    high: float = Field(gt=0, description="Largest value.")
+    log: bool = Field(True, description="Sample uniformly in log space.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low >= self.high:
+            raise ConfigError(f"range low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class SearchSpace(BaseModel):
+    """The hyperparameters to search; a null field keeps the base config's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: FloatRange | list[float] | None = Field(
+        None, description="Learning rate: a range or a list of choices."
+    )
+    lora_r: list[int] | None = Field(None, description="LoRA ranks to try.")
+    lora_alpha: list[int] | None = Field(None, description="LoRA alphas to try.")
+    num_epochs: list[float] | None = Field(None, description="Epoch counts to try.")
+    batch_size: list[int] | None = Field(None, description="Batch sizes to try.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SearchSpace:
+        for name, value in self.choices().items():
+            if not value:
+                raise ConfigError(f"search space '{name}' has no choices")
+        if not self.choices() and not isinstance(self.learning_rate, FloatRange):
+            raise ConfigError("the search space declares no hyperparameter")
+        return self
+
+    def choices(self) -> dict[str, list[Any]]:
+        """The discrete parameters and their choices."""
+        fields = ("learning_rate", "lora_r", "lora_alpha", "num_epochs", "batch_size")
+        return {n: list(v) for n in fields if isinstance(v := getattr(self, n), list)}
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination, when the whole space is discrete."""
+        if isinstance(self.learning_rate, FloatRange):
+            raise ConfigError("a grid needs learning_rate as a list of choices")
+        names, values = zip(*self.choices().items(), strict=True)
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+class HPOConfig(BaseModel):
+    """How to search: trials, sampler, pruner, objectives, storage and backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int = Field(12, ge=1, le=10_000, description="Trials to run (grid: its size).")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
+    sampler: Literal["tpe", "grid"] = Field("tpe", description="TPE, or the exhaustive grid.")
+    n_startup_trials: int = Field(4, ge=0, description="Random trials before TPE models.")
+    pruner: Literal["median", "hyperband", "none"] = Field("median", description="Pruner.")
+    pruner_warmup_steps: int = Field(0, ge=0, description="Steps before a trial can be pruned.")
+    cost_metric: Literal["none", "wall_time_s", "train_tokens"] = Field(
+        "none", description="Second objective to minimise (multi-objective) or none."
+    )
+    storage_url: str | None = Field(
+        None, description="SQLAlchemy URL of Optuna RDB storage shared by workers (None: memory)."
+    )
+    study_name: str | None = Field(None, description="Study name; required with storage_url.")
+    backend: Literal["optuna", "ray"] = Field("optuna", description="Search backend.")
+    seed: int = Field(0, description="Sampler seed.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HPOConfig:
+        if self.storage_url and not self.study_name:
+            raise ConfigError("storage_url needs a study_name so workers can share the study")
+        if self.backend == "ray" and self.cost_metric != "none":
+            raise ConfigError("the ray backend searches a single objective (cost_metric='none')")
+        return self
+
+
+class TrialRecord(BaseModel):
+    """One trial, as the service records it as a child run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int = Field(description="Trial number within the study.")
+    params: dict[str, Any] = Field(description="Sampled hyperparameters.")
+    values: list[float] | None = Field(description="Objective values (eval loss[, cost]).")
+    state: str = Field(description="COMPLETE, PRUNED, FAIL or RUNNING.")
+    duration_s: float = Field(description="Wall seconds the trial took.")
+    steps: int = Field(0, description="Training steps the trial ran before finishing or pruning.")
+    train_tokens: int = Field(0, description="Training tokens the trial consumed.")
+
+
+class HPOResult(BaseModel):
+    """Outcome of a search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_name: str = Field(description="Name of the study (for shared storage).")
+    best_params: dict[str, Any] = Field(description="Parameters of the best trial.")
+    best_values: list[float] = Field(description="Objective values of the best trial.")
+    trials: list[TrialRecord] = Field(description="Every trial, in number order.")
+    pareto_front: list[int] = Field(
+        default_factory=list, description="Trial numbers on the Pareto front (multi-objective)."
+    )
+    total_steps: int = Field(description="Training steps summed over all trials (compute used).")
+
+
+def apply_params(base: SFTConfig, params: dict[str, Any]) -> SFTConfig:
+    """The base config with sampled parameters applied (LoRA fields into its LoRA settings)."""
+    update = {k: v for k, v in params.items() if k not in ("lora_r", "lora_alpha")}
+    if "lora_r" in params or "lora_alpha" in params:
+        if base.lora is None:
+            raise ConfigError("searching lora_r/lora_alpha needs a base config with LoRA")
+        lora = base.lora.model_dump()
+        lora["r"] = params.get("lora_r", lora["r"])
+        lora["alpha"] = params.get("lora_alpha", lora["alpha"])
+        update["lora"] = LoraSettings(**lora)
+    # Trials never resume each other's checkpoints.
+    return SFTConfig(**{**base.model_dump(), **update, "resume": False})
+
+
+def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if isinstance(space.learning_rate, FloatRange):
+        lr = space.learning_rate
+        params["learning_rate"] = trial.suggest_float("learning_rate", lr.low, lr.high, log=lr.log)
+    for name, choices in space.choices().items():
+        params[name] = trial.suggest_categorical(name, choices)
+    return params
+
+
+def _pruning_callback(trial: Any) -> Any:
+    """A transformers callback reporting eval loss to ``trial`` and pruning when told to."""
+    import optuna
+    from transformers import TrainerCallback
+
+    class OptunaPruning(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            loss = (kw.get("metrics") or {}).get("eval_loss")
+            if loss is None:
+                return
+            trial.set_user_attr("steps", state.global_step)
+            trial.set_user_attr("train_tokens", int(state.num_input_tokens_seen or 0))
+            trial.report(float(loss), state.global_step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {state.global_step}")
+
+    return OptunaPruning()
+
+
+def _make_study(config: HPOConfig, space: SearchSpace) -> Any:
+    import optuna
+
+    sampler: optuna.samplers.BaseSampler
+    if config.sampler == "grid":
+        sampler = optuna.samplers.GridSampler(space.choices(), seed=config.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=config.seed, n_startup_trials=config.n_startup_trials, multivariate=True
+        )
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if config.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.pruner_warmup_steps
+        )
+    elif config.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, config.pruner_warmup_steps))
+    multi = config.cost_metric != "none"
+    return optuna.create_study(
+        study_name=config.study_name or f"llmloop-hpo-{int(time.time())}",
+        storage=optuna.storages.RDBStorage(config.storage_url) if config.storage_url else None,
+        sampler=sampler,
+        pruner=optuna.pruners.NopPruner() if multi else pruner,
+        directions=["minimize", "minimize"] if multi else ["minimize"],
+        load_if_exists=True,
+    )
+
+
+def _record(trial: Any) -> TrialRecord:
+    start, end = trial.datetime_start, trial.datetime_complete
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.params),
+        values=list(trial.values) if trial.values is not None else None,
+        state=trial.state.name,
+        duration_s=(end - start).total_seconds() if start and end else 0.0,
+        steps=int(trial.user_attrs.get("steps", 0)),
+        train_tokens=int(trial.user_attrs.get("train_tokens", 0)),
+    )
+
+
+def run_hpo(
+    config: HPOConfig,
+    space: SearchSpace,
+    base_config: SFTConfig,
+    base_model_dir: str | Path,
+    train_rows: Sequence[dict[str, Any]],
+    eval_rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    tracker: Tracker,
+    trial_tracker: TrialTrackerFactory | None = None,
+) -> HPOResult:
+    """Search ``space`` around ``base_config``; each trial trains under ``out_dir/trial-N``.
+
+    ``tracker`` receives the study's parameters and each finished trial's objective;
+    ``trial_tracker(number, params)`` gives each trial its own tracker (a child run).
+    """
+    if not eval_rows:
+        raise InvalidInputError("hyperparameter search needs eval rows to score trials")
+    if config.sampler == "grid":
+        config = config.model_copy(update={"n_trials": len(space.grid())})
+    tracker.log_params({"hpo": config.model_dump(mode="json"), "space": space.model_dump()})
+    if config.backend == "ray":
+        from llmloop.trainers.hpo_ray import run_ray_search
+
+        return run_ray_search(
+            config, space, base_config, base_model_dir, train_rows, eval_rows, out_dir, tracker
+        )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _make_study(config, space)
+    multi = config.cost_metric != "none"
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        params = _suggest(trial, space)
+        trial_config = apply_params(base_config, params)
+        trial_out = Path(out_dir) / f"trial-{trial.number}"
+        run_tracker = trial_tracker(trial.number, params) if trial_tracker else NullTracker()
+        callbacks = [] if multi else [_pruning_callback(trial)]
+        result = run_sft(
+            trial_config, base_model_dir, train_rows, eval_rows, trial_out, run_tracker, callbacks
+        )
+        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("train_tokens", result.train_tokens)
+        loss = result.metrics["eval_loss"]
+        tracker.log_metrics({"trial_eval_loss": loss}, step=trial.number)
+        if not multi:
+            return loss
+        cost = result.wall_time_s if config.cost_metric == "wall_time_s" else result.train_tokens
+        return loss, float(cost)
+
+    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_s)
+    records = [_record(t) for t in study.trials]
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not finished:
+        raise InvalidInputError("no trial finished; see the trial records for failures")
+    front = study.best_trials if multi else [study.best_trial]
+    best = min(front, key=lambda t: t.values[0])
+    return HPOResult(
+        study_name=study.study_name,
+        best_params=dict(best.params),
+        best_values=list(best.values),
+        trials=records,
+        pareto_front=[t.number for t in front] if multi else [],
+        total_steps=sum(r.steps for r in records),
+    )
