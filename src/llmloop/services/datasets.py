@@ -22,6 +22,7 @@ from llmloop.core.datasets import (
 from llmloop.core.ids import new_id
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
+from llmloop.services.owners import get_or_create_owner
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
@@ -139,8 +140,6 @@ class DatasetService:
     ) -> DatasetVersionPublic:
         """Register rows as a new immutable version of dataset ``name``."""
         actor.require("editor")
-        if create_missing:
-            self.ensure(name, actor)
         rows = list(spec.rows)
         content = canonical_jsonl(rows)
         ref = self.artifacts.put(content, name=f"{name}.jsonl")
@@ -154,6 +153,7 @@ class DatasetService:
             parent_version=spec.parent_version,
             recipe=spec.recipe,
             description=spec.description,
+            create_missing=create_missing,
         )
 
     def register_version(
@@ -169,11 +169,12 @@ class DatasetService:
         description: str = "",
         profile: JsonDict | None = None,
         sources: builtins.list[str] | None = None,
+        create_missing: bool = True,
     ) -> DatasetVersionPublic:
         """Record an already stored canonical JSONL artifact as the next version."""
         actor.require("editor")
         with self.store.transaction() as tx:
-            ds = self._dataset(tx, name, lock=True)
+            ds = get_or_create_owner(tx, t.datasets, "dataset", name, actor, create_missing)
             same = tx.get(t.dataset_versions, dataset_id=ds["id"], content_hash=ref.sha256)
             if same is not None:
                 raise ConflictError(

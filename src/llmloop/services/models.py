@@ -19,6 +19,7 @@ from llmloop.core.models import (
 )
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
+from llmloop.services.owners import get_or_create_owner
 from llmloop.services.pointers import MODEL_ALIAS, move_pointer, pointer_map, resolve_pointer
 from llmloop.services.runs import check_input_ids
 from llmloop.store import tables as t
@@ -78,16 +79,8 @@ class ModelService:
         self, name: str, spec: ModelVersionCreate, actor: Actor, create_missing: bool = True
     ) -> ModelVersionPublic:
         actor.require("editor")
-        if create_missing:
-            with self.store.read() as tx:
-                missing = tx.get(t.models, name=name) is None
-            if missing:
-                try:
-                    self.create(ModelCreate(name=name), actor)
-                except ConflictError:  # created meanwhile by someone else
-                    pass
         with self.store.transaction() as tx:
-            model = self._model(tx, name, lock=True)
+            model = get_or_create_owner(tx, t.models, "model", name, actor, create_missing)
             if spec.run_id is not None and tx.get(t.runs, id=spec.run_id) is None:
                 raise NotFoundError(f"no run with id '{spec.run_id}'")
             check_input_ids(tx, spec.inputs)

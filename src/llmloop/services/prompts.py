@@ -25,6 +25,7 @@ from llmloop.core.prompts import (
 )
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
+from llmloop.services.owners import get_or_create_owner
 from llmloop.services.pointers import PROMPT_LABEL, move_pointer, pointer_map, resolve_pointer
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
@@ -114,16 +115,8 @@ class PromptService:
             json.dumps(spec.params)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"params must be JSON: {exc}")
-        if create_missing:
-            with self.store.read() as tx:
-                missing = tx.get(t.prompts, name=name) is None
-            if missing:
-                try:
-                    self.create(PromptCreate(name=name), actor)
-                except ConflictError:  # created meanwhile by someone else
-                    pass
         with self.store.transaction() as tx:
-            prompt = self._prompt(tx, name, lock=True)
+            prompt = get_or_create_owner(tx, t.prompts, "prompt", name, actor, create_missing)
             number = (tx.max_value(t.prompt_versions, "version", prompt_id=prompt["id"]) or 0) + 1
             row: Row = {
                 "id": new_id("prompt_version"),

@@ -1,0 +1,34 @@
+"""Named owners of versions (datasets, prompts, models): looked up, or created in the same
+transaction as their first version so a failed version leaves no empty owner behind."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from llmloop.core.ids import new_id
+from llmloop.errors import NotFoundError
+from llmloop.services.actors import Actor
+from llmloop.store.registry import Row, Tx, utcnow
+
+
+def get_owner(tx: Tx, table: sa.Table, entity: str, name: str, lock: bool = False) -> Row:
+    row = tx.get(table, for_update=lock, name=name)
+    if row is None:
+        raise NotFoundError(f"no {entity} named '{name}'")
+    return row
+
+
+def get_or_create_owner(
+    tx: Tx, table: sa.Table, entity: str, name: str, actor: Actor, create: bool
+) -> Row:
+    """The locked owner row named ``name``, inserted (and audited) when missing and allowed."""
+    row = tx.get(table, for_update=True, name=name)
+    if row is not None:
+        return row
+    if not create:
+        raise NotFoundError(f"no {entity} named '{name}'")
+    row = {"id": new_id(entity), "name": name, "description": "", "created_at": utcnow(),
+           "created_by": actor.name}  # fmt: skip
+    tx.insert(table, row)
+    tx.audit(actor.name, f"{entity}.create", entity, row["id"], None, row)
+    return row
