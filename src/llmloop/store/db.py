@@ -65,7 +65,9 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
 def _alembic_config(engine: sa.Engine, connection: sa.Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # configparser treats % as interpolation: URL-encoded passwords need it doubled.
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["connection"] = connection
     return cfg
 

@@ -1,0 +1,220 @@
+"""The store contract: the same registry behaviour on every backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from llmloop.core.datasets import DatasetVersionCreate
+from llmloop.core.governance import ApprovalCreate
+from llmloop.core.models import ModelVersionCreate
+from llmloop.core.prompts import PromptVersionCreate
+from llmloop.core.runs import MetricPoint, RunCreate, RunInput
+from llmloop.errors import (
+    ApprovalRequiredError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    SchemaOutdatedError,
+)
+from llmloop.services.actors import Actor
+from llmloop.services.container import Container
+from llmloop.store import db
+from llmloop.store.registry import Store
+
+ALICE = Actor("alice", "admin")
+BOB = Actor("bob", "admin")
+VIEWER = Actor("val", "viewer")
+
+
+def test_dataset_versions_are_content_addressed(container: Container) -> None:
+    rows = [{"text": "b", "n": 1}, {"text": "a", "n": 2.5}]
+    v1 = container.datasets.create_version("d", DatasetVersionCreate(rows=rows), ALICE)
+    same_keys_reordered = [{"n": 1, "text": "b"}, {"n": 2.5, "text": "a"}]
+    with pytest.raises(ConflictError, match="version 1"):
+        container.datasets.create_version(
+            "d", DatasetVersionCreate(rows=same_keys_reordered), ALICE
+        )
+    v2 = container.datasets.create_version(
+        "d",
+        DatasetVersionCreate(rows=rows[:1], parent_version=1, recipe={"steps": ["head"]}),
+        ALICE,
+    )
+    assert (v1.version, v2.version) == (1, 2)
+    assert v1.schema_ == {"n": "number", "text": "string"}
+    assert v2.parent_id == v1.id and v2.recipe == {"steps": ["head"]}
+    assert container.datasets.read_rows(v1) == same_keys_reordered
+    assert container.artifacts.exists(v1.artifact)
+    assert container.datasets.get_version("d").version == 2
+    with pytest.raises(NotFoundError):
+        container.datasets.get_version("d", 7)
+    with pytest.raises(NotFoundError):
+        container.datasets.create_version(
+            "d", DatasetVersionCreate(rows=[{"x": 1}], parent_version=9), ALICE
+        )
+
+
+def test_prompt_versions_labels_render_diff(container: Container) -> None:
+    svc = container.prompts
+    svc.create_version("p", PromptVersionCreate(template="Hi {{ name }}"), ALICE)
+    svc.create_version(
+        "p", PromptVersionCreate(template="Hello {{ name }}!", params={"t": 0}), ALICE
+    )
+    svc.set_label("p", "production", 1, ALICE)
+    svc.set_label("p", "staging", 2, ALICE)
+    assert svc.get("p").labels == {"production": 1, "staging": 2}
+    assert svc.render("p", {"name": "Ada"}).text == "Hi Ada"
+    assert svc.render("p", {"name": "Ada"}, "staging").text == "Hello Ada!"
+    with pytest.raises(InvalidInputError, match="missing template variable"):
+        svc.render("p", {})
+    with pytest.raises(InvalidInputError, match="sandbox"):
+        svc.create_version("evil", PromptVersionCreate(template="{{ x.__class__.__mro__ }}"), ALICE)
+        svc.render("evil", {"x": 1}, "latest")
+    diff = svc.diff("p", 1, 2)
+    assert diff["params_changed"] == {"t": {"from": None, "to": 0}}
+    with pytest.raises(NotFoundError):
+        svc.set_label("p", "production", 5, ALICE)
+
+
+def test_runs_metric_series_and_status(container: Container) -> None:
+    dv = container.datasets.create_version("d", DatasetVersionCreate(rows=[{"t": 1}]), ALICE)
+    run = container.runs.create(
+        RunCreate(
+            name="r", kind="finetune", params={"lr": 0.1}, inputs=[RunInput(id=dv.id, role="train")]
+        ),
+        ALICE,
+    )
+    child = container.runs.create(RunCreate(name="trial", kind="trial", parent_id=run.id), ALICE)
+    points = [MetricPoint(key="loss", value=3.0 - s, step=s) for s in range(3)]
+    container.runs.log_metrics(run.id, points, ALICE)
+    container.runs.log_metrics(run.id, [MetricPoint(key="acc", value=0.5, step=2)], ALICE)
+    got = container.runs.get(run.id)
+    assert got.latest_metrics == {"loss": 1.0, "acc": 0.5}
+    assert got.inputs == [RunInput(id=dv.id, role="train")]
+    assert [p["step"] for p in container.runs.metric_series(run.id, "loss")["loss"]] == [0, 1, 2]
+    assert [r.id for r in container.runs.list(parent_id=run.id)] == [child.id]
+    with pytest.raises(InvalidInputError):
+        container.runs.log_metrics(run.id, [MetricPoint(key="x", value=float("nan"))], ALICE)
+    container.runs.finish(run.id, "finished", ALICE)
+    with pytest.raises(ConflictError):
+        container.runs.log_metrics(run.id, points, ALICE)
+    with pytest.raises(ConflictError):
+        container.runs.finish(run.id, "failed", ALICE)
+
+
+def test_protected_alias_moves_only_through_approval(container: Container) -> None:
+    models, gov = container.models, container.governance
+    v1 = models.create_version("m", ModelVersionCreate(base_model="base"), ALICE)
+    models.create_version("m", ModelVersionCreate(base_model=v1.id), ALICE)
+    models.set_alias("m", "champion", 1, ALICE)
+    gov.protect("model_alias", "m", "champion", True, ALICE)
+    with pytest.raises(ApprovalRequiredError):
+        models.set_alias("m", "champion", 2, ALICE)
+    with pytest.raises(PermissionDeniedError):
+        gov.protect("model_alias", "m", "champion", False, Actor("ed", "editor"))
+    request = gov.request(
+        ApprovalCreate(kind="model_alias", name="m", label="champion", version=2), ALICE
+    )
+    with pytest.raises(PermissionDeniedError, match="someone else"):
+        gov.decide(request.id, True, ALICE)
+    rejected = gov.request(
+        ApprovalCreate(kind="model_alias", name="m", label="champion", version=2), ALICE
+    )
+    assert gov.decide(rejected.id, False, BOB, "no").status == "rejected"
+    assert models.get("m").aliases == {"champion": 1}
+    assert gov.decide(request.id, True, BOB, "ok").status == "approved"
+    assert models.get("m").aliases == {"champion": 2}
+    with pytest.raises(ConflictError):
+        gov.decide(request.id, True, BOB)
+    moves = [e for e in gov.audit(limit=1000) if e.action == "model_alias.move"]
+    assert moves[-1].after == {"target_id": models.get_version("m", 2).id, "via_approval": True}
+
+
+def test_lineage_graph_up_and_down(container: Container) -> None:
+    dv = container.datasets.create_version("d", DatasetVersionCreate(rows=[{"t": 1}]), ALICE)
+    pv = container.prompts.create_version("p", PromptVersionCreate(template="x"), ALICE)
+    run = container.runs.create(
+        RunCreate(kind="finetune", inputs=[RunInput(id=dv.id), RunInput(id=pv.id)]), ALICE
+    )
+    mv = container.models.create_version("m", ModelVersionCreate(run_id=run.id), ALICE)
+    up = container.governance.lineage(mv.id, "up")
+    assert {n.id for n in up.nodes} == {mv.id, run.id, dv.id, pv.id}
+    down = container.governance.lineage(dv.id, "down")
+    assert {n.id for n in down.nodes} == {dv.id, run.id, mv.id}
+    assert {n.label for n in up.nodes} >= {"d:v1", "p:v1", "m:v1"}
+    with pytest.raises(NotFoundError):
+        container.governance.lineage("mv_00000000000000000000000000")
+
+
+def test_audit_log_is_append_only_and_ordered(container: Container) -> None:
+    container.prompts.create_version("p", PromptVersionCreate(template="x"), ALICE)
+    container.prompts.set_label("p", "production", 1, BOB)
+    entries = container.governance.audit(limit=100)
+    ids = [e.id for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [e.actor for e in entries][-1] == "bob"
+    assert container.governance.audit(after_id=ids[-1]) == []
+
+
+def test_viewers_cannot_write(container: Container) -> None:
+    with pytest.raises(PermissionDeniedError):
+        container.datasets.create_version("d", DatasetVersionCreate(rows=[{"t": 1}]), VIEWER)
+    with pytest.raises(NotFoundError):
+        container.datasets.get("d")
+
+
+def test_concurrent_versions_get_unique_numbers(container: Container) -> None:
+    container.prompts.create_version("p", PromptVersionCreate(template="seed"), ALICE)
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            container.prompts.create_version("p", PromptVersionCreate(template=f"t{i}"), ALICE)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(12)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert [v.version for v in container.prompts.list_versions("p")] == list(range(1, 14))
+
+
+def test_api_keys_hash_and_revoke(container: Container) -> None:
+    from llmloop.core.governance import ApiKeyCreate
+    from llmloop.errors import AuthenticationError
+
+    created = container.keys.create(ApiKeyCreate(name="k", role="editor"), ALICE)
+    assert container.keys.authenticate(created.secret).role == "editor"
+    with container.store.read() as tx:
+        from llmloop.store import tables as t
+
+        row = tx.get(t.api_keys, id=created.id)
+    assert row is not None and created.secret not in str(row)
+    container.keys.revoke(created.id, ALICE)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        container.keys.authenticate(created.secret)
+
+
+def test_outdated_schema_is_refused(container: Container) -> None:
+    url = container.settings.database_url
+    container.store  # noqa: B018 - create the schema
+    with container.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(SchemaOutdatedError, match="newer|llmloop db upgrade"):
+        Store(url)
+
+
+def test_upgrade_from_empty_then_current(database_url: str) -> None:
+    store = Store(database_url, check=False)
+    with pytest.raises(SchemaOutdatedError, match="llmloop db upgrade"):
+        db.check_schema(store.engine, auto_create_empty=False)
+    db.upgrade(store.engine)
+    assert db.current_revision(store.engine) == db.head_revision(store.engine)
+    db.check_schema(store.engine, auto_create_empty=False)
+    store.dispose()
