@@ -1,0 +1,253 @@
+"""Pipelines (CI/CD for models): run a declarative spec step by step, with typed inputs, caching
+by input hash, retries with backoff, a run record per step and lineage to what each step made.
+
+A step kind is a class registered under ``pipeline_steps`` (built-ins in
+``services/pipeline_steps.py``); it declares ``Inputs`` (pydantic) and implements
+``run(inputs, ctx) -> dict`` of JSON outputs. Ray execution and triggers live elsewhere; this
+module runs one pipeline in the calling process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llmloop.core.base import JsonDict
+from llmloop.core.ids import entity_of
+from llmloop.core.pipelines import PipelineSpec, StepSpec, order_steps, resolve
+from llmloop.core.runs import RunCreate, RunInput
+from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.services.actors import Actor
+from llmloop.store import tables as t
+from llmloop.store.registry import Store, utcnow
+
+log = logging.getLogger("llmloop.pipelines")
+NOT_RETRYABLE = (ConfigError, InvalidInputError)
+
+
+@dataclass
+class StepContext:
+    """What a step may use: the container (services), the actor, its run id and a log."""
+
+    container: Any
+    actor: Actor
+    run_id: str
+    pipeline: str
+    step_id: str
+    workdir: Path
+    messages: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+        log.info("[%s/%s] %s", self.pipeline, self.step_id, message)
+
+
+class PipelineStep(Protocol):
+    Inputs: ClassVar[type[BaseModel]]
+    #: Bump when the step's behaviour changes, so cached results are not reused.
+    cache_version: ClassVar[str]
+
+    def run(self, inputs: Any, ctx: StepContext) -> JsonDict: ...
+
+
+@dataclass
+class StepReport:
+    id: str
+    uses: str
+    status: str  # ran | cached | failed | skipped
+    run_id: str | None
+    outputs: JsonDict
+    attempts: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class PipelineReport:
+    pipeline: str
+    run_id: str
+    status: str
+    steps: list[StepReport]
+
+    def to_dict(self) -> JsonDict:
+        return {
+            "pipeline": self.pipeline,
+            "run_id": self.run_id,
+            "status": self.status,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Parse a pipeline YAML file; every problem is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file {p} does not exist")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {_errors(exc)}")
+
+
+def cache_key(spec_name: str, step: StepSpec, kind: Any, inputs: BaseModel) -> str:
+    payload = {
+        "pipeline": spec_name,
+        "step": step.id,
+        "uses": step.uses,
+        "version": getattr(kind, "cache_version", "1"),
+        "inputs": inputs.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class PipelineService:
+    def __init__(self, store: Store, container: Any, resolve_step: Callable[[str], Any]) -> None:
+        self.store = store
+        self.container = container
+        self.resolve_step = resolve_step
+
+    def run(
+        self,
+        spec: PipelineSpec,
+        actor: Actor,
+        params: JsonDict | None = None,
+        trigger: str = "manual",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> PipelineReport:
+        actor.require("editor")
+        merged = {**spec.params, **(params or {})}
+        for step in spec.steps:  # unknown step kinds fail before anything is recorded
+            self.resolve_step(step.uses)
+        runs = self.container.runs
+        parent = runs.create(
+            RunCreate(name=spec.name, kind="pipeline", params=merged, tags={"trigger": trigger}),
+            actor,
+        )
+        outputs: dict[str, JsonDict] = {}
+        reports: list[StepReport] = []
+        status = "finished"
+        for step in order_steps(spec):
+            if status != "finished":
+                reports.append(StepReport(step.id, step.uses, "skipped", None, {}))
+                continue
+            try:
+                report = self._run_step(spec, step, merged, outputs, parent.id, actor, sleep)
+            except Exception:
+                runs.finish(parent.id, "failed", actor)
+                raise
+            reports.append(report)
+            if report.status == "failed":
+                status = "failed"
+            else:
+                outputs[step.id] = report.outputs
+        runs.finish(parent.id, status, actor)
+        return PipelineReport(spec.name, parent.id, status, reports)
+
+    def _run_step(
+        self,
+        spec: PipelineSpec,
+        step: StepSpec,
+        params: JsonDict,
+        outputs: dict[str, JsonDict],
+        parent_id: str,
+        actor: Actor,
+        sleep: Callable[[float], None],
+    ) -> StepReport:
+        kind = self.resolve_step(step.uses)
+        try:
+            inputs = kind.Inputs.model_validate(resolve(step.with_, outputs, params))
+        except ValidationError as exc:
+            raise ConfigError(f"step '{step.id}' ({step.uses}): {_errors(exc)}")
+        key = cache_key(spec.name, step, kind, inputs)
+        if step.cache:
+            with self.store.read() as tx:
+                hit = tx.get(t.pipeline_cache, cache_key=key)
+            if hit is not None:
+                log.info(
+                    "[%s/%s] unchanged inputs: cached (run %s)", spec.name, step.id, hit["run_id"]
+                )
+                self.container.runs.add_inputs(
+                    parent_id, [RunInput(id=hit["run_id"], role="cached")], actor
+                )
+                return StepReport(step.id, step.uses, "cached", hit["run_id"], hit["outputs"])
+        runs = self.container.runs
+        run = runs.create(
+            RunCreate(
+                name=f"{spec.name}/{step.id}",
+                kind="step",
+                parent_id=parent_id,
+                params=inputs.model_dump(mode="json"),
+                tags={"uses": step.uses, "cache_key": key},
+            ),
+            actor,
+        )
+        workdir = self.container.settings.home / "pipelines" / spec.name / step.id / run.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = StepContext(self.container, actor, run.id, spec.name, step.id, workdir)
+        started, attempts, error = time.monotonic(), 0, None
+        while True:
+            attempts += 1
+            try:
+                result = kind().run(inputs, ctx)
+                break
+            except NOT_RETRYABLE as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a step may fail in any way; retried, then recorded
+                error = f"{type(exc).__name__}: {exc}"
+                if attempts <= step.retries:
+                    ctx.log(f"attempt {attempts} failed ({error}); retrying")
+                    sleep(step.retry_backoff_s * 2 ** (attempts - 1))
+                    continue
+            runs.log_params(run.id, {"error": error, "attempts": attempts}, actor)
+            runs.finish(run.id, "failed", actor)
+            return StepReport(
+                step.id,
+                step.uses,
+                "failed",
+                run.id,
+                {},
+                attempts,
+                time.monotonic() - started,
+                error,
+            )
+        result = json.loads(json.dumps(result, default=str))
+        runs.log_params(run.id, {"outputs": result, "attempts": attempts}, actor)
+        runs.finish(run.id, "finished", actor)
+        with self.store.transaction() as tx:
+            for value in result.values():
+                if isinstance(value, str) and entity_of(value) and value != run.id:
+                    tx.add_edge(run.id, value, "step_output")
+            if tx.get(t.pipeline_cache, cache_key=key) is None:
+                tx.insert(
+                    t.pipeline_cache,
+                    {
+                        "cache_key": key,
+                        "pipeline": spec.name,
+                        "step_id": step.id,
+                        "run_id": run.id,
+                        "outputs": result,
+                        "created_at": utcnow(),
+                    },
+                )
+        return StepReport(
+            step.id, step.uses, "ran", run.id, result, attempts, time.monotonic() - started
+        )
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5]
+    )
