@@ -18,7 +18,16 @@ def register_engines(register: Register) -> None:
 
 @hookimpl
 def register_evaluators(register: Register) -> None:
-    """Filled by the evaluation issue."""
+    register("bleu", "llmloop.evaluators.metrics:BleuEvaluator", extra="eval")
+    register("chrf", "llmloop.evaluators.metrics:ChrfEvaluator", extra="eval")
+    register("rouge", "llmloop.evaluators.metrics:RougeEvaluator", extra="eval")
+    register("exact_match", "llmloop.evaluators.matching:ExactMatchEvaluator")
+    register("token_f1", "llmloop.evaluators.matching:TokenF1Evaluator")
+    register("usage", "llmloop.evaluators.usage:UsageEvaluator")
+    register("similarity", "llmloop.evaluators.similarity:SimilarityEvaluator", extra="eval")
+    register("perplexity", "llmloop.evaluators.perplexity:PerplexityEvaluator", extra="hf")
+    register("judge", "llmloop.evaluators.judges:PointwiseJudge")
+    register("pairwise_judge", "llmloop.evaluators.preference:PairwiseJudge")
 
 
 @hookimpl

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
@@ -25,6 +24,7 @@ from llmloop.cli import (
     datasets,
     db,
     demo,
+    evals,
     keys,
     lineage,
     models,
@@ -70,11 +70,12 @@ def report_error(exc: BaseException) -> int:
 class LlmloopGroup(TyperGroup):
     """The root group: turns every error a command raises into a message and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # ``ctx`` is typer's vendored click Context, which typer does not export by name.
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # exits, aborts and usage errors keep typer's own handling
         except Exception as exc:
             raise typer.Exit(report_error(exc)) from None
 
@@ -129,6 +130,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(keys.app, name="keys")
+app.add_typer(evals.app, name="eval")
 app.command("audit")(audit.audit_command)
 app.command("lineage")(lineage.lineage_command)
 app.command("serve")(serve.serve_command)

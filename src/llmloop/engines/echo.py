@@ -2,7 +2,8 @@
 
 It answers with the last user message (or the prompt), optionally prefixed, tokenised on
 whitespace. Options: ``prefix`` (str), ``delay_s`` (per token, float), ``fail_rate`` (0..1,
-raises a retryable UpstreamError), ``reply`` (fixed text), ``embed_dim`` (int, default 16).
+raises a retryable UpstreamError), ``reply`` (fixed text), ``replies`` (a mapping from the last
+user message to its answer; others are echoed), ``embed_dim`` (int, default 16).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def _tokens(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
 
 
+def _last_user(req: GenerationRequest) -> str:
+    assert req.messages is not None
+    users = [m.content for m in req.messages if m.role == "user"]
+    return users[-1] if users else req.messages[-1].content
+
+
 class EchoEngine(Engine):
     kind = "echo"
 
@@ -48,14 +55,14 @@ class EchoEngine(Engine):
         opts = self.spec.options
         if opts.get("fail_rate") and random.random() < float(str(opts["fail_rate"])):
             raise UpstreamError("echo engine: simulated failure", retryable=True)
-        if "reply" in opts:
+        replies = opts.get("replies")
+        last = req.prompt if req.prompt is not None else _last_user(req)
+        if isinstance(replies, dict) and last in replies:
+            text = str(replies[last])
+        elif "reply" in opts:
             text = str(opts["reply"])
-        elif req.prompt is not None:
-            text = req.prompt
         else:
-            assert req.messages is not None
-            users = [m.content for m in req.messages if m.role == "user"]
-            text = users[-1] if users else req.messages[-1].content
+            text = last
         text = f"{opts.get('prefix', '')}{text}"
         tokens = _tokens(text)
         finish = "stop"

@@ -5,17 +5,24 @@ from Settings, once per process (or per test). Edges hold one Container and call
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from llmloop.artifacts.fsspec_store import FsspecArtifactStore
 from llmloop.config import Settings
 from llmloop.plugins import PluginRegistry, build_registry
 from llmloop.services.datasets import DatasetService
+from llmloop.services.deployments import DeploymentService
 from llmloop.services.governance import GovernanceService
 from llmloop.services.keys import KeyService
 from llmloop.services.models import ModelService
+from llmloop.services.pipelines import PipelineService
 from llmloop.services.prompts import PromptService
 from llmloop.services.runs import RunService
 from llmloop.store.registry import Store
+
+if TYPE_CHECKING:
+    from llmloop.services.evaluation import EvaluationService
+    from llmloop.services.gateway.service import GatewayService
 
 
 class Container:
@@ -60,6 +67,28 @@ class Container:
     @cached_property
     def keys(self) -> KeyService:
         return KeyService(self.store)
+
+    @cached_property
+    def deployments(self) -> DeploymentService:
+        return DeploymentService(self.store)
+
+    @cached_property
+    def gateway(self) -> GatewayService:
+        from llmloop.services.gateway.wiring import build_gateway
+
+        return build_gateway(self)
+
+    @cached_property
+    def evaluation(self) -> EvaluationService:
+        from llmloop.services.evaluation import EvaluationService
+
+        return EvaluationService(self)
+
+    @cached_property
+    def pipelines(self) -> PipelineService:
+        return PipelineService(
+            self.store, self, lambda kind: self.plugins.resolve("pipeline_steps", kind)
+        )
 
     def readiness_problem(self) -> str | None:
         """None when the store answers; otherwise what is wrong."""

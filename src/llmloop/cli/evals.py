@@ -1,0 +1,91 @@
+"""``llmloop eval``: run an evaluation suite on a model version over a dataset version, gate a
+candidate against a baseline, show a stored report.
+
+The gate exits non-zero when it fails, so a CI job can run it as a check. Suites are YAML files
+(see ``evaluators/suites.py``); judges and red-team probes come through the same command group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from llmloop.cli.context import get_state
+from llmloop.cli.output import print_json, print_table, say
+
+app = typer.Typer(help="Evaluate models: suites, gates, reports.", no_args_is_help=True)
+GATE_FAILED_EXIT = 11
+
+
+def _model_ref(text: str) -> tuple[str, str]:
+    name, _, ref = text.partition("@")
+    return name, ref or "champion"
+
+
+@app.command("run")
+def run_eval(
+    ctx: typer.Context,
+    suite: Path = typer.Argument(..., help="Suite YAML file.", exists=True, dir_okay=False),
+    model: str = typer.Option(..., "--model", help="Registry model, as NAME or NAME@REF."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset with the evaluation rows."),
+    dataset_version: str = typer.Option("latest", "--dataset-version", help="Its version."),
+    judge: str | None = typer.Option(None, "--judge", help="Judge model as NAME@REF."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Generate answers with the model and score them; records an eval run."""
+    state = get_state(ctx)
+    name, ref = _model_ref(model)
+    outcome = state.container.evaluation.evaluate(
+        suite,
+        name,
+        dataset,
+        state.actor(),
+        ref=ref,
+        dataset_version=dataset_version,
+        judge=_model_ref(judge) if judge else None,
+        limit=limit,
+    )
+    if as_json:
+        print_json(outcome)
+        return
+    say(f"eval run {outcome.run_id}: {outcome.suite} on {outcome.model}")
+    print_table(["metric", "value"], sorted(outcome.metrics.items()), title="metrics")
+    for key, error in outcome.evaluator_errors.items():
+        say(f"evaluator {key} failed: {error}")
+    if outcome.failed_samples:
+        say(f"{outcome.failed_samples} generations failed and were left out")
+
+
+@app.command("gate")
+def gate(
+    ctx: typer.Context,
+    candidate: str = typer.Option(..., "--candidate", help="Eval run id of the candidate."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Eval run id to compare to."),
+    rule: list[str] = typer.Option(
+        ..., "--rule", help="A rule such as 'rougeL >= baseline - 0.01' (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check a candidate against rules; exits 11 when the gate fails."""
+    state = get_state(ctx)
+    outcome = state.container.evaluation.gate(rule, candidate, baseline, state.actor())
+    if as_json:
+        print_json(outcome)
+    else:
+        for item in outcome.result.get("rules", []):
+            mark = "PASS" if item.get("passed") else "FAIL"
+            say(f"{mark}  {item.get('rule', '')}  {item.get('detail', '')}")
+        say(f"gate {'passed' if outcome.passed else 'FAILED'} (run {outcome.run_id})")
+    if not outcome.passed:
+        raise typer.Exit(GATE_FAILED_EXIT)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="An eval run id."),
+) -> None:
+    """Print the full stored report of an eval run as JSON."""
+    print_json(get_state(ctx).container.evaluation.report(run_id))

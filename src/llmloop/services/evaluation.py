@@ -1,0 +1,207 @@
+"""Evaluation: run a suite of evaluators on a model version over a dataset version, record it as
+an ``eval`` run (metrics, report artifact, lineage), and gate a candidate against a baseline.
+
+Engines are built from registry versions the same way the gateway builds them (one resolver);
+evaluators come from the plugin registry. The suite logic itself lives in
+``evaluators/suites.py`` and the gate rules in ``evaluators/gate.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from llmloop.core.deployments import TargetSpec
+from llmloop.core.runs import MetricPoint, RunCreate, RunInput
+from llmloop.engines.base import Engine
+from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
+from llmloop.evaluators.gate import GateResult, evaluate_gate
+from llmloop.evaluators.suites import Suite, SuiteReport, load_suite, run_suite
+from llmloop.services.actors import Actor
+from llmloop.services.gateway.targets import resolve_target
+
+T = TypeVar("T")
+REPORT_ARTIFACT = "eval_report.json"
+
+
+class EvalOutcome(BaseModel):
+    """What an evaluation recorded: the run, the flat metrics and the failed generations."""
+
+    run_id: str
+    suite: str
+    model: str
+    model_version_id: str | None
+    dataset_version_id: str
+    metrics: dict[str, float]
+    failed_samples: int
+    evaluator_errors: dict[str, str]
+
+
+class GateOutcome(BaseModel):
+    run_id: str
+    passed: bool
+    result: dict[str, Any]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous service code (the CLI, pipeline steps)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    raise InvalidInputError("call the async variant from inside an event loop")
+
+
+class EvaluationService:
+    def __init__(self, container: Any) -> None:
+        self.c = container
+
+    async def build_engine(self, model: str, ref: int | str = "champion") -> tuple[Engine, str]:
+        """A started engine for a registry model version, and that version's id."""
+        target = (
+            TargetSpec(model=model, version=int(ref))
+            if str(ref).isdigit()
+            else TargetSpec(model=model, alias=str(ref))
+        )
+        resolved = resolve_target(target, self.c.models, self.c.artifacts)
+        engine_cls = self.c.plugins.resolve("engines", resolved.engine.kind)
+        engine: Engine = engine_cls(resolved.engine)
+        await engine.start()
+        return engine, resolved.version_id or ""
+
+    def load_suite(self, source: str | Path | Suite) -> Suite:
+        return source if isinstance(source, Suite) else load_suite(source)
+
+    async def evaluate_async(
+        self,
+        suite: str | Path | Suite,
+        model: str,
+        dataset: str,
+        actor: Actor,
+        ref: int | str = "champion",
+        dataset_version: int | str = "latest",
+        judge: tuple[str, int | str] | None = None,
+        limit: int | None = None,
+    ) -> EvalOutcome:
+        """Generate with the model over the dataset rows, score them, record an eval run."""
+        actor.require("editor")
+        spec = self.load_suite(suite)
+        dv = self.c.datasets.get_version(dataset, dataset_version)
+        rows = self.c.datasets.read_rows(dv)[: limit or None]
+        engine, version_id = await self.build_engine(model, ref)
+        judge_engine = None
+        try:
+            if judge is not None:
+                judge_engine, _ = await self.build_engine(*judge)
+            report = await run_suite(
+                spec, engine, rows, self._evaluator_lookup, judge_engine=judge_engine
+            )
+        finally:
+            await engine.aclose()
+            if judge_engine is not None:
+                await judge_engine.aclose()
+        return self.record(report, spec, model, version_id, dv.id, actor)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> EvalOutcome:
+        return run_sync(self.evaluate_async(*args, **kwargs))
+
+    def _evaluator_lookup(self, name: str) -> Any:
+        return self.c.plugins.resolve("evaluators", name)
+
+    def record(
+        self,
+        report: SuiteReport,
+        suite: Suite,
+        model: str,
+        version_id: str,
+        dataset_version_id: str,
+        actor: Actor,
+    ) -> EvalOutcome:
+        """Write the eval run: params, metrics, the full report as an artifact, lineage."""
+        inputs = [RunInput(id=dataset_version_id, role="eval_data")]
+        if version_id:
+            inputs.append(RunInput(id=version_id, role="candidate"))
+        run = self.c.runs.create(
+            RunCreate(
+                name=f"eval/{suite.name}/{model}",
+                kind="eval",
+                params={"suite": suite.model_dump(mode="json"), "model": model},
+                inputs=inputs,
+            ),
+            actor,
+        )
+        metrics = report.metrics()
+        points = [MetricPoint(key=k, value=v) for k, v in metrics.items() if _finite(v)]
+        points.append(MetricPoint(key="failed_samples", value=float(report.n_failed)))
+        self.c.runs.log_metrics(run.id, points, actor)
+        ref = self.c.artifacts.put(report.model_dump_json().encode(), name=REPORT_ARTIFACT)
+        self.c.runs.add_artifact(run.id, REPORT_ARTIFACT, ref, actor)
+        self.c.runs.finish(run.id, "finished", actor)
+        return EvalOutcome(
+            run_id=run.id,
+            suite=suite.name,
+            model=model,
+            model_version_id=version_id or None,
+            dataset_version_id=dataset_version_id,
+            metrics=metrics,
+            failed_samples=report.n_failed,
+            evaluator_errors=report.evaluator_errors,
+        )
+
+    def report(self, eval_run_id: str) -> SuiteReport:
+        """The full suite report stored with an eval run."""
+        run = self.c.runs.get(eval_run_id)
+        if run.kind != "eval":
+            raise InvalidInputError(f"run '{eval_run_id}' is a {run.kind} run, not an eval run")
+        for item in run.artifacts:
+            if item.name == REPORT_ARTIFACT:
+                with self.c.artifacts.open(item.artifact) as fh:
+                    return SuiteReport.model_validate_json(fh.read())
+        raise NotFoundError(f"eval run '{eval_run_id}' has no stored report")
+
+    def gate(
+        self,
+        rules: list[str],
+        candidate_run_id: str,
+        baseline_run_id: str | None,
+        actor: Actor,
+    ) -> GateOutcome:
+        """Check a candidate eval against rules (and a baseline eval); record a gate run."""
+        actor.require("editor")
+        if not rules:
+            raise ConfigError("a gate needs at least one rule, e.g. 'rougeL >= baseline - 0.01'")
+        candidate = self.report(candidate_run_id)
+        baseline = self.report(baseline_run_id) if baseline_run_id else None
+        try:
+            result: GateResult = evaluate_gate(rules, candidate, baseline)
+        except (ValueError, LlmloopError) as exc:
+            raise ConfigError(f"gate rules: {exc}")
+        inputs = [RunInput(id=candidate_run_id, role="candidate_eval")]
+        if baseline_run_id:
+            inputs.append(RunInput(id=baseline_run_id, role="baseline_eval"))
+        run = self.c.runs.create(
+            RunCreate(
+                name="gate",
+                kind="eval",
+                params={"rules": rules},
+                inputs=inputs,
+                tags={"gate": "passed" if result.passed else "failed"},
+            ),
+            actor,
+        )
+        self.c.runs.log_metrics(
+            run.id, [MetricPoint(key="gate_passed", value=1.0 if result.passed else 0.0)], actor
+        )
+        self.c.runs.finish(run.id, "finished", actor)
+        return GateOutcome(
+            run_id=run.id, passed=result.passed, result=json.loads(result.model_dump_json())
+        )
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))

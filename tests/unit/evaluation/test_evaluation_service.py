@@ -1,0 +1,127 @@
+"""Evaluation end to end through the services: a suite on registry model versions over a dataset
+version is recorded as an eval run with lineage; the gate fails a worse candidate and passes an
+equal one; the CLI exits non-zero on a failed gate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmloop.cli.main import app as cli
+from llmloop.config import load_settings
+from llmloop.core.datasets import DatasetVersionCreate
+from llmloop.core.models import ModelVersionCreate
+from llmloop.errors import ConfigError
+from llmloop.services.actors import local_actor
+from llmloop.services.container import Container
+
+ROWS = [
+    {"id": "1", "input": "Where is my order?", "reference": "Your order ships today."},
+    {"id": "2", "input": "How do I reset my password?", "reference": "Open settings and reset."},
+    {"id": "3", "input": "Can I return shoes?", "reference": "Yes, within thirty days."},
+]
+SUITE = """
+name: support-quality
+prompt_template: "{{ input }}"
+evaluators:
+  - name: rouge
+  - name: exact_match
+"""
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    c = Container(load_settings({"home": str(tmp_path)}, env={}))
+    me = local_actor()
+    c.datasets.create_version("eval-set", DatasetVersionCreate(rows=ROWS), me)
+    # "good" echoes the reference (planted in its reply table); "bad" always says the same.
+    replies = {r["input"]: r["reference"] for r in ROWS}
+    good = ModelVersionCreate(format="echo", params={"replies": replies})
+    c.models.create_version("bot", good, me)
+    c.models.create_version(
+        "bot", ModelVersionCreate(format="echo", params={"reply": "No idea."}), me
+    )
+    c.models.create_version("bot", good, me)
+    yield c
+    c.close()
+
+
+def test_eval_run_is_recorded_with_lineage(container: Container, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    out = container.evaluation.evaluate(suite, "bot", "eval-set", local_actor(), ref=1)
+    assert out.metrics["rougeL"] == pytest.approx(1.0) and out.metrics["exact_match"] == 1.0
+    run = container.runs.get(out.run_id)
+    assert run.kind == "eval" and run.status == "finished"
+    assert run.latest_metrics["rougeL"] == pytest.approx(1.0)
+    graph = container.governance.lineage(out.run_id, "up")
+    assert {n.type for n in graph.nodes} >= {"dataset_version", "model_version"}
+    assert len(container.evaluation.report(out.run_id).outputs) == 3
+
+
+def test_gate_fails_worse_and_passes_equal(container: Container, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    me = local_actor()
+    base = container.evaluation.evaluate(suite, "bot", "eval-set", me, ref=1)
+    worse = container.evaluation.evaluate(suite, "bot", "eval-set", me, ref=2)
+    equal = container.evaluation.evaluate(suite, "bot", "eval-set", me, ref=3)
+    rules = ["rougeL >= baseline - 0.01"]
+    assert not container.evaluation.gate(rules, worse.run_id, base.run_id, me).passed
+    assert container.evaluation.gate(rules, equal.run_id, base.run_id, me).passed
+    with pytest.raises(ConfigError):
+        container.evaluation.gate([], equal.run_id, base.run_id, me)
+    gate_run = container.runs.list(kind="eval")[0]
+    with pytest.raises(Exception, match="no stored report"):
+        container.evaluation.report(gate_run.id)
+    runner = CliRunner()
+    home = ["--home", str(container.settings.home)]
+    failed = runner.invoke(
+        cli,
+        [
+            *home,
+            "eval",
+            "gate",
+            "--candidate",
+            worse.run_id,
+            "--baseline",
+            base.run_id,
+            "--rule",
+            rules[0],
+        ],
+    )
+    assert failed.exit_code == 11, failed.output
+    passed = runner.invoke(
+        cli,
+        [
+            *home,
+            "eval",
+            "gate",
+            "--candidate",
+            equal.run_id,
+            "--baseline",
+            base.run_id,
+            "--rule",
+            rules[0],
+        ],
+    )
+    assert passed.exit_code == 0, passed.output
+
+
+def test_bad_inputs(container: Container, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    me = local_actor()
+    from llmloop.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        container.evaluation.evaluate(suite, "nope", "eval-set", me)
+    with pytest.raises(NotFoundError):
+        container.evaluation.evaluate(suite, "bot", "nope", me, ref=1)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nevaluators: [{name: no_such_metric}]\n")
+    with pytest.raises(NotFoundError, match="no_such_metric"):
+        container.evaluation.evaluate(broken, "bot", "eval-set", me, ref=1)
