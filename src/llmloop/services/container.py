@@ -22,6 +22,7 @@ from llmloop.store.registry import Store
 
 if TYPE_CHECKING:
     from llmloop.services.evaluation import EvaluationService
+    from llmloop.services.training import TrainingService
     from llmloop.services.gateway.service import GatewayService
 
 
@@ -83,6 +84,12 @@ class Container:
         from llmloop.services.evaluation import EvaluationService
 
         return EvaluationService(self)
+
+    @cached_property
+    def training(self) -> TrainingService:
+        from llmloop.services.training import TrainingService
+
+        return TrainingService(self)
 
     @cached_property
     def pipelines(self) -> PipelineService:

@@ -1,0 +1,452 @@
+"""Training as a use case: foundation models, fine-tunes (SFT, DPO), hyperparameter searches and
+exports, each a tracked run whose result is a registered model version with lineage.
+
+The trainers (``llmloop.trainers``) know nothing of the registry; this service gives them rows
+from dataset versions, a directory, and a tracker that streams to the run, then stores the
+weights as an artifact and registers the version (dataset version, base version, run, params).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llmloop.core.base import JsonDict
+from llmloop.core.models import ModelVersionCreate, ModelVersionPublic
+from llmloop.core.runs import MetricPoint, RunCreate, RunInput, RunPublic
+from llmloop.errors import ConflictError, InvalidInputError, LlmloopError
+from llmloop.services.actors import Actor
+
+TRAIN_RUN_KINDS = {"pretrain", "finetune", "dpo", "hpo"}
+
+
+class RunTracker:
+    """The trainers' Tracker, streaming to a registry run; stops when the run is killed."""
+
+    def __init__(self, container: Any, run_id: str, actor: Actor, check_every_s: float = 5.0):
+        self.c, self.run_id, self.actor = container, run_id, actor
+        self.check_every_s = check_every_s
+        self._checked = 0.0
+        self._stop = False
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        try:
+            self.c.runs.log_params(self.run_id, _jsonable(params), self.actor)
+        except ConflictError:  # a resumed run logs the same params again with new values
+            pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        points = [
+            MetricPoint(key=k, value=float(v), step=max(0, step))
+            for k, v in metrics.items()
+            if _finite(v)
+        ]
+        if points:
+            self.c.runs.log_metrics(self.run_id, points, self.actor)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._stop = self.c.runs.get(self.run_id).status == "killed"
+        return self._stop
+
+
+def _finite(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return number == number and abs(number) != float("inf")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def rows_to_texts(rows: list[JsonDict]) -> list[str]:
+    """Plain text of any record shape, for tokenizer training and pre-training."""
+    texts = []
+    for row in rows:
+        if isinstance(row.get("text"), str):
+            texts.append(row["text"])
+        elif isinstance(row.get("messages"), list):
+            texts.append("\n".join(str(m.get("content", "")) for m in row["messages"]))
+        else:
+            texts.append("\n".join(str(v) for v in row.values() if isinstance(v, str)))
+    return [t for t in texts if t.strip()]
+
+
+class TrainingService:
+    def __init__(self, container: Any) -> None:
+        self.c = container
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _workdir(self, run_id: str) -> Path:
+        path = self.c.settings.home / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _rows(self, dataset: str, version: int | str) -> tuple[str, list[JsonDict]]:
+        dv = self.c.datasets.get_version(dataset, version)
+        return dv.id, self.c.datasets.read_rows(dv)
+
+    def base_dir(self, model: str, ref: int | str) -> tuple[ModelVersionPublic, Path]:
+        """A registry version's weights on local disk (materialised from the artifact store)."""
+        mv = self.c.models.get_version(model, ref)
+        if mv.artifact is None:
+            if mv.base_model and Path(mv.base_model).is_dir():
+                return mv, Path(mv.base_model)
+            raise InvalidInputError(f"model '{model}' v{mv.version} has no weights to train from")
+        return mv, self.c.artifacts.materialize_dir(mv.artifact)
+
+    def _start(
+        self, name: str, kind: str, params: JsonDict, inputs: list[RunInput], actor: Actor
+    ) -> RunPublic:
+        params = {**params, "device_hour_price": self.c.settings.device_hour_price}
+        return self.c.runs.create(
+            RunCreate.model_validate(
+                {"name": name, "kind": kind, "params": _jsonable(params), "inputs": inputs}
+            ),
+            actor,
+        )
+
+    def _register(
+        self,
+        run: RunPublic,
+        result: Any,
+        out_model: str,
+        actor: Actor,
+        base: str,
+        inputs: list[str],
+        params: JsonDict,
+        extra_metrics: dict[str, float] | None = None,
+    ) -> ModelVersionPublic:
+        weights = result.merged or result.adapter_dir
+        if weights is None:
+            raise LlmloopError("training produced no weights")
+        if result.merged is not None and result.tokenizer_dir != result.merged:
+            _copy_tokenizer(Path(result.tokenizer_dir), Path(result.merged))
+        ref = self.c.artifacts.put_dir(Path(weights))
+        self.c.runs.add_artifact(run.id, "weights", ref, actor)
+        metrics = {k: float(v) for k, v in result.metrics.items() if _finite(v)}
+        metrics.update(
+            {
+                "train_tokens": float(result.train_tokens),
+                "wall_time_s": float(result.wall_time_s),
+                "peak_memory_mb": float(result.peak_memory_mb),
+                "cost_estimate": float(result.cost_estimate),
+            }
+        )
+        metrics.update(extra_metrics or {})
+        self.c.runs.log_metrics(
+            run.id,
+            [MetricPoint(key=f"final_{k}", value=v, step=result.steps) for k, v in metrics.items()],
+            actor,
+        )
+        self.c.runs.finish(run.id, "finished", actor)
+        fmt = "hf" if result.merged is not None else "peft-lora"
+        return self.c.models.create_version(
+            out_model,
+            ModelVersionCreate(
+                base_model=base,
+                format=fmt,
+                artifact=ref,
+                tokenizer="bundled",
+                metrics=metrics,
+                params=_jsonable(params),
+                run_id=run.id,
+                inputs=inputs,
+            ),
+            actor,
+        )
+
+    def _fail(self, run: RunPublic, actor: Actor, exc: BaseException) -> None:
+        try:
+            self.c.runs.log_params(run.id, {"error": f"{type(exc).__name__}: {exc}"}, actor)
+            self.c.runs.finish(run.id, "failed", actor)
+        except LlmloopError:
+            pass
+
+    # --- use cases ---------------------------------------------------------------------------
+
+    def init_base(
+        self,
+        dataset: str,
+        out_model: str,
+        actor: Actor,
+        version: int | str = "latest",
+        config: JsonDict | None = None,
+    ) -> ModelVersionPublic:
+        """Build a small Llama with a BPE tokenizer trained on a dataset version; register it."""
+        from llmloop.trainers.pretrain import BaseModelConfig, init_base
+
+        actor.require("editor")
+        cfg = BaseModelConfig.model_validate(
+            {**(config or {}), "device_hour_price": self.c.settings.device_hour_price}
+        )
+        dv_id, rows = self._rows(dataset, version)
+        texts = rows_to_texts(rows)
+        run = self._start(
+            f"init-base/{out_model}",
+            "pretrain",
+            cfg.model_dump(mode="json"),
+            [RunInput(id=dv_id, role="corpus")],
+            actor,
+        )
+        try:
+            result = init_base(texts, self._workdir(run.id), cfg, RunTracker(self.c, run.id, actor))
+            return self._register(
+                run,
+                result,
+                out_model,
+                actor,
+                "scratch:tiny-llama",
+                [dv_id],
+                cfg.model_dump(mode="json"),
+            )
+        except BaseException as exc:
+            self._fail(run, actor, exc)
+            raise
+
+    def finetune(
+        self,
+        base: str,
+        dataset: str,
+        out_model: str,
+        actor: Actor,
+        base_ref: int | str = "champion",
+        version: int | str = "latest",
+        eval_dataset: str | None = None,
+        eval_version: int | str = "latest",
+        config: JsonDict | None = None,
+        method: str = "sft",
+    ) -> ModelVersionPublic:
+        """SFT (LoRA or full) or DPO of a registry version on a dataset version."""
+        actor.require("editor")
+        if method == "sft":
+            from llmloop.trainers.sft import SFTConfig as Config
+            from llmloop.trainers.sft import run_sft as train
+        elif method == "dpo":
+            from llmloop.trainers.dpo import DPOConfig as Config  # type: ignore[assignment]
+            from llmloop.trainers.dpo import run_dpo as train  # type: ignore[assignment]
+        else:
+            raise InvalidInputError(f"method must be 'sft' or 'dpo', not {method!r}")
+        cfg = Config.model_validate(
+            {**(config or {}), "device_hour_price": self.c.settings.device_hour_price}
+        )
+        base_mv, base_dir = self.base_dir(base, base_ref)
+        dv_id, rows = self._rows(dataset, version)
+        inputs = [RunInput(id=dv_id, role="train"), RunInput(id=base_mv.id, role="base")]
+        eval_rows = None
+        if eval_dataset:
+            eval_id, eval_rows = self._rows(eval_dataset, eval_version)
+            inputs.append(RunInput(id=eval_id, role="validation"))
+        kind = "finetune" if method == "sft" else "dpo"
+        run = self._start(f"{kind}/{out_model}", kind, cfg.model_dump(mode="json"), inputs, actor)
+        try:
+            result = train(
+                cfg,
+                base_dir,
+                rows,
+                eval_rows,
+                self._workdir(run.id),
+                RunTracker(self.c, run.id, actor),
+            )
+            return self._register(
+                run,
+                result,
+                out_model,
+                actor,
+                base_mv.id,
+                [i.id for i in inputs if i.id != base_mv.id],
+                {"method": method, **cfg.model_dump(mode="json")},
+            )
+        except BaseException as exc:
+            self._fail(run, actor, exc)
+            raise
+
+    def tune(
+        self,
+        base: str,
+        dataset: str,
+        eval_dataset: str,
+        out_model: str,
+        actor: Actor,
+        base_ref: int | str = "champion",
+        search: JsonDict | None = None,
+        space: JsonDict | None = None,
+        config: JsonDict | None = None,
+    ) -> tuple[ModelVersionPublic, JsonDict]:
+        """An Optuna study (trials are child runs, stored in the llmloop database); the best
+        trial's weights become a model version."""
+        from llmloop.trainers.hpo import HPOConfig, SearchSpace, run_hpo
+        from llmloop.trainers.sft import SFTConfig
+
+        actor.require("editor")
+        base_cfg = SFTConfig.model_validate(
+            {**(config or {}), "device_hour_price": self.c.settings.device_hour_price}
+        )
+        base_mv, base_dir = self.base_dir(base, base_ref)
+        dv_id, rows = self._rows(dataset, "latest")
+        eval_id, eval_rows = self._rows(eval_dataset, "latest")
+        inputs = [
+            RunInput(id=dv_id, role="train"),
+            RunInput(id=eval_id, role="validation"),
+            RunInput(id=base_mv.id, role="base"),
+        ]
+        run = self._start(
+            f"hpo/{out_model}", "hpo", {"search": search or {}, "space": space or {}}, inputs, actor
+        )
+        hpo_cfg = HPOConfig.model_validate(
+            {
+                "storage_url": self.c.settings.database_url,
+                "study_name": f"llmloop-{run.id}",
+                **(search or {}),
+            }
+        )
+        space_cfg = SearchSpace.model_validate(space or {})
+
+        def trial_tracker(number: int, params: JsonDict) -> RunTracker:
+            child = self.c.runs.create(
+                RunCreate(
+                    name=f"trial-{number}", kind="trial", parent_id=run.id, params=_jsonable(params)
+                ),
+                actor,
+            )
+            return RunTracker(self.c, child.id, actor)
+
+        try:
+            workdir = self._workdir(run.id)
+            result = run_hpo(
+                hpo_cfg,
+                space_cfg,
+                base_cfg,
+                base_dir,
+                rows,
+                eval_rows,
+                workdir,
+                RunTracker(self.c, run.id, actor),
+                trial_tracker,
+            )
+            for child in self.c.runs.list(parent_id=run.id, limit=10_000):
+                if child.status == "running":
+                    self.c.runs.finish(child.id, "finished", actor)
+            best = self._best_trial_result(workdir, result, base_cfg)
+            summary = result.model_dump(mode="json")
+            version = self._register(
+                run,
+                best,
+                out_model,
+                actor,
+                base_mv.id,
+                [dv_id, eval_id],
+                {"method": "sft", "hpo_best": result.best_params},
+            )
+            return version, summary
+        except BaseException as exc:
+            self._fail(run, actor, exc)
+            raise
+
+    def _best_trial_result(self, workdir: Path, result: Any, base_cfg: Any) -> Any:
+        from llmloop.trainers.base import TrainResult
+
+        best = min((t for t in result.trials if t.values), key=lambda t: t.values[0], default=None)
+        if best is None:
+            raise LlmloopError("no trial completed")
+        trial_dir = workdir / f"trial-{best.number}"
+        merged = trial_dir / "model"
+        adapter = trial_dir / "adapter"
+        return TrainResult(
+            output_dir=trial_dir,
+            merged=merged if merged.is_dir() else None,
+            adapter_dir=adapter if adapter.is_dir() else None,
+            tokenizer_dir=merged if merged.is_dir() else adapter,
+            metrics={"eval_loss": best.values[0]},
+            train_tokens=best.train_tokens,
+            wall_time_s=best.duration_s,
+            steps=best.steps,
+        )
+
+    def export(
+        self,
+        model: str,
+        ref: int | str,
+        kind: str,
+        actor: Actor,
+        eval_texts: list[str],
+        out_model: str | None = None,
+    ) -> ModelVersionPublic:
+        """Int8-quantise or export to GGUF a version; the quality delta is recorded."""
+        from llmloop.trainers import export as ex
+
+        actor.require("editor")
+        if kind not in ("int8", "gguf"):
+            raise InvalidInputError("kind must be 'int8' or 'gguf'")
+        if not eval_texts:
+            raise InvalidInputError("an export needs eval texts to measure the quality delta")
+        mv, src = self.base_dir(model, ref)
+        run = self._start(
+            f"export-{kind}/{model}",
+            "other",
+            {"kind": kind},
+            [RunInput(id=mv.id, role="source")],
+            actor,
+        )
+        try:
+            out = self._workdir(run.id) / kind
+            result = (
+                ex.quantize_int8(src, out, eval_texts)
+                if kind == "int8"
+                else ex.export_gguf(src, out.with_suffix(".gguf"), eval_texts)
+            )
+            path = Path(result.path)
+            ref_ = self.c.artifacts.put_dir(path) if path.is_dir() else self.c.artifacts.put(path)
+            metrics = {
+                "perplexity_before": result.perplexity_before,
+                "perplexity_after": result.perplexity_after,
+                "quality_delta": result.quality_delta,
+                "size_bytes": float(result.size_bytes),
+            }
+            self.c.runs.log_metrics(
+                run.id, [MetricPoint(key=k, value=v) for k, v in metrics.items()], actor
+            )
+            self.c.runs.add_artifact(run.id, kind, ref_, actor)
+            self.c.runs.finish(run.id, "finished", actor)
+            return self.c.models.create_version(
+                out_model or model,
+                ModelVersionCreate(
+                    base_model=mv.id,
+                    format="gguf" if kind == "gguf" else "hf",
+                    artifact=ref_,
+                    metrics=metrics,
+                    params={
+                        "export": kind,
+                        **({"engine_options": {"quantized": "int8"}} if kind == "int8" else {}),
+                    },
+                    run_id=run.id,
+                ),
+                actor,
+            )
+        except BaseException as exc:
+            self._fail(run, actor, exc)
+            raise
+
+
+def _copy_tokenizer(src: Path, dest: Path) -> None:
+    for item in src.iterdir():
+        if item.is_file() and (
+            "token" in item.name or item.name in ("special_tokens_map.json", "chat_template.jinja")
+        ):
+            target = dest / item.name
+            if not target.exists():
+                shutil.copy2(item, target)

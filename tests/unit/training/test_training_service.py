@@ -1,0 +1,81 @@
+"""Training through the services: a foundation model from a dataset version, a LoRA fine-tune
+of it, each a finished run with metric series and a model version with lineage; bad input
+leaves a failed run, never a half-registered version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmloop.config import load_settings
+from llmloop.core.datasets import DatasetVersionCreate
+from llmloop.errors import InvalidInputError, NotFoundError
+from llmloop.services.actors import local_actor
+from llmloop.services.container import Container
+
+pytest.importorskip("trl")
+
+TICKETS = [
+    {"prompt": f"Order {n} is late, where is it?", "response": f"Order {n} ships tomorrow."}
+    for n in range(40)
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Container, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("home")
+    c = Container(load_settings({"home": str(home)}, env={}))
+    me = local_actor()
+    c.datasets.create_version("tickets", DatasetVersionCreate(rows=TICKETS), me)
+    base = c.training.init_base(
+        "tickets", "tiny-base", me, config={"steps": 20, "hidden_size": 32, "layers": 1, "heads": 2}
+    )
+    c.models.set_alias("tiny-base", "champion", base.version, me)
+    tuned = c.training.finetune(
+        "tiny-base",
+        "tickets",
+        "support-bot",
+        me,
+        config={"max_steps": 4, "batch_size": 8, "lora": {"r": 4}},
+    )
+    yield c, {"base": base.id, "tuned": tuned.id}
+    c.close()
+
+
+def test_init_base_registers_a_trained_version(trained: tuple[Container, dict[str, str]]) -> None:
+    c, ids = trained
+    base = c.models.get_version_by_id(ids["base"])
+    assert base.format == "hf" and base.artifact is not None and base.run_id
+    run = c.runs.get(base.run_id)
+    assert run.kind == "pretrain" and run.status == "finished"
+    assert "loss" in c.runs.metric_series(run.id) or "train_loss" in c.runs.metric_series(run.id)
+
+
+def test_finetune_has_lineage_to_data_base_and_run(
+    trained: tuple[Container, dict[str, str]],
+) -> None:
+    c, ids = trained
+    tuned = c.models.get_version_by_id(ids["tuned"])
+    assert tuned.format == "peft-lora" and tuned.base_model == ids["base"]
+    assert tuned.metrics["train_tokens"] > 0 and "wall_time_s" in tuned.metrics
+    graph = c.governance.lineage(tuned.id, "up")
+    types = {n.type for n in graph.nodes}
+    assert {"dataset_version", "run", "model_version"} <= types
+    assert ids["base"] in {n.id for n in graph.nodes}
+
+
+def test_bad_training_input_fails_cleanly(trained: tuple[Container, dict[str, str]]) -> None:
+    c, _ = trained
+    me = local_actor()
+    before = len(c.models.list_versions("support-bot"))
+    c.datasets.create_version("bad", DatasetVersionCreate(rows=[{"colour": "blue"}]), me)
+    with pytest.raises(InvalidInputError):
+        c.training.finetune("tiny-base", "bad", "support-bot", me, config={"max_steps": 1})
+    assert len(c.models.list_versions("support-bot")) == before
+    assert c.runs.list(kind="finetune", status="failed")
+    with pytest.raises(NotFoundError):
+        c.training.finetune("no-model", "tickets", "x", me)
+    with pytest.raises(InvalidInputError, match="method"):
+        c.training.finetune("tiny-base", "tickets", "x", me, method="ppo")
