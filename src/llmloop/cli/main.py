@@ -31,6 +31,7 @@ from llmloop.cli import (
     prompts,
     runs,
     serve,
+    train,
 )
 from llmloop.cli.context import build_state
 from llmloop.errors import LlmloopError
@@ -131,6 +132,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(keys.app, name="keys")
 app.add_typer(evals.app, name="eval")
+app.add_typer(train.app, name="train")
 app.command("audit")(audit.audit_command)
 app.command("lineage")(lineage.lineage_command)
 app.command("serve")(serve.serve_command)

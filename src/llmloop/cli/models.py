@@ -95,10 +95,16 @@ def add_version(
 ) -> None:
     """Register an immutable model version with its lineage."""
     spec = ModelVersionCreate.model_validate(
-        {"base_model": base_model, "format": format_, "run_id": run, "inputs": input_,
-         "metrics": parse_number_pairs(metric, "--metric"),
-         "params": parse_pairs(param, "--param"), "tokenizer": tokenizer,
-         "description": description}  # fmt: skip
+        {
+            "base_model": base_model,
+            "format": format_,
+            "run_id": run,
+            "inputs": input_,
+            "metrics": parse_number_pairs(metric, "--metric"),
+            "params": parse_pairs(param, "--param"),
+            "tokenizer": tokenizer,
+            "description": description,
+        }
     )
     state = get_state(ctx)
     created = state.container.models.create_version(name, spec, state.actor())
@@ -178,3 +184,65 @@ def protect_alias(
     state = get_state(ctx)
     state.container.governance.protect(MODEL_ALIAS, name, alias, not off, state.actor())
     say(f"model {name}: alias {alias} is {'no longer ' if off else ''}protected")
+
+
+@app.command("init-base")
+def init_base(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name to register the base under."),
+    dataset: str = typer.Option(
+        ..., "--dataset", help="Text to train the tokenizer and model on, as NAME or NAME@VERSION."
+    ),
+    pairs: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Model setting as key=value (steps, hidden_size, layers, heads, vocab_size, ...).",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Build a small Llama with a byte-level BPE tokenizer and a chat template, pre-train it
+    briefly on a dataset version and register it (offline; for tests and the demo)."""
+    from llmloop.cli.train import parse_settings
+
+    state = get_state(ctx)
+    data, _, ref = dataset.partition("@")
+    version = state.container.training.init_base(
+        data, name, state.actor(), version=ref or "latest", config=parse_settings(pairs, None)
+    )
+    if as_json:
+        print_json(version)
+    else:
+        say(f"registered {version.model_name} v{version.version} (run {version.run_id})")
+
+
+@app.command("export")
+def export_version(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    kind: str = typer.Option(..., "--kind", help="int8 (CPU serving) or gguf (llama.cpp)."),
+    ref: str = typer.Option("champion", "--ref", help="Version number or alias."),
+    eval_dataset: str = typer.Option(
+        ...,
+        "--eval",
+        help="Dataset whose text measures the quality delta, as NAME or NAME@VERSION.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Quantise or export a version; the perplexity change is recorded on the new version."""
+    from llmloop.services.training import rows_to_texts
+
+    state = get_state(ctx)
+    container = state.container
+    data, _, data_ref = eval_dataset.partition("@")
+    rows = container.datasets.read_rows(container.datasets.get_version(data, data_ref or "latest"))
+    version = container.training.export(
+        name, int(ref) if ref.isdigit() else ref, kind, state.actor(), rows_to_texts(rows)[:64]
+    )
+    if as_json:
+        print_json(version)
+    else:
+        delta = version.metrics.get("quality_delta", 0.0)
+        say(
+            f"registered {version.model_name} v{version.version} ({kind}); "
+            f"perplexity change {delta:+.2%}"
+        )

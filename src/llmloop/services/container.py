@@ -21,9 +21,15 @@ from llmloop.services.runs import RunService
 from llmloop.store.registry import Store
 
 if TYPE_CHECKING:
+    from llmloop.services.alerts import AlertService
+    from llmloop.services.annotation import AnnotationService
+    from llmloop.services.curation import CurationService
+    from llmloop.services.drift import DriftService
+    from llmloop.services.feedback import FeedbackService
+    from llmloop.services.monitoring import MonitoringService
     from llmloop.services.evaluation import EvaluationService
-    from llmloop.services.training import TrainingService
     from llmloop.services.gateway.service import GatewayService
+    from llmloop.services.training import TrainingService
 
 
 class Container:
@@ -97,10 +103,53 @@ class Container:
             self.store, self, lambda kind: self.plugins.resolve("pipeline_steps", kind)
         )
 
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        from llmloop.services.feedback import FeedbackService
+
+        return FeedbackService(self.store)
+
+    @cached_property
+    def annotation(self) -> AnnotationService:
+        from llmloop.services.annotation import AnnotationService
+
+        return AnnotationService(self.store, self.datasets)
+
+    @cached_property
+    def monitoring(self) -> MonitoringService:
+        from llmloop.services.monitoring import MonitoringService
+
+        return MonitoringService(self.store)
+
+    @cached_property
+    def drift(self) -> DriftService:
+        from llmloop.services.drift import DriftService
+
+        return DriftService(self.store, self.datasets)
+
+    @cached_property
+    def alerts(self) -> AlertService:
+        from llmloop.services.alerts import AlertService
+
+        return AlertService(
+            self.store,
+            self.monitoring,
+            webhook_timeout_s=self.settings.alert_webhook_timeout_s,
+            webhook_retries=self.settings.alert_webhook_retries,
+        )
+
+    @cached_property
+    def curation(self) -> CurationService:
+        from llmloop.services.curation import CurationService
+
+        return CurationService(self.store, self.datasets)
+
     def readiness_problem(self) -> str | None:
         """None when the store answers; otherwise what is wrong."""
         return self.store.ping()
 
     def close(self) -> None:
+        if "monitoring" in self.__dict__:
+            self.monitoring.close()
         if "store" in self.__dict__:
             self.store.dispose()
