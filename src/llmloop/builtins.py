@@ -28,11 +28,22 @@ def register_evaluators(register: Register) -> None:
     register("perplexity", "llmloop.evaluators.perplexity:PerplexityEvaluator", extra="hf")
     register("judge", "llmloop.evaluators.judges:PointwiseJudge")
     register("pairwise_judge", "llmloop.evaluators.preference:PairwiseJudge")
+    register("toxicity", "llmloop.evaluators.toxicity:ToxicityEvaluator", extra="eval")
+    register("faithfulness", "llmloop.evaluators.hallucination:FaithfulnessEvaluator", extra="eval")
+    register("bias", "llmloop.evaluators.bias:BiasEvaluator", extra="eval")
+    register("safety", "llmloop.evaluators.safety:GuardEvaluator", extra="eval")
 
 
 @hookimpl
 def register_guards(register: Register) -> None:
     register("deny_list", "llmloop.guards.deny_list:DenyListGuard")
+    register("size", "llmloop.guards.size:SizeGuard")
+    register("injection", "llmloop.guards.injection:InjectionGuard", extra="eval")
+    register("toxicity", "llmloop.guards.toxicity:ToxicityGuard", extra="eval")
+    register("canary", "llmloop.guards.canary:CanaryGuard")
+    register("links", "llmloop.guards.links:LinksGuard")
+    register("json_schema", "llmloop.guards.schema:JsonSchemaGuard", extra="eval")
+    register("pii", "llmloop.guards.pii:PiiGuard")
 
 
 @hookimpl

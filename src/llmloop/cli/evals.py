@@ -89,3 +89,34 @@ def report(
 ) -> None:
     """Print the full stored report of an eval run as JSON."""
     print_json(get_state(ctx).container.evaluation.report(run_id))
+
+
+@app.command("redteam")
+def redteam(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="Registry model, as NAME or NAME@REF."),
+    category: list[str] = typer.Option([], "--category", help="Only these probe categories."),
+    guards: bool = typer.Option(False, "--guards", help="Put the default guard set in front."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run the built-in red-team probes; results grouped by OWASP Top 10 for LLM Apps (2025)."""
+    state = get_state(ctx)
+    name, ref = _model_ref(model)
+    report = state.container.evaluation.redteam(
+        name, state.actor(), ref=ref, categories=category or None, with_guards=guards
+    )
+    if as_json:
+        print_json(report)
+        return
+    rows = [
+        [
+            key,
+            item["title"],
+            item["total"],
+            item["compromised"],
+            f"{item['attack_success_rate']:.0%}",
+        ]
+        for key, item in report["by_owasp"].items()
+    ]
+    print_table(["owasp", "risk", "probes", "compromised", "success"], rows, title="red team")
+    say(f"attack success rate {report['attack_success_rate']:.0%} (run {report['run_id']})")

@@ -3,9 +3,10 @@
 The answer is split into claims (sentences, and long sentences into clauses); each claim gets a
 support score in 0..1 from (a) MiniLM embedding similarity with its best-matching evidence
 sentence, (b) lexical recall of its content words in the evidence, with a penalty for numbers
-that appear nowhere in the evidence, and (c) optionally a judge callable (an LLM judge from
-``evaluators.judges`` or anything ``async (claim, evidence) -> 0..1``). Claims under the threshold
-are listed as unsupported. It does not check facts against the world, only against the evidence.
+that appear nowhere in the evidence, and (c) optionally a judge callable
+(``engine_claim_judge(engine)`` asks any Engine; or any ``async (claim, evidence) -> 0..1``).
+Claims under the threshold are listed as unsupported. It does not check facts against the
+world, only against the evidence.
 """
 
 from __future__ import annotations
@@ -17,31 +18,35 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
 from llmloop.core.evals import EvalResult, EvalSample, SampleScore
-from llmloop.errors import InvalidInputError
+from llmloop.engines.base import Engine
+from llmloop.errors import InvalidInputError, LlmloopError
 from llmloop.evaluators.base import Evaluator, EvaluatorConfig
 
 #: ``async judge(claim, evidence) -> support in 0..1``.
 ClaimJudge = Callable[[str, str], Awaitable[float]]
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+\s*(?:[-*•]|\d+[.)])?\s*")
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|although|which)\s+|\s+but\s+")
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?", re.I)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_STOP = frozenset(
+_STOP_WORDS = (
     "a an the and or but if of to in on at by for with from as is are was were be been being it "
     "its this that these those there here he she they we you i his her their our your my me him "
-    "them us do does did has have had not no yes so than then too very can could will would shall "
-    "should may might must also just about into over under up down out what which who whom whose "
-    "when where why how all any each some such only own same other more most".split()
+    "them us do does did has have had not no yes so than then too very can could will would "
+    "shall should may might must also just about into over under up down out what which who "
+    "whom whose when where why how all any each some such only own same other more most "
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def split_claims(text: str, min_words: int = 3) -> list[str]:
-    """Sentences of ``text``, long ones split into clauses; fragments under ``min_words`` dropped."""
+    """Sentences of ``text``, long ones cut into clauses; fragments under ``min_words`` go."""
     claims: list[str] = []
     for sentence in _SENTENCE.split(text.strip()):
-        sentence = sentence.strip()
+        sentence = _BULLET.sub("", sentence).strip()
         if not sentence:
             continue
         parts = _CLAUSE.split(sentence) if len(sentence.split()) > 2 * min_words + 4 else [sentence]
@@ -65,6 +70,40 @@ def lexical_support(claim: str, evidence: str) -> float:
     if set(_NUMBER.findall(claim)) - set(_NUMBER.findall(evidence)):
         score *= 0.5
     return score
+
+
+CLAIM_JUDGE_PROMPT = """You check whether a claim is supported by the evidence.
+
+Evidence:
+<<<
+{evidence}
+>>>
+
+Claim: {claim}
+
+Is every part of the claim stated or directly implied by the evidence? Reply with
+"Score: 1" if it is supported and "Score: 0" if it is not (or only partly) supported."""
+
+
+def engine_claim_judge(engine: Engine, *, model: str = "", max_tokens: int = 64) -> ClaimJudge:
+    """A ``ClaimJudge`` asking ``engine`` at temperature 0; unparsable or failed answers: 0.5."""
+    from llmloop.evaluators.judges import parse_score
+
+    async def judge(claim: str, evidence: str) -> float:
+        prompt = CLAIM_JUDGE_PROMPT.format(evidence=evidence, claim=claim)
+        req = GenerationRequest(
+            model=model or engine.spec.model,
+            messages=[ChatMessage(role="user", content=prompt)],
+            sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+        )
+        try:
+            text = (await engine.chat(req)).text
+        except LlmloopError:
+            return 0.5
+        score = parse_score(text, 0.0, 1.0)
+        return 0.5 if score is None else score
+
+    return judge
 
 
 class FaithfulnessConfig(EvaluatorConfig):
@@ -142,7 +181,9 @@ class FaithfulnessEvaluator(Evaluator):
                 support = lexical
             if self.judge is not None:
                 verdict = min(1.0, max(0.0, float(await self.judge(claim, joined))))
-                support = (1 - self.config.judge_weight) * support + self.config.judge_weight * verdict
+                support = (
+                    1 - self.config.judge_weight
+                ) * support + self.config.judge_weight * verdict
             scored.append((claim, support))
         return scored
 

@@ -294,6 +294,7 @@ class PointwiseJudge(LLMJudge):
     async def evaluate(self, samples: Sequence[EvalSample]) -> EvalResult:
         if not samples:
             raise InvalidInputError(f"{self.name}: no samples to judge")
+        self._gate = asyncio.Semaphore(self.config.concurrency)  # bound to this run's loop
         for sample in samples:
             self.render(sample)  # fail fast on template errors before any engine call
         per = list(await asyncio.gather(*(self._judge_item(s) for s in samples)))
@@ -322,6 +323,8 @@ class PointwiseJudge(LLMJudge):
             "judge_pass_rate": sum(p.scores["judge_pass"] for p in judged) / len(judged),
             "judge_flag_rate": sum(bool(p.details.get("flagged")) for p in judged) / len(judged),
             "judge_variance_mean": sum(p.scores["judge_variance"] for p in judged) / len(judged),
+            # 1.0 when the aggregate's own interval crosses the threshold: the run is undecided.
+            "judge_score_straddles": float(straddles(interval, cfg.pass_threshold)),
         }
         agg |= self._agreement(samples, per)
         return agg

@@ -157,6 +157,7 @@ class PairwiseJudge(LLMJudge):
     async def evaluate(self, samples: Sequence[EvalSample]) -> EvalResult:
         if not samples:
             raise InvalidInputError("pairwise judge: no samples to judge")
+        self._gate = asyncio.Semaphore(self.config.concurrency)  # bound to this run's loop
         for sample in samples:
             self.render(sample, sample.output, self._other(sample))  # fail fast
         per = list(await asyncio.gather(*(self._judge_item(s) for s in samples)))

@@ -180,13 +180,16 @@ def metric_sample_scores(results: Mapping[str, EvalResult], metric: str) -> dict
 
 
 def load_suite(source: str | Path) -> Suite:
-    """Read a suite from a YAML file path or YAML text; errors name the bad field."""
-    text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
-    if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
+    """Read a suite from a YAML file (a ``Path``, or a one-line ``*.yaml`` string) or YAML text."""
+    path: Path | None = source if isinstance(source, Path) else None
+    if isinstance(source, str) and "\n" not in source and ": " not in source:
+        path = Path(source) if source.endswith((".yaml", ".yml")) else None
+    text = str(source)
+    if path is not None:
         try:
-            text = Path(source).read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise NotFoundError(f"cannot read suite file '{source}': {exc}")
+            raise NotFoundError(f"cannot read suite file '{path}': {exc}")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -20,11 +20,12 @@ from llmloop.guards.injection import InjectionConfig, InjectionGuard
 from llmloop.guards.links import LinksConfig, LinksGuard
 from llmloop.guards.schema import JsonSchemaConfig, JsonSchemaGuard
 from llmloop.guards.size import SizeConfig, SizeGuard
+from llmloop.guards.stream import value_hold
 from llmloop.guards.toxicity import ToxicityConfig, ToxicityGuard
 
 
 class DefaultGuardsConfig(BaseModel):
-    """Which default guards to build and with what settings (each section is that guard's config)."""
+    """Which default guards to build, and how (each section is that guard's own config)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +65,10 @@ def _pii_guard(fields: dict[str, Any]) -> Guard | None:
     if guard_cls is None:
         return None
     guard: Guard = guard_cls(guard_cls.config_cls(**fields))
+    if not hasattr(guard, "hold_from"):
+        # Without a hold policy a stream keeps the guard's whole window (1 KiB) back, which
+        # delays the first token; PII values are short: holding the value being written is enough.
+        guard.hold_from = value_hold  # type: ignore[attr-defined]
     return guard
 
 

@@ -34,7 +34,8 @@ HEURISTICS: dict[str, re.Pattern[str]] = {
     "injection.override": re.compile(rf"\b{_OVERRIDE_VERB}\b.{{0,20}}({_OVERRIDE_OBJECT})", re.I),
     "injection.roleplay": re.compile(
         r"\b(you are now|act as|pretend (to be|you are)|from now on you)\b.{0,60}"
-        r"\b(DAN|unfiltered|unrestricted|(no|without (any )?)(rules|restrictions|limits|filters)|jailbr\w+|evil)"
+        r"\b(DAN|unfiltered|unrestricted|jailbr\w+|evil|"
+        r"(no|without (any )?)(rules|restrictions|limits|filters))"
         r"|\b(developer|jailbreak|god) mode\b|\bdo anything now\b",
         re.I,
     ),
@@ -63,11 +64,47 @@ class InjectionFinding:
 
 
 _LOCK = threading.Lock()
-_CLASSIFIERS: dict[str, Any] = {}
+_CLASSIFIERS: dict[str, _TfidfLogit] = {}
 
 
-def _classifier(train_file: str) -> Any:
-    """The fitted pipeline for ``train_file``, trained once per process."""
+class _TfidfLogit:
+    """A fitted TF-IDF + logistic regression, scored from its arrays (no per-call overhead).
+
+    scikit-learn's ``predict_proba`` on one short text spends ~1 ms validating and building
+    sparse matrices; the same arithmetic on a dict of token counts takes ~50 us. ``pipeline``
+    stays available and the tests check both give the same probabilities.
+    """
+
+    def __init__(self, pipeline: Any) -> None:
+        import numpy as np
+
+        vectorizer, model = pipeline[0], pipeline[-1]
+        self.pipeline = pipeline
+        self.analyzer = vectorizer.build_analyzer()
+        self.vocabulary: dict[str, int] = dict(vectorizer.vocabulary_)
+        self.idf = np.asarray(vectorizer.idf_, dtype=np.float64)
+        self.coef = np.asarray(model.coef_[0], dtype=np.float64)
+        self.intercept = float(model.intercept_[0])
+
+    def probability(self, text: str) -> float:
+        import numpy as np
+
+        counts: dict[int, int] = {}
+        for token in self.analyzer(text):
+            index = self.vocabulary.get(token)
+            if index is not None:
+                counts[index] = counts.get(index, 0) + 1
+        logit = self.intercept
+        if counts:
+            idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            vals = (1.0 + np.log(tf)) * self.idf[idx]  # sublinear tf, then l2 norm
+            logit += float(vals @ self.coef[idx]) / float(np.sqrt(vals @ vals))
+        return 1.0 / (1.0 + float(np.exp(-logit)))
+
+
+def _classifier(train_file: str) -> _TfidfLogit:
+    """The classifier trained on ``train_file``, once per process."""
     with _LOCK:
         if train_file not in _CLASSIFIERS:
             from sklearn.feature_extraction.text import TfidfVectorizer
@@ -81,7 +118,7 @@ def _classifier(train_file: str) -> Any:
                 LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced"),
             )
             pipeline.fit(texts, labels)
-            _CLASSIFIERS[train_file] = pipeline
+            _CLASSIFIERS[train_file] = _TfidfLogit(pipeline)
     return _CLASSIFIERS[train_file]
 
 
@@ -110,7 +147,7 @@ class InjectionConfig(GuardConfig):
         description="Shipped labelled set (resources/safety) the classifier is trained on.",
     )
     roles: list[Role] = Field(
-        default_factory=lambda: ["user", "tool"],
+        default_factory=lambda: list[Role](["user", "tool"]),
         description="Message roles to inspect; 'tool' carries retrieved (indirect) content.",
     )
     max_chars: int = Field(
@@ -145,8 +182,7 @@ class InjectionDetector:
 
     def score(self, text: str) -> float:
         """The classifier's probability that ``text`` is an injection attempt."""
-        pipeline = _classifier(self.config.train_file)
-        return float(pipeline.predict_proba([self._clip(text)])[0][1])
+        return _classifier(self.config.train_file).probability(self._clip(text))
 
 
 class InjectionGuard(Guard):

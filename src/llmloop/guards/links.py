@@ -23,10 +23,10 @@ from llmloop.guards.base import Guard, GuardConfig
 _IMAGE = re.compile(r"!\[[^\]\n]{0,200}\]\(\s*<?([^)\s>]+)[^)]{0,200}\)")
 _LINK = re.compile(r"(?<!!)\[[^\]\n]{0,200}\]\(\s*<?([^)\s>]+)[^)]{0,200}\)")
 _REFERENCE = re.compile(r"^\s{0,3}\[[^\]\n]{1,100}\]:\s*<?(\S+?)>?(\s|$)", re.M)
-_HTML_SRC = re.compile(r"<(img|image|iframe|script|video|audio|source)\b[^>]*\b(src|href)\s*=\s*[\"']?([^\"'\s>]+)", re.I)  # fmt: skip
+_HTML_SRC = re.compile(r"<(img|image|iframe|script|video|audio|source)\b[^>]*\b(src|href)\s*=\s*[\"']?([^\"'\s>]+)", re.I)  # fmt: skip  # noqa: E501
 _BARE_URL = re.compile(r"\bhttps?://[^\s<>()\[\]\"']+", re.I)
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]")  # fmt: skip
-_PARTIAL = re.compile(r"(!?\[[^\]\n]{0,200}(\]\([^)\n]{0,400})?|<[a-z][^>\n]{0,400}|\x1b[^\n]{0,64}|https?:/?/?\S*)$", re.I)  # fmt: skip
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]")  # fmt: skip  # noqa: E501
+_PARTIAL = re.compile(r"(!?\[[^\]\n]{0,200}(\]\([^)\n]{0,400})?|<[a-z][^>\n]{0,400}|\x1b[^\n]{0,64}|https?:/?/?\S*)$", re.I)  # fmt: skip  # noqa: E501
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class LinksConfig(GuardConfig):
     )
     block_links: bool = Field(
         default=False,
-        description="Links and bare URLs to hosts off the allow-list fire (off: many answers cite).",
+        description="Links and bare URLs to unlisted hosts fire (off: many answers cite).",
     )
     max_query_chars: int = Field(
         default=64,
@@ -72,9 +72,12 @@ class LinksGuard(Guard):
     window_chars = 1024
 
     def _allowed(self, url: str) -> bool:
-        if url.startswith(("#", "/")) and not url.startswith("//"):
-            return True  # relative: same origin
-        host = (urlsplit(url if "//" in url else "//" + url).hostname or "").lower()
+        parts = urlsplit(url)
+        if not parts.scheme and not url.startswith("//"):
+            return True  # relative: resolved against the page's own origin
+        if parts.scheme and parts.scheme not in ("http", "https"):
+            return parts.scheme not in ("javascript", "vbscript", "data")
+        host = (parts.hostname or "").lower()
         return any(host == d or host.endswith("." + d) for d in self.config.allowed_domains)
 
     def find(self, text: str) -> list[LinkFinding]:
@@ -82,7 +85,9 @@ class LinksGuard(Guard):
         found: list[LinkFinding] = []
         cfg = self.config
         if cfg.ansi:
-            found += [LinkFinding("ansi.escape", m.start(), m.end(), "") for m in _ANSI.finditer(text)]
+            found += [
+                LinkFinding("ansi.escape", m.start(), m.end(), "") for m in _ANSI.finditer(text)
+            ]
         spans: list[tuple[int, int]] = []
         for rule_id, pattern, group in (
             ("links.markdown_image", _IMAGE, 1),
@@ -115,7 +120,10 @@ class LinksGuard(Guard):
             parts, last = [], 0
             for f in findings:
                 if f.start >= last:
-                    parts += [text[last : f.start], "" if f.rule_id == "ansi.escape" else "[link removed]"]
+                    parts += [
+                        text[last : f.start],
+                        "" if f.rule_id == "ansi.escape" else "[link removed]",
+                    ]
                     last = f.end
             redacted = "".join(parts) + text[last:]
         first = findings[0]

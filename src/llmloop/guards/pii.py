@@ -53,8 +53,8 @@ PII_KINDS: tuple[PiiKind, ...] = (
     "secret",
     "url_credentials",
     "email",
-    "credit_card",
     "iban",
+    "credit_card",
     "ssn",
     "national_id",
     "ip_address",
@@ -93,7 +93,9 @@ class PiiConfig(BaseModel):
     min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Drop weaker findings.")
 
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"
+)
 _CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
@@ -106,7 +108,13 @@ _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:
 _VERSION_BEFORE = re.compile(r"(?:\bv|version|release|build|ver\.?)\s*$", re.IGNORECASE)
 _URL_CREDS = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]+:[^\s/@]+@[^\s/?#]+")
 _PHONE = re.compile(r"(?<![\w+-])\+?\(?\d[\d ().-]{5,18}\d(?![\w-])")
-_DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+_DATE_LIKE = re.compile(r"^(?:19|20)\d{2}[-/.]|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+# A number right after an identifier label is that identifier, not a phone number.
+_ID_BEFORE = re.compile(
+    r"\b(?:id|order|invoice|ref|reference|tracking|serial|batch|ticket|case|isbn|sku)\b"
+    r"[\s#:.-]*(?:is|number|no\.?)?[\s#:.-]*$",
+    re.IGNORECASE,
+)
 _SECRETS: list[tuple[re.Pattern[str], float]] = [
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), 1.0),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"), 1.0),
@@ -114,7 +122,10 @@ _SECRETS: list[tuple[re.Pattern[str], float]] = [
     (re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"), 0.95),
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"), 1.0),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), 1.0),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), 1.0),
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+        1.0,
+    ),
 ]
 _KEYED_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|"
@@ -174,10 +185,12 @@ class PiiDetector:
         """All findings in ``text``, sorted by offset, without overlaps."""
         if not isinstance(text, str):
             raise InvalidInputError(f"PII detection needs a string, got {type(text).__name__}")
+        possible = _possible_kinds(text)
+        if not possible:
+            return []
         found: list[PiiSpan] = []
-        has_digit = any(ch.isdigit() for ch in text)
-        for kind in PII_KINDS:
-            if kind in self._kinds and (has_digit or kind in _NON_DIGIT_KINDS):
+        for kind in possible:
+            if kind in self._kinds:
                 found.extend(_FINDERS[kind](self, text))
         return _without_overlaps(s for s in found if s.score >= self.config.min_score)
 
@@ -200,7 +213,10 @@ class PiiDetector:
         return spans
 
     def _url_credentials(self, text: str) -> list[PiiSpan]:
-        return [_span("url_credentials", m.start(), m.end(), text, 1.0) for m in _URL_CREDS.finditer(text)]
+        return [
+            _span("url_credentials", m.start(), m.end(), text, 1.0)
+            for m in _URL_CREDS.finditer(text)
+        ]
 
     def _email(self, text: str) -> list[PiiSpan]:
         if "@" not in text:
@@ -250,6 +266,8 @@ class PiiDetector:
             candidate = m.group()
             if len(_digits(candidate)) < 7 or _DATE_LIKE.match(candidate):
                 continue
+            if _ID_BEFORE.search(text[max(0, m.start() - 24) : m.start()]):
+                continue
             regions = [None] if candidate.startswith("+") else self.config.phone_regions
             for region in regions:
                 try:
@@ -262,7 +280,46 @@ class PiiDetector:
         return spans
 
 
-_NON_DIGIT_KINDS = {"secret", "url_credentials", "email", "ip_address"}
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+_SECRET_HINTS = (
+    "AKIA",
+    "ASIA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "sk-",
+    "xox",
+    "AIza",
+    "-----BEGIN",
+)
+
+
+_KEYED_HINT = re.compile(r"(?i:key|secret|token|passw|pwd)\w*[\"']?\s*[:=]")
+_DIGIT = re.compile(r"\d")
+
+
+def _possible_kinds(text: str) -> list[str]:
+    """Kinds worth a regex scan: cheap C-level tests rule most out (most text has no PII)."""
+    has_digit = _DIGIT.search(text) is not None
+    digits = len(text) - len(text.translate(_NO_DIGITS)) if has_digit else 0
+    kinds = []
+    keyed = ("=" in text or ":" in text) and _KEYED_HINT.search(text)
+    if keyed or any(h in text for h in _SECRET_HINTS):
+        kinds.append("secret")
+    if "@" in text:
+        kinds.extend(("url_credentials", "email") if "://" in text else ("email",))
+    if digits >= 7:
+        kinds.extend(("iban", "credit_card", "ssn", "national_id"))
+    if (digits >= 4 and "." in text) or text.count(":") >= 2:
+        kinds.append("ip_address")
+    if digits >= 7:
+        kinds.append("phone")
+    return kinds
+
+
 _FINDERS: dict[str, Callable[[PiiDetector, str], list[PiiSpan]]] = {
     "secret": PiiDetector._secret,
     "url_credentials": PiiDetector._url_credentials,
@@ -409,7 +466,9 @@ class PiiGuard(Guard):
         spans = self.detector.find(text)
         if not spans:
             return []
-        redacted = apply_pii_policy(text, spans, "redact") if self.config.action == "redact" else None
+        redacted = (
+            apply_pii_policy(text, spans, "redact") if self.config.action == "redact" else None
+        )
         counts = Counter(s.kind for s in spans)
         return [
             GuardVerdict(

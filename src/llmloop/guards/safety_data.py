@@ -1,4 +1,4 @@
-"""The shipped safety resources: labelled sets, term lists and catalogues under ``resources/safety``.
+"""The shipped safety resources (``resources/safety``): labelled sets, term lists, catalogues.
 
 One place that knows where the files live and how to read JSON Lines and YAML from them, plus
 the binary precision/recall/threshold helpers every detector is measured and calibrated with.
@@ -7,6 +7,7 @@ It does not train or score anything itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -72,7 +73,7 @@ def calibrate_threshold(scores: Sequence[float], labels: Sequence[int]) -> float
     if not scores or len(scores) != len(labels):
         raise InvalidInputError("calibration needs as many labels as scores, and at least one")
     ordered = sorted(set(scores))
-    candidates = [(a + b) / 2 for a, b in zip(ordered, ordered[1:], strict=False)] or ordered
+    candidates = [(a + b) / 2 for a, b in itertools.pairwise(ordered)] or ordered
     best, best_f1 = candidates[0], -1.0
     for threshold in candidates:
         p, r = precision_recall([s >= threshold for s in scores], labels)

@@ -75,7 +75,9 @@ class SizeGuard(Guard):
             if len(words) >= cfg.min_flood_words:
                 top = max(_counts(words).values())
                 if top / len(words) >= cfg.max_repeat_ratio:
-                    return self._verdict("abuse.flood", f"message {index}: one word repeated {top}x")
+                    return self._verdict(
+                        "abuse.flood", f"message {index}: one word repeated {top}x"
+                    )
         return []
 
 

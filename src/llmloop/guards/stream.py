@@ -4,7 +4,10 @@
 the response; each guard sees its own trailing window (``window_chars`` plus the new text) so the
 cost of a call does not grow with the answer. Text is released only after every guard has seen it,
 and a guard may hold back a suffix it cannot judge yet (``hold_from(text) -> index``: an unclosed
-markdown link, a partial canary token, an unfinished word). A block verdict stops the stream
+markdown link, a partial canary token, an unfinished word); a guard without ``hold_from`` keeps
+its last ``window_chars`` of unreleased text back, so a match split across chunks is never
+partly shown (``value_hold`` is a tighter policy for detectors of short values such as PII).
+Input-only guards (no ``check_output`` of their own) are skipped. A block verdict stops the stream
 before the offending text is released; a redact verdict rewrites the unreleased text; flags are
 recorded once per rule. Guards with ``window_chars == 0`` judge the whole text at the end only
 (JSON schema). It does not talk to engines or HTTP; ``wrap`` adapts an async chunk iterator.
@@ -12,11 +15,24 @@ recorded once per rule. Guards with ``window_chars == 0`` judge the whole text a
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from llmloop.core.chat import ChatMessage, GenerationChunk
 from llmloop.core.guards import GuardVerdict
 from llmloop.guards.base import Guard
+
+# A trailing value still being written: space/dash-separated groups that start with a digit or a
+# capital (phone, card, IBAN, SSN groups), then one unbroken run (email, key, URL, partial word).
+_TRAILING_VALUE = re.compile(r"(?:[+(]?[0-9A-Z][0-9A-Z()+.\-]*[ \-]){0,8}[\w@.+\-()/:%=]*$")
+
+
+def value_hold(text: str, max_chars: int = 64) -> int:
+    """Hold back a trailing value that may still grow (e.g. ``+44 20 79``, ``jane.doe@exa``),
+    at most ``max_chars``: a hold policy for detectors of short values such as PII."""
+    floor = max(0, len(text) - max_chars)
+    found = _TRAILING_VALUE.search(text, floor)
+    return max(found.start(), floor) if found is not None else len(text)
 
 
 def check_messages(guards: Sequence[Guard], messages: list[ChatMessage]) -> list[GuardVerdict]:
@@ -32,6 +48,8 @@ class GuardedStream:
 
     def __init__(self, guards: Sequence[Guard]) -> None:
         self.guards = list(guards)
+        # Guards that only check input would otherwise hold back their (unused) window.
+        self._output = [g for g in self.guards if type(g).check_output is not Guard.check_output]
         self.text = ""
         self.released = 0
         self.verdicts: list[GuardVerdict] = []
@@ -54,7 +72,7 @@ class GuardedStream:
 
     def _run(self, final: bool) -> str:
         safe = len(self.text)
-        for guard in self.guards:
+        for guard in self._output:
             whole = guard.window_chars <= 0
             if whole and not final:
                 continue
@@ -66,9 +84,12 @@ class GuardedStream:
                 if self.blocked is not None:
                     return ""
             window = self.text[start:]  # a redaction may have changed it
-            hold = getattr(guard, "hold_from", None)
-            if hold is not None and not final:
-                safe = min(safe, start + int(hold(window)))
+            if not final:
+                hold = getattr(guard, "hold_from", None)
+                if hold is not None:
+                    safe = min(safe, start + int(hold(window)))
+                else:
+                    safe = min(safe, len(self.text) - guard.window_chars)
         self._checked = len(self.text)
         safe = max(safe, self.released)
         out = self.text[self.released : safe]

@@ -2,11 +2,12 @@
 
 ``ToxicityClassifier`` is the one-method contract (``scores(texts) -> list[float]`` in 0..1) so a
 stronger model can replace the default. The default wraps the linear model shipped by
-``alt-profanity-check`` (TF-IDF + calibrated linear SVM) and evaluates it with one sparse matrix
-product instead of scikit-learn's per-fold ``predict_proba``, which is ~30x faster and gives the
-same probabilities. The guard scores a sliding window of the output, so each call costs the same
-however long the answer grows. Offline scoring of eval samples lives in
-``llmloop.evaluators.toxicity``; this module does not aggregate rates.
+``alt-profanity-check`` (TF-IDF + calibrated linear SVM) and evaluates it from its arrays (the
+vectorizer's own analyzer, a dictionary lookup and one small dot product per fold) instead of
+scikit-learn's ``transform`` + per-fold ``predict_proba``: same probabilities, ~20x faster on
+one short text, which is what a streaming guard scores. The guard scores a sliding window of the
+output, so each call costs the same however long the answer grows. Offline scoring of eval
+samples lives in ``llmloop.evaluators.toxicity``; this module does not aggregate rates.
 """
 
 from __future__ import annotations
@@ -36,11 +37,46 @@ class ToxicityClassifier(Protocol):
 
 
 _LOCK = threading.Lock()
-_MODEL: tuple[Any, Any, Any, Any] | None = None
+_MODEL: _LinearModel | None = None
 
 
-def _load_profanity_model() -> tuple[Any, Any, Any, Any]:
-    """Vectorizer, stacked fold weights, intercepts and sigmoid (a, b) of alt-profanity-check."""
+class _LinearModel:
+    """alt-profanity-check's model as plain arrays: analyzer, vocabulary, idf, fold weights."""
+
+    def __init__(self, vectorizer: Any, model: Any) -> None:
+        import numpy as np
+
+        if vectorizer.sublinear_tf or vectorizer.norm != "l2" or not vectorizer.use_idf:
+            raise InvalidInputError("unexpected alt-profanity-check vectorizer settings")
+        self.analyzer = vectorizer.build_analyzer()
+        self.vocabulary: dict[str, int] = dict(vectorizer.vocabulary_)
+        self.idf = np.asarray(vectorizer.idf_, dtype=np.float64)
+        folds = model.calibrated_classifiers_
+        self.weights = np.vstack([f.estimator.coef_.ravel() for f in folds]).T
+        self.intercepts = np.array([float(f.estimator.intercept_[0]) for f in folds])
+        self.sigmoid = np.array([[f.calibrators[0].a_, f.calibrators[0].b_] for f in folds])
+
+    def score(self, text: str) -> float:
+        """TF-IDF (l2) . fold weights, each fold's sigmoid, averaged: predict_proba exactly."""
+        import numpy as np
+
+        counts: dict[int, int] = {}
+        for token in self.analyzer(text):
+            index = self.vocabulary.get(token)
+            if index is not None:
+                counts[index] = counts.get(index, 0) + 1
+        decision = self.intercepts
+        if counts:
+            idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            vals = np.fromiter(counts.values(), dtype=np.float64, count=len(counts)) * self.idf[idx]
+            vals /= np.sqrt(vals @ vals)
+            decision = vals @ self.weights[idx] + self.intercepts
+        probs = 1.0 / (1.0 + np.exp(self.sigmoid[:, 0] * decision + self.sigmoid[:, 1]))
+        return float(probs.mean())
+
+
+def _load_profanity_model() -> _LinearModel:
+    """Load the alt-profanity-check vectorizer and model once per process."""
     global _MODEL
     with _LOCK:
         if _MODEL is None:
@@ -49,7 +85,6 @@ def _load_profanity_model() -> tuple[Any, Any, Any, Any]:
                 from importlib import resources
 
                 import joblib
-                import numpy as np
 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # pickled with an older scikit-learn
@@ -58,11 +93,7 @@ def _load_profanity_model() -> tuple[Any, Any, Any, Any]:
                     model = joblib.load(str(data / "model.joblib"))
             except ImportError as exc:
                 raise MissingExtraError("eval", "the toxicity classifier") from exc
-            folds = model.calibrated_classifiers_
-            weights = np.vstack([f.estimator.coef_.ravel() for f in folds]).T
-            intercepts = np.array([float(f.estimator.intercept_[0]) for f in folds])
-            sigmoid = np.array([[f.calibrators[0].a_, f.calibrators[0].b_] for f in folds])
-            _MODEL = (vectorizer, weights, intercepts, sigmoid)
+            _MODEL = _LinearModel(vectorizer, model)
     return _MODEL
 
 
@@ -70,14 +101,8 @@ class ProfanityCheckClassifier:
     """The ``alt-profanity-check`` model, scored as the mean of its calibrated folds."""
 
     def scores(self, texts: Sequence[str]) -> list[float]:
-        import numpy as np
-
-        if not texts:
-            return []
-        vectorizer, weights, intercepts, sigmoid = _load_profanity_model()
-        decision = vectorizer.transform(list(texts)) @ weights + intercepts
-        probs = 1.0 / (1.0 + np.exp(sigmoid[:, 0] * decision + sigmoid[:, 1]))
-        return [float(p) for p in np.asarray(probs).mean(axis=1)]
+        model = _load_profanity_model()
+        return [model.score(text) for text in texts]
 
 
 class ToxicityConfig(GuardConfig):
@@ -135,6 +160,10 @@ class ToxicityGuard(Guard):
     def check_output(self, text: str, final: bool) -> list[GuardVerdict]:
         if not self.config.check_output:
             return []
+        if not final:
+            # A partial word ("Rat" of "Rates") can score as something else entirely; it is
+            # held back (hold_from) and judged once complete.
+            text = text[: self.hold_from(text)]
         return self._verdict(text[-self.config.window_chars :], "output")
 
     def hold_from(self, text: str) -> int:

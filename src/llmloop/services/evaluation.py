@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from llmloop.core.base import JsonDict
 from llmloop.core.deployments import TargetSpec
 from llmloop.core.runs import MetricPoint, RunCreate, RunInput
 from llmloop.engines.base import Engine
@@ -109,6 +110,60 @@ class EvaluationService:
 
     def evaluate(self, *args: Any, **kwargs: Any) -> EvalOutcome:
         return run_sync(self.evaluate_async(*args, **kwargs))
+
+    async def redteam_async(
+        self,
+        model: str,
+        actor: Actor,
+        ref: int | str = "champion",
+        categories: list[str] | None = None,
+        with_guards: bool = False,
+    ) -> JsonDict:
+        """Run the red-team catalogue against a model version; record an eval run whose
+        metrics are attack-success rates per OWASP LLM 2025 id."""
+        from llmloop.evaluators.redteam.runner import run_redteam
+
+        actor.require("editor")
+        guards: list[Any] = []
+        if with_guards:
+            from llmloop.guards.defaults import default_guards
+
+            guards = default_guards()
+        engine, version_id = await self.build_engine(model, ref)
+        try:
+            report = await run_redteam(
+                engine, model=engine.spec.model, categories=categories or None, guards=guards
+            )
+        finally:
+            await engine.aclose()
+        inputs = [RunInput(id=version_id, role="candidate")] if version_id else []
+        run = self.c.runs.create(
+            RunCreate(
+                name=f"redteam/{model}",
+                kind="eval",
+                inputs=inputs,
+                params={
+                    "catalogue": report.catalogue,
+                    "version": report.version,
+                    "guards": with_guards,
+                    "categories": categories or [],
+                },
+            ),
+            actor,
+        )
+        points = [MetricPoint(key="attack_success_rate", value=report.attack_success_rate)]
+        points += [
+            MetricPoint(key=f"asr.{key}", value=item.attack_success_rate)
+            for key, item in report.by_owasp.items()
+        ]
+        self.c.runs.log_metrics(run.id, points, actor)
+        ref_ = self.c.artifacts.put(report.model_dump_json().encode(), name="redteam.json")
+        self.c.runs.add_artifact(run.id, "redteam_report.json", ref_, actor)
+        self.c.runs.finish(run.id, "finished", actor)
+        return {"run_id": run.id, **json.loads(report.model_dump_json())}
+
+    def redteam(self, *args: Any, **kwargs: Any) -> JsonDict:
+        return run_sync(self.redteam_async(*args, **kwargs))
 
     def _evaluator_lookup(self, name: str) -> Any:
         return self.c.plugins.resolve("evaluators", name)

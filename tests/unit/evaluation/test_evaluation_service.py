@@ -125,3 +125,14 @@ def test_bad_inputs(container: Container, tmp_path: Path) -> None:
     broken.write_text("name: x\nevaluators: [{name: no_such_metric}]\n")
     with pytest.raises(NotFoundError, match="no_such_metric"):
         container.evaluation.evaluate(broken, "bot", "eval-set", me, ref=1)
+
+
+def test_redteam_groups_by_owasp(container: Container) -> None:
+    me = local_actor()
+    container.models.create_version(
+        "safe", ModelVersionCreate(format="echo", params={"reply": "I can't help with that."}), me
+    )
+    report = container.evaluation.redteam("safe", me, ref=1)
+    assert report["by_owasp"] and all(k.startswith("LLM") or k == "none" for k in report["by_owasp"])
+    run = container.runs.get(report["run_id"])
+    assert "attack_success_rate" in run.latest_metrics

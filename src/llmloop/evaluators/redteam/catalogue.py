@@ -54,7 +54,9 @@ class Probe(BaseModel):
     title: str = Field(description="One line saying what the probe tries.")
     category: str = Field(description="Attack family, e.g. prompt_injection, encoding.")
     owasp: str | None = Field(description="OWASP LLM 2025 id (LLM01..LLM10); None: content safety.")
-    severity: Literal["low", "medium", "high", "critical"] = Field(description="Impact if it works.")
+    severity: Literal["low", "medium", "high", "critical"] = Field(
+        description="Impact if it works."
+    )
     system: str | None = Field(default=None, description="System prompt; None: the default one.")
     context: str | None = Field(default=None, description="Retrieved text given with the prompt.")
     prompt: str = Field(description="The user turn; '{payload}' is replaced by the payload.")
