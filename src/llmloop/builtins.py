@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from llmloop.hookspecs import Register, hookimpl
 
-__all__ = ["register_engines", "register_evaluators", "register_guards", "register_trainers"]
+__all__ = [
+    "register_engines",
+    "register_evaluators",
+    "register_guards",
+    "register_pipeline_steps",
+    "register_trainers",
+]
 
 
 @hookimpl
@@ -44,6 +50,16 @@ def register_guards(register: Register) -> None:
     register("links", "llmloop.guards.links:LinksGuard")
     register("json_schema", "llmloop.guards.schema:JsonSchemaGuard", extra="eval")
     register("pii", "llmloop.guards.pii:PiiGuard")
+
+
+@hookimpl
+def register_pipeline_steps(register: Register) -> None:
+    for name in ("init_base", "finetune", "eval", "gate", "promote"):
+        register(name, f"llmloop.services.pipeline_steps:{_step_class(name)}")
+
+
+def _step_class(name: str) -> str:
+    return "".join(part.title() for part in name.split("_")) + "Step"
 
 
 @hookimpl

@@ -18,16 +18,23 @@ from typer.core import TyperGroup
 
 from llmloop import __version__
 from llmloop.cli import (
+    alerts,
+    annotate,
     approvals,
     audit,
     config,
+    curate,
     datasets,
     db,
     demo,
+    drift,
     evals,
+    feedback,
     keys,
     lineage,
     models,
+    monitor,
+    pipelines,
     prompts,
     runs,
     serve,
@@ -133,10 +140,17 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(keys.app, name="keys")
 app.add_typer(evals.app, name="eval")
 app.add_typer(train.app, name="train")
+app.add_typer(pipelines.app, name="pipeline")
 app.command("audit")(audit.audit_command)
 app.command("lineage")(lineage.lineage_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(annotate.app, name="annotate")
+app.add_typer(drift.app, name="drift")
+app.add_typer(alerts.app, name="alerts")
+app.command("monitor")(monitor.monitor_command)
+app.command("curate")(curate.curate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
