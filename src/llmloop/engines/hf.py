@@ -46,6 +46,9 @@ class HFEngineConfig(BaseModel):
         default="auto", description="Weights dtype; 'auto' is float32 on CPU, bfloat16 on GPU."
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Rows decoding at once.")
+    max_queue: int = Field(
+        default=1024, ge=1, description="Requests waiting for a batch slot before OverloadedError."
+    )
     num_threads: int | None = Field(
         default=None, ge=1, description="torch.set_num_threads for CPU inference (None: torch's)."
     )
@@ -115,7 +118,7 @@ class HFEngine(Engine):
             )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load model '{self.spec.model}': {exc}") from None
-        model = model.to(device).eval()
+        model = model.to(device).eval()  # type: ignore[arg-type]
         if tokenizer.pad_token is None:  # padding is needed for embedding batches
             tokenizer.pad_token = tokenizer.eos_token
         self._max_context = cfg.max_context or int(
@@ -136,6 +139,7 @@ class HFEngine(Engine):
             model,
             tokenizer,
             max_batch_size=cfg.max_batch_size,
+            max_queue=cfg.max_queue,
             eos_ids=set() if cfg.ignore_eos else eos_ids,
             pad_id=pad,
             vocab_size=int(model.get_output_embeddings().weight.shape[0]),
@@ -300,19 +304,23 @@ class HFEngine(Engine):
             raise InvalidInputError("embed needs at least one text")
         await self.start()
         assert self._scheduler is not None
+        # Encode here, on the event loop like every other encode: a fast tokenizer whose padding
+        # settings change in one thread while another decodes raises "Already borrowed".
+        enc = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self._max_context, return_tensors="pt"
+        )
         scheduler = self._scheduler
-        vectors, count = await asyncio.wrap_future(scheduler.call(lambda: self._embed(texts)))
+        vectors, count = await asyncio.wrap_future(scheduler.call(lambda: self._embed(enc)))
         return EmbeddingResult(vectors=vectors, usage=Usage(prompt_tokens=count))
 
-    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def _embed(self, enc: Any) -> tuple[list[list[float]], int]:
         """Runs on the worker thread: mean-pool the last hidden state over real tokens."""
         import torch
 
         assert self._scheduler is not None
         batch = self._scheduler.batch
-        enc = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self._max_context, return_tensors="pt"
-        ).to(batch.device)
+        enc = enc.to(batch.device)
+        texts = enc["input_ids"]
         kwargs: dict[str, Any] = {}
         if batch.use_adapters:
             kwargs["adapter_names"] = [BASE_ADAPTER] * len(texts)

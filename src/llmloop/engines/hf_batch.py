@@ -3,13 +3,15 @@
 Continuous batching at the decode-step level: new rows are prefilled as a left-padded group and
 their KV cache is merged into the running batch (padding on the left of whichever side is
 shorter, masked out by the attention mask; each row keeps its own position ids); every
-``step`` runs one forward pass for all rows and samples one token per row; finished or
-cancelled rows leave by ``index_select`` and all-padding columns are trimmed. It does not own a
-thread, queues or text: the scheduler in ``hf.py`` drives it.
+``step`` runs one forward pass for all rows; finished or cancelled rows leave by
+``index_select`` and all-padding columns are trimmed. Each cache layer is a "slab" with spare
+room, so a decode step writes its keys in place instead of re-concatenating the whole cache.
+It does not own a thread, queues or text: the scheduler in ``hf_worker.py`` drives it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 BASE_ADAPTER = "__base__"
+_SLAB_SPARE = 64  # decode steps a cache layer can take before it is copied into a larger slab
 
 
 @dataclass
@@ -68,6 +71,7 @@ class DecodeBatch:
         self.rows: list[Row] = []
         self.cache: Any = None  # a transformers DynamicCache whose layers we edit on join/leave
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.padded = False  # whether any row has padding (else the mask can be left out)
         self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self.last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
         self.sampler = BatchSampler([], vocab_size, self.device)
@@ -75,7 +79,9 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, rows: list[Row], keep: int):
+    def _forward(
+        self, ids: Any, mask: Any, positions: Any, cache: Any, rows: list[Row], keep: int
+    ) -> Any:
         kwargs: dict[str, Any] = {}
         if self.use_adapters:
             kwargs["adapter_names"] = [r.adapter for r in rows]
@@ -114,10 +120,10 @@ class DecodeBatch:
 
     def _merge(self, rows: list[Row], cache: Any, mask: Any, next_pos: Any) -> None:
         import torch
-        import torch.nn.functional as F  # noqa: N812
+        import torch.nn.functional as F
 
         if not self.rows:
-            self.cache, self.mask, self.positions = cache, mask, next_pos
+            self.cache, self.mask, self.positions = _slab_cache(cache), mask, next_pos
         else:
             old_len, new_len = self.mask.shape[1], mask.shape[1]
             grow_old, grow_new = max(0, new_len - old_len), max(0, old_len - new_len)
@@ -126,10 +132,13 @@ class DecodeBatch:
                 return F.pad(t, (0, 0, n, 0)) if n else t
 
             for old, new in zip(self.cache.layers, cache.layers, strict=True):
-                old.keys = torch.cat([pad(old.keys, grow_old), pad(new.keys, grow_new)])
-                old.values = torch.cat([pad(old.values, grow_old), pad(new.values, grow_new)])
+                old.set(
+                    torch.cat([pad(old.keys, grow_old), pad(new.keys, grow_new)]),
+                    torch.cat([pad(old.values, grow_old), pad(new.values, grow_new)]),
+                )
             self.mask = torch.cat([F.pad(self.mask, (grow_old, 0)), F.pad(mask, (grow_new, 0))])
             self.positions = torch.cat([self.positions, next_pos])
+        self.padded = not bool(self.mask.all())
         self.rows.extend(rows)
 
     def set_last_tokens(self, tokens: torch.Tensor) -> None:
@@ -144,7 +153,7 @@ class DecodeBatch:
         self.mask = torch.cat([self.mask, ones], dim=1)
         out = self._forward(
             self.last_tokens.unsqueeze(1),
-            self.mask,
+            self.mask if self.padded else None,  # no mask: plain causal attention, less work
             self.positions.unsqueeze(1),
             self.cache,
             self.rows,
@@ -177,11 +186,57 @@ class DecodeBatch:
         live = mask.any(dim=0).nonzero()
         start = int(live[0]) if len(live) else 0
         self.mask = mask[:, start:]
+        self.padded = not bool(self.mask.all())
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+            layer.set(
+                layer.keys.index_select(0, index)[:, :, start:],
+                layer.values.index_select(0, index)[:, :, start:],
+            )
         self.positions = self.positions.index_select(0, index)
         self.last_tokens = self.last_tokens.index_select(0, index)
+
+
+@functools.cache
+def _slab_layer_class() -> Any:
+    """Built on first use: transformers is imported only when the hf engine runs."""
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(DynamicLayer):
+        """Appends into spare capacity instead of re-concatenating the whole cache every step."""
+
+        def set(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+            import torch.nn.functional as F
+
+            self.buf_keys = F.pad(keys, (0, 0, 0, _SLAB_SPARE))
+            self.buf_values = F.pad(values, (0, 0, 0, _SLAB_SPARE))
+            self.length = keys.shape[-2]
+            self.keys = self.buf_keys[:, :, : self.length]
+            self.values = self.buf_values[:, :, : self.length]
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+            n, q = self.length, key_states.shape[-2]
+            if n + q > self.buf_keys.shape[-2]:  # full: copy into a slab with new spare room
+                self.set(self.buf_keys[:, :, :n], self.buf_values[:, :, :n])
+            self.buf_keys[:, :, n : n + q] = key_states
+            self.buf_values[:, :, n : n + q] = value_states
+            self.length = n + q
+            self.keys = self.buf_keys[:, :, : self.length]
+            self.values = self.buf_values[:, :, : self.length]
+            return self.keys, self.values
+
+    return SlabLayer
+
+
+def _slab_cache(cache: Any) -> Any:
+    """Swap a prefill cache's layers for slab layers (same tensors, spare room to grow into)."""
+    layers = []
+    for layer in cache.layers:
+        new = _slab_layer_class()()
+        new.set(layer.keys, layer.values)
+        layers.append(new)
+    cache.layers = layers
+    return cache
 
 
 def _score_prompt(logits: Any, row: Row) -> list[TokenScore]:
@@ -195,5 +250,7 @@ def _score_prompt(logits: Any, row: Row) -> list[TokenScore]:
     scores = [TokenScore(ids[0], None, [])]
     if n > 1:
         chosen, tops = gather_logprobs(predicted, target, row.logprobs or 0)
-        scores.extend(TokenScore(t, lp, top) for t, lp, top in zip(ids[1:], chosen, tops, strict=True))
+        scores.extend(
+            TokenScore(t, lp, top) for t, lp, top in zip(ids[1:], chosen, tops, strict=True)
+        )
     return scores

@@ -22,7 +22,7 @@ from llmloop.core.chat import TokenLogprob, Usage
 from llmloop.engines.detokenize import decode_deltas, make_batch_decoder
 from llmloop.engines.hf_batch import DecodeBatch, Row, TokenScore
 from llmloop.engines.sampling import BatchSampler, gather_logprobs
-from llmloop.errors import UpstreamError
+from llmloop.errors import OverloadedError, UpstreamError
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Scheduler:
         model: Any,
         tokenizer: Any,
         max_batch_size: int,
+        max_queue: int,
         eos_ids: set[int],
         pad_id: int,
         vocab_size: int,
@@ -57,6 +58,7 @@ class Scheduler:
     ) -> None:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
         self.eos_ids = eos_ids
         self.pad_id = pad_id
         self.batch = DecodeBatch(model, vocab_size, use_adapters)
@@ -72,6 +74,13 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, row: Row) -> None:
+        """Queue ``row``; refuse it when ``max_queue`` rows already wait for a batch slot."""
+        # len() of a deque is atomic in CPython: an approximate count is all a limit needs.
+        if len(self._inbox) + len(self._waiting) >= self.max_queue:
+            raise OverloadedError(
+                f"the hf engine has {self.max_queue} requests waiting; try again later",
+                retry_after=1.0,
+            )
         with self._wake:
             self._inbox.append(row)
             self._wake.notify()
@@ -165,11 +174,7 @@ class Scheduler:
             sampler = BatchSampler([r.sampling_row() for r in rows], batch.vocab_size, batch.device)
         tokens = sampler.sample(logits)
         sampler.record(tokens)
-        if first:
-            tokens_all = torch.cat([batch.last_tokens[:first], tokens])
-        else:
-            tokens_all = tokens
-        batch.set_last_tokens(tokens_all)
+        batch.set_last_tokens(torch.cat([batch.last_tokens[:first], tokens]) if first else tokens)
         self._score(rows, logits, tokens)
         ids = tokens.tolist()
         for row, token in zip(rows, ids, strict=True):

@@ -10,7 +10,6 @@ over: the gateway service decides that.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -162,7 +161,7 @@ class OpenAICompatEngine(Engine):
         assert self._session is not None
         try:
             response = await self._session.post(self._base + path, json=body)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach upstream {self._base}: {exc}", retryable=True)
@@ -175,7 +174,7 @@ class OpenAICompatEngine(Engine):
         response = await self._post(path, body)
         try:
             payload = orjson.loads(await response.read())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise UpstreamError(f"bad answer from upstream: {exc}", retryable=True) from None
@@ -214,7 +213,7 @@ class OpenAICompatEngine(Engine):
                         yield GenerationChunk(text=text)
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} stalled mid-stream") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream stream broke: {exc}", retryable=True) from None
@@ -256,7 +255,7 @@ async def _raise_for(response: aiohttp.ClientResponse) -> None:
     raw = b""
     try:
         raw = await response.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         pass
     finally:
         response.release()
@@ -295,7 +294,9 @@ def _chat_logprobs(payload: dict[str, Any] | None) -> list[TokenLogprob] | None:
     out, offset = [], 0
     for item in payload["content"]:
         top = {t["token"]: t["logprob"] for t in item.get("top_logprobs") or []} or None
-        out.append(TokenLogprob(token=item["token"], logprob=item["logprob"], top=top, offset=offset))
+        out.append(
+            TokenLogprob(token=item["token"], logprob=item["logprob"], top=top, offset=offset)
+        )
         offset += len(item["token"])
     return out
 

@@ -148,5 +148,7 @@ def gather_logprobs(
     if top <= 0:
         return chosen, [[] for _ in chosen]
     values, ids = torch.topk(logp, top, dim=-1)
-    tops = [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    tops = [
+        list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+    ]
     return chosen, tops

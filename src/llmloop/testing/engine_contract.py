@@ -80,14 +80,14 @@ class EngineContract:
             assert result.usage.completion_tokens <= 2
 
     async def test_stop_sequence_cuts_and_is_not_emitted(self, engine: Engine) -> None:
-        full = await engine.chat(self.request(max_tokens=12))
+        full = await engine.chat(self.request(max_tokens=12, prompt=self.prompt))
         text = full.text
         if len(text.strip()) < 4:
             pytest.skip("the engine's answer is too short to place a stop sequence in it")
         cut = len(text) // 2
         stop = text[cut : cut + 2]
         expected = text[: text.index(stop)]
-        req = self.request(max_tokens=12)
+        req = self.request(max_tokens=12, prompt=self.prompt)
         req = req.model_copy(update={"sampling": req.sampling.model_copy(update={"stop": [stop]})})
         result = await engine.chat(req)
         assert result.text == expected

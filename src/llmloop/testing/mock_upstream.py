@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible upstream over any Engine, for tests and benchmarks (aiohttp, 127.0.0.1).
+"""A local OpenAI-compatible upstream over any Engine, for tests and benchmarks (aiohttp).
 
 ``MockUpstream(engine)`` serves ``/v1/chat/completions`` (JSON or SSE), ``/v1/completions``
 (logprobs, echo), ``/v1/embeddings`` and ``/v1/models`` from the wrapped engine (usually the
@@ -39,8 +39,9 @@ def _sampling(body: dict[str, Any]) -> SamplingParams:
 class MockUpstream:
     """An aiohttp server on 127.0.0.1 that answers OpenAI requests with ``engine``."""
 
-    def __init__(self, engine: Engine, api_key: str | None = None) -> None:
+    def __init__(self, engine: Engine, api_key: str | None = None, port: int = 0) -> None:
         self.engine = engine
+        self.port = port
         self.api_key = api_key
         self.fail_next: list[int] = []  # statuses to answer the next requests with, in order
         self.stall_s = 0.0  # sleep before answering (timeouts)
@@ -62,9 +63,10 @@ class MockUpstream:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}/v1"
@@ -126,10 +128,12 @@ class MockUpstream:
         stream = self.engine.stream(req)
         try:
             async for chunk in stream:
-                choice = {"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}
-                if chunk.finish_reason is not None:
-                    choice["finish_reason"] = chunk.finish_reason
-                await response.write(_sse({"object": "chat.completion.chunk", "choices": [choice]}))
+                choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
+                if req.messages is not None:
+                    choice["delta"] = {"content": chunk.text}
+                else:
+                    choice["text"] = chunk.text
+                await response.write(_sse({"object": "chunk", "choices": [choice]}))
                 if chunk.usage is not None and body.get("stream_options", {}).get("include_usage"):
                     usage = _usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     await response.write(_sse({"choices": [], "usage": usage}))
@@ -143,7 +147,7 @@ class MockUpstream:
                 self.cancelled += 1
         return response
 
-    async def _completions(self, request: web.Request) -> web.Response:
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, refused = await self._gate(request)
         if refused is not None:
             return refused
@@ -157,6 +161,8 @@ class MockUpstream:
             )
         except (KeyError, TypeError, ValueError) as exc:
             return _error(400, f"bad request: {exc}")
+        if body.get("stream"):
+            return await self._stream(request, req, body)
         result = await self.engine.chat(req)
         logprobs = None
         if result.logprobs is not None:
@@ -191,15 +197,35 @@ class MockUpstream:
         if not isinstance(texts, list) or not texts:
             return _error(400, "'input' must be a string or a non-empty list of strings")
         result = await self.engine.embed(texts)
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)]
-        return _json({"object": "list", "data": data, "usage": _usage(result.usage.prompt_tokens, 0)})
+        data = [
+            {"object": "embedding", "index": i, "embedding": v}
+            for i, v in enumerate(result.vectors)
+        ]
+        return _json(
+            {"object": "list", "data": data, "usage": _usage(result.usage.prompt_tokens, 0)}
+        )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
 
     async def _models(self, request: web.Request) -> web.Response:
-        return _json({"object": "list", "data": [{"id": self.engine.spec.model, "object": "model"}]})
+        return _json(
+            {"object": "list", "data": [{"id": self.engine.spec.model, "object": "model"}]}
+        )
+
+
+async def serve_forever(engine: Engine, port: int) -> None:
+    """Run a mock upstream on ``port`` until cancelled (a stand-in for a server binary)."""
+    async with MockUpstream(engine, port=port):
+        await asyncio.Event().wait()
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> web.Response:

@@ -1,0 +1,268 @@
+"""The llamacpp engine: GGUF models through llama.cpp, as a child ``llama-server`` or in-process.
+
+With the ``server_binary`` option the engine starts ``llama-server`` (or anything speaking the
+same flags and the OpenAI API) as a child process on 127.0.0.1, waits for ``/health`` and then
+delegates every call to the openai engine; closing the engine stops the child. Without it, the
+model is loaded in-process with the llama-cpp-python bindings (``pip install llmloop[llamacpp]``)
+and calls run one at a time in a worker thread. It does not download GGUF files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmloop.core.chat import (
+    EmbeddingResult,
+    EngineCapabilities,
+    EngineSpec,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    Usage,
+)
+from llmloop.engines.base import Engine
+from llmloop.engines.openai_compat import OpenAICompatEngine
+from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError, require_extra
+
+
+class LlamaCppEngineConfig(BaseModel):
+    """Options of the llamacpp engine (``EngineSpec.options``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_binary: str | None = Field(
+        default=None, description="Path of llama-server to run as a child; None: use bindings."
+    )
+    port: int = Field(default=0, ge=0, le=65535, description="Child server port (0: a free one).")
+    n_ctx: int = Field(default=4096, ge=16, description="Context length in tokens.")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads (None: default).")
+    n_gpu_layers: int = Field(default=0, ge=-1, description="Layers offloaded to GPU (-1: all).")
+    parallel: int = Field(default=4, ge=1, description="Child server slots decoding at once.")
+    embeddings: bool = Field(default=False, description="Serve embeddings (--embeddings).")
+    startup_timeout_s: float = Field(default=120.0, gt=0, description="Wait for /health, seconds.")
+    timeout_s: float = Field(default=300.0, gt=0, description="Per-request timeout, seconds.")
+    extra_args: list[str] = Field(default_factory=list, description="More child-server flags.")
+
+
+def parse_config(options: dict[str, object]) -> LlamaCppEngineConfig:
+    try:
+        return LlamaCppEngineConfig.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad llamacpp engine options: {problems}") from None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LlamaCppEngine(Engine):
+    """llama.cpp behind the Engine contract (child server or in-process bindings)."""
+
+    kind = "llamacpp"
+
+    def __init__(self, spec: EngineSpec) -> None:
+        super().__init__(spec)
+        self.config = parse_config(spec.options)
+        if not spec.model:
+            raise ConfigError("the llamacpp engine needs 'model': the path of a GGUF file")
+        if self.config.server_binary is None:
+            require_extra("llama_cpp", "llamacpp", "the llamacpp engine (in-process GGUF)")
+        self._process: asyncio.subprocess.Process | None = None
+        self._upstream: OpenAICompatEngine | None = None
+        self._llama: Any = None
+        self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            embeddings=self.config.embeddings,
+            logprobs=False,
+            max_batch_size=self.config.parallel if self.config.server_binary else 1,
+            max_context=self.config.n_ctx,
+        )
+
+    async def start(self) -> None:
+        if self._upstream is not None or self._llama is not None:
+            return
+        if self.config.server_binary:
+            await self._start_server()
+        else:
+            self._llama = await asyncio.to_thread(self._load_bindings)
+
+    def _server_args(self, port: int) -> list[str]:
+        cfg = self.config
+        args = ["-m", self.spec.model, "--host", "127.0.0.1", "--port", str(port)]
+        args += ["-c", str(cfg.n_ctx), "--parallel", str(cfg.parallel)]
+        args += ["-ngl", str(cfg.n_gpu_layers)]
+        if cfg.n_threads:
+            args += ["-t", str(cfg.n_threads)]
+        if cfg.embeddings:
+            args.append("--embeddings")
+        return args + list(cfg.extra_args)
+
+    async def _start_server(self) -> None:
+        cfg = self.config
+        assert cfg.server_binary is not None
+        port = cfg.port or _free_port()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                cfg.server_binary,
+                *self._server_args(port),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot start '{cfg.server_binary}': {exc}") from None
+        try:
+            await asyncio.wait_for(self._wait_healthy(port), cfg.startup_timeout_s)
+        except TimeoutError:
+            await self.aclose()
+            raise UpstreamTimeoutError(f"llama-server did not become healthy on port {port}")
+        spec = EngineSpec(
+            kind="openai",
+            model=self.spec.model,
+            options={
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "timeout_s": cfg.timeout_s,
+                "embeddings": cfg.embeddings,
+                "logprobs": False,
+            },
+        )
+        self._upstream = OpenAICompatEngine(spec)
+        await self._upstream.start()
+
+    async def _wait_healthy(self, port: int) -> None:
+        url = f"http://127.0.0.1:{port}/health"
+        async with aiohttp.ClientSession() as session:
+            while True:
+                process = self._process
+                if process is not None and process.returncode is not None:
+                    err = b""
+                    if process.stderr is not None:
+                        err = await process.stderr.read()
+                    raise UpstreamError(
+                        f"llama-server exited with {process.returncode}: "
+                        f"{err.decode(errors='replace')[-500:]}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+
+    def _load_bindings(self) -> Any:
+        from llama_cpp import Llama
+
+        cfg = self.config
+        try:
+            return Llama(
+                model_path=self.spec.model,
+                n_ctx=cfg.n_ctx,
+                n_threads=cfg.n_threads,
+                n_gpu_layers=cfg.n_gpu_layers,
+                embedding=cfg.embeddings,
+                verbose=False,
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load GGUF '{self.spec.model}': {exc}") from None
+
+    async def aclose(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            await upstream.aclose()
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._llama = None
+
+    # -- calls -----------------------------------------------------------------------------
+    async def _ready(self) -> OpenAICompatEngine | None:
+        await self.start()
+        return self._upstream
+
+    def _kwargs(self, req: GenerationRequest) -> dict[str, Any]:
+        s = req.sampling
+        return {
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k or 0,
+            "stop": list(s.stop) or None,
+            "seed": s.seed,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "repeat_penalty": s.repetition_penalty or 1.0,
+        }
+
+    def _run(self, req: GenerationRequest, stream: bool) -> Any:
+        with self._lock:
+            if req.messages is not None:
+                messages = [m.model_dump(exclude_none=True) for m in req.messages]
+                return self._llama.create_chat_completion(
+                    messages=messages, stream=stream, **self._kwargs(req)
+                )
+            return self._llama.create_completion(
+                prompt=req.prompt, stream=stream, echo=req.echo, **self._kwargs(req)
+            )
+
+    async def chat(self, req: GenerationRequest) -> GenerationResult:
+        upstream = await self._ready()
+        if upstream is not None:
+            return await upstream.chat(req)
+        out = await asyncio.to_thread(self._run, req, False)
+        choice = out["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        usage = out.get("usage") or {}
+        return GenerationResult(
+            text=text or "",
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+            ),
+        )
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        upstream = await self._ready()
+        if upstream is not None:
+            async for chunk in upstream.stream(req):
+                yield chunk
+            return
+        # The bindings have no streaming usage: run the whole answer, then yield it in one piece.
+        result = await self.chat(req)
+        if result.text:
+            yield GenerationChunk(text=result.text)
+        yield GenerationChunk(finish_reason=result.finish_reason, usage=result.usage)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        upstream = await self._ready()
+        if upstream is not None:
+            return await upstream.embed(texts)
+        if not self.config.embeddings:
+            raise UpstreamError("start the llamacpp engine with embeddings=true to embed")
+
+        def run() -> Any:
+            with self._lock:
+                return self._llama.create_embedding(texts)
+
+        out = await asyncio.to_thread(run)
+        vectors = [list(map(float, d["embedding"])) for d in out["data"]]
+        return EmbeddingResult(
+            vectors=vectors, usage=Usage(prompt_tokens=out.get("usage", {}).get("prompt_tokens", 0))
+        )

@@ -1,0 +1,83 @@
+"""The llamacpp engine: the missing-extra error, and the child-server path with a fake binary."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmloop.core.chat import ChatMessage, EngineSpec, GenerationRequest, SamplingParams
+from llmloop.engines.llamacpp import LlamaCppEngine
+from llmloop.errors import ConfigError, MissingExtraError, UpstreamError
+
+FAKE_SERVER = """\
+import argparse, asyncio
+from llmloop.core.chat import EngineSpec
+from llmloop.engines.echo import EchoEngine
+from llmloop.testing.mock_upstream import serve_forever
+
+parser = argparse.ArgumentParser()
+parser.add_argument("-m"); parser.add_argument("--host"); parser.add_argument("--port", type=int)
+args, _ = parser.parse_known_args()
+asyncio.run(serve_forever(EchoEngine(EngineSpec(kind="echo", model=args.m)), args.port))
+"""
+
+
+@pytest.fixture
+def fake_binary(tmp_path: Path) -> Path:
+    script = tmp_path / "llama-server"
+    script.write_text(f"#!{sys.executable}\n{FAKE_SERVER}")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is not None, reason="bindings installed")
+def test_without_bindings_the_error_names_the_extra() -> None:
+    with pytest.raises(MissingExtraError, match=r"llmloop\[llamacpp\]"):
+        LlamaCppEngine(EngineSpec(kind="llamacpp", model="model.gguf"))
+
+
+async def test_child_server_serves_and_stops(fake_binary: Path) -> None:
+    engine = LlamaCppEngine(
+        EngineSpec(kind="llamacpp", model="model.gguf", options={"server_binary": str(fake_binary)})
+    )
+    req = GenerationRequest(
+        model="m",
+        messages=[ChatMessage(role="user", content="hello gguf world")],
+        sampling=SamplingParams(max_tokens=2),
+    )
+    await engine.start()
+    process = engine._process
+    try:
+        result = await engine.chat(req)
+        assert (result.text, result.finish_reason) == ("hello gguf", "length")
+        chunks = [c async for c in engine.stream(req)]
+        assert chunks[-1].finish_reason == "length" and chunks[-1].usage is not None
+    finally:
+        await engine.aclose()
+    assert process is not None and process.returncode is not None
+
+
+async def test_a_child_that_dies_is_an_upstream_error(tmp_path: Path) -> None:
+    script = tmp_path / "broken-server"
+    script.write_text("#!/bin/sh\necho 'cannot open model' >&2\nexit 3\n")
+    script.chmod(0o755)
+    engine = LlamaCppEngine(
+        EngineSpec(kind="llamacpp", model="m.gguf", options={"server_binary": str(script)})
+    )
+    with pytest.raises(UpstreamError, match="cannot open model"):
+        await engine.start()
+    await engine.aclose()
+
+
+def test_bad_options_are_config_errors(fake_binary: Path) -> None:
+    with pytest.raises(ConfigError, match="n_ctx"):
+        LlamaCppEngine(
+            EngineSpec(
+                kind="llamacpp",
+                model="m.gguf",
+                options={"server_binary": str(fake_binary), "n_ctx": 1},
+            )
+        )
