@@ -31,44 +31,65 @@ def walkthrough(client: Client, approver: Client, tag: str) -> dict[str, Any]:
     """The registry tour; ``approver`` acts as a second person for the approval."""
     suffix = f"-{tag}-{int(time.time() * 1000) % 10_000_000}"
     dv = client.create_dataset_version(f"support-tickets{suffix}", TICKETS, description="seed")
-    _say(f"  dataset   {dv.dataset_name} v{dv.version}  rows={dv.row_count}  "
-         f"sha256={dv.content_hash[:12]}…  shape={dv.shape}")  # fmt: skip
+    _say(
+        f"  dataset   {dv.dataset_name} v{dv.version}  rows={dv.row_count}  "
+        f"sha256={dv.content_hash[:12]}…  shape={dv.shape}"
+    )
     name = f"support-answer{suffix}"
     client.create_prompt_version(name, "Answer the customer: {{ question }}")
     pv2 = client.create_prompt_version(
-        name, "You are a kind support agent.\nCustomer: {{ question }}\nAnswer:",
-        params={"temperature": 0.2, "max_tokens": 128}, message="friendlier, lower temperature",
-    )  # fmt: skip
+        name,
+        "You are a kind support agent.\nCustomer: {{ question }}\nAnswer:",
+        params={"temperature": 0.2, "max_tokens": 128},
+        message="friendlier, lower temperature",
+    )
     client.set_prompt_label(name, "production", pv2.version)
     rendered = client.render_prompt(name, {"question": "Where is my order?"})
     _say(f"  prompt    {name} v1, v2; production -> v{rendered.version}")
-    run = client.create_run(name=f"finetune{suffix}", kind="finetune",
-                            params={"lr": 2e-4, "lora_r": 8}, inputs=[dv.id, pv2.id])  # fmt: skip
+    run = client.create_run(
+        name=f"finetune{suffix}",
+        kind="finetune",
+        params={"lr": 2e-4, "lora_r": 8},
+        inputs=[dv.id, pv2.id],
+    )
     for step, loss in enumerate([2.31, 1.74, 1.42, 1.30], start=1):
         client.log_metrics(run.id, {"train_loss": loss, "eval_perplexity": 2.7**loss}, step=step)
     client.finish_run(run.id)
     _say(f"  run       {run.id}  train_loss: 2.31 -> 1.30 over 4 steps")
     model = f"support-bot{suffix}"
-    mv1 = client.create_model_version(model, base_model="tiny-llama", format="echo",
-                                      run_id=run.id, inputs=[dv.id, pv2.id],
-                                      metrics={"rougeL": 0.41})  # fmt: skip
-    mv2 = client.create_model_version(model, base_model=mv1.id, format="echo", run_id=run.id,
-                                      metrics={"rougeL": 0.47})  # fmt: skip
+    mv1 = client.create_model_version(
+        model,
+        base_model="tiny-llama",
+        format="echo",
+        run_id=run.id,
+        inputs=[dv.id, pv2.id],
+        metrics={"rougeL": 0.41},
+    )
+    mv2 = client.create_model_version(
+        model, base_model=mv1.id, format="echo", run_id=run.id, metrics={"rougeL": 0.47}
+    )
     client.set_model_alias(model, "champion", mv1.version)
     client.protect("model_alias", model, "champion")
-    request = client.request_approval("model_alias", model, "champion", mv2.version,
-                                      comment="v2 beats v1 on ROUGE-L")  # fmt: skip
+    request = client.request_approval(
+        "model_alias", model, "champion", mv2.version, comment="v2 beats v1 on ROUGE-L"
+    )
     decided = approver.approve(request.id, comment="looks good")
     champion = client.get_model(model).aliases["champion"]
-    _say(f"  model     {model} v1, v2; champion protected; approval {decided.status} "
-         f"by {decided.decided_by}; champion -> v{champion}")  # fmt: skip
+    _say(
+        f"  model     {model} v1, v2; champion protected; approval {decided.status} "
+        f"by {decided.decided_by}; champion -> v{champion}"
+    )
     graph = client.lineage(mv2.id)
     _say("  lineage of the champion:")
     for edge in graph.edges:
         labels = {n.id: f"{n.type}:{n.label}" for n in graph.nodes}
         _say(f"    {labels[edge.source]} --{edge.relation}--> {labels[edge.target]}")
-    entries = [e for e in client.audit(limit=1000) if suffix in str(e.after) or
-               e.entity_id in {dv.id, pv2.id, run.id, mv1.id, mv2.id, request.id}]  # fmt: skip
+    entries = [
+        e
+        for e in client.audit(limit=1000)
+        if suffix in str(e.after)
+        or e.entity_id in {dv.id, pv2.id, run.id, mv1.id, mv2.id, request.id}
+    ]
     _say(f"  audit log ({len(entries)} entries for this walkthrough, last 5):")
     for e in entries[-5:]:
         _say(f"    #{e.id} {e.at:%H:%M:%S} {e.actor:<8} {e.action:<24} {e.entity_id}")
@@ -86,8 +107,9 @@ def _serve_in_thread(settings: Settings, port: int) -> Any:
 
     from llmloop.api.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

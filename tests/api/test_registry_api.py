@@ -19,8 +19,11 @@ def sdk(app: FastAPI, key: str) -> Client:
 def test_walkthrough_over_http(app: FastAPI, keys: dict[str, str]) -> None:
     alice, bob = sdk(app, keys["admin"]), sdk(app, keys["editor"])
     dv = alice.create_dataset_version("tickets", [{"prompt": "a", "response": "b"}])
-    assert dv.version == 1 and dv.shape == "instruction" and dv.schema_ == {
-        "prompt": "string", "response": "string"}  # fmt: skip
+    assert (
+        dv.version == 1
+        and dv.shape == "instruction"
+        and dv.schema_ == {"prompt": "string", "response": "string"}
+    )
     alice.create_prompt_version("answer", "Q: {{ q }}")
     alice.create_prompt_version("answer", "Kindly, Q: {{ q }}", params={"temperature": 0.1})
     alice.set_prompt_label("answer", "production", 2)
@@ -95,7 +98,9 @@ def test_bad_inputs_are_4xx_problems(client: TestClient) -> None:
     cases = [
         client.post("/api/datasets", json={}),
         client.post("/api/datasets", json={"name": "../etc"}),
-        client.post("/api/datasets", content=b"{not json", headers={"content-type": "application/json"}),
+        client.post(
+            "/api/datasets", content=b"{not json", headers={"content-type": "application/json"}
+        ),
         client.post("/api/datasets/x/versions", json={"rows": "nope"}),
         client.post("/api/prompts/p/versions", json={"template": "{{ unclosed"}),
         client.post("/api/prompts/p/versions", json={"template": "{{ a }}", "variables": ["b"]}),
@@ -108,7 +113,7 @@ def test_bad_inputs_are_4xx_problems(client: TestClient) -> None:
         client.post("/api/runs", json={"kind": "nonsense"}),
         client.post("/api/runs", json={"inputs": [{"id": "dsv_00000000000000000000000000"}]}),
         client.get("/api/no/such/route"),
-    ]  # fmt: skip
+    ]
     for response in cases:
         assert 400 <= response.status_code < 500, (response.request.url, response.text)
         body = response.json()
@@ -123,7 +128,9 @@ def test_duplicates_and_immutability(client: TestClient) -> None:
     assert client.post("/api/datasets", json={"name": "d"}).status_code == 409
     run = client.post("/api/runs", json={"name": "r"}).json()
     assert client.post(f"/api/runs/{run['id']}/finish", json={}).status_code == 200
-    late = client.post(f"/api/runs/{run['id']}/metrics", json={"points": [{"key": "x", "value": 1}]})
+    late = client.post(
+        f"/api/runs/{run['id']}/metrics", json={"points": [{"key": "x", "value": 1}]}
+    )
     assert late.status_code == 409
     clash = client.patch(f"/api/runs/{run['id']}/params", json={"lr": 1})
     assert clash.status_code == 200
@@ -140,8 +147,9 @@ def test_failed_request_writes_nothing(client: TestClient, app: FastAPI) -> None
 
 def test_oversized_body_gets_413(client: TestClient) -> None:
     big = b'{"rows": [' + b'{"text": "x"},' * 700_000 + b'{"text": "y"}]}'
-    r = client.post("/api/datasets/big/versions", content=big,
-                    headers={"content-type": "application/json"})  # fmt: skip
+    r = client.post(
+        "/api/datasets/big/versions", content=big, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
 

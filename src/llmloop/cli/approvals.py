@@ -83,10 +83,9 @@ def _decide(
     decided = state.container.governance.decide(
         approval_id, approve, state.actor(as_user), comment=comment
     )
-    return say(
+    say(
         f"approval {decided.id} {decided.status} by {decided.decided_by}: "
-        f"{decided.name}:{decided.label} -> v{decided.version}"
-        + (" (applied)" if approve else "")
+        f"{decided.name}:{decided.label} -> v{decided.version}" + (" (applied)" if approve else "")
     )
 
 

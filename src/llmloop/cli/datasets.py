@@ -14,8 +14,8 @@ from typing import Any
 import typer
 
 from llmloop.cli.context import get_state
-from llmloop.cli.output import print_json, print_table, say, show_record
 from llmloop.cli.options import parse_ref
+from llmloop.cli.output import print_json, print_table, say, show_record
 from llmloop.core.datasets import DatasetCreate, DatasetVersionCreate
 from llmloop.errors import InvalidInputError
 
@@ -83,7 +83,9 @@ def show_dataset(
     found = service.get_version(name, parse_ref(version or "latest"))
     rows = service.read_rows(found)[:head] if head else []
     if as_json:
-        print_json({**found.model_dump(mode="json", by_alias=True), "head": rows} if head else found)
+        print_json(
+            {**found.model_dump(mode="json", by_alias=True), "head": rows} if head else found
+        )
         return
     show_record(found, False, title=f"dataset {name} v{found.version}")
     for row in rows:

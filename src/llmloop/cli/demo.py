@@ -25,4 +25,6 @@ def demo_command(ctx: typer.Context) -> None:
     runner = getattr(module, "main", None)
     if not callable(runner):
         raise LlmloopError("llmloop.demo has no main(settings) function")
-    runner(get_state(ctx).settings)
+    code = runner(get_state(ctx).settings)
+    if isinstance(code, int) and code:
+        raise typer.Exit(code)

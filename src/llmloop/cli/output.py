@@ -106,7 +106,7 @@ def show_record(model: BaseModel, as_json: bool, title: str | None = None) -> No
 
 def say(message: str) -> None:
     """A one-line confirmation for people (stdout)."""
-    console().print(message)
+    console().print(message, markup=False)
 
 
 def warn(message: str) -> None:

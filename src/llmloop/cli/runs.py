@@ -73,8 +73,14 @@ def create_run(
     inputs = [RunInput(id=ident, role=role) for ident, role in map(parse_input, input_)]
     tags = {k: str(v) for k, v in parse_pairs(tag, "--tag").items()}
     spec = RunCreate.model_validate(
-        {"kind": kind, "name": name, "params": parse_pairs(param, "--param"),
-         "inputs": inputs, "tags": tags, "parent_id": parent}  # fmt: skip
+        {
+            "kind": kind,
+            "name": name,
+            "params": parse_pairs(param, "--param"),
+            "inputs": inputs,
+            "tags": tags,
+            "parent_id": parent,
+        }
     )
     state = get_state(ctx)
     run = state.container.runs.create(spec, state.actor())
