@@ -7,6 +7,7 @@ from llmloop.hookspecs import Register, hookimpl
 __all__ = [
     "register_engines",
     "register_evaluators",
+    "register_data_steps",
     "register_guards",
     "register_pipeline_steps",
     "register_trainers",
@@ -50,6 +51,25 @@ def register_guards(register: Register) -> None:
     register("links", "llmloop.guards.links:LinksGuard")
     register("json_schema", "llmloop.guards.schema:JsonSchemaGuard", extra="eval")
     register("pii", "llmloop.guards.pii:PiiGuard")
+
+
+@hookimpl
+def register_data_steps(register: Register) -> None:
+    for name, cls in [
+        ("fix_unicode", "FixUnicodeStep"),
+        ("strip_html", "StripHtmlStep"),
+        ("whitespace", "WhitespaceStep"),
+        ("drop_empty", "DropEmptyStep"),
+        ("length_filter", "LengthFilterStep"),
+        ("language_filter", "LanguageFilterStep"),
+        ("regex_filter", "RegexFilterStep"),
+        ("deny_list", "DenyListStep"),
+        ("exact_dedup", "ExactDedupStep"),
+        ("near_dedup", "NearDedupStep"),
+        ("pii", "PiiStep"),
+        ("toxicity_filter", "ToxicityFilterStep"),
+    ]:
+        register(name, f"llmloop.data.steps:{cls}")
 
 
 @hookimpl

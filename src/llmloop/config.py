@@ -20,6 +20,7 @@ from llmloop.errors import ConfigError
 
 ENV_PREFIX = "LLMLOOP_"
 CONFIG_FILE_NAME = "llmloop.toml"
+SECRET_SETTINGS = frozenset({"pii_key"})
 
 
 class Settings(BaseSettings):
@@ -62,10 +63,67 @@ class Settings(BaseSettings):
         default=False,
         description="Let the requester of an approval also approve it (single-person setups).",
     )
+    pii_key: str = Field(
+        default="",
+        description="Secret key for PII pseudonymisation (HMAC); kept out of recipes and lineage.",
+    )
     device_hour_price: float = Field(
         default=0.0, ge=0, description="Price of one device-hour, for cost estimates."
     )
     log_level: str = Field(default="INFO", description="Log level of the server and CLI.")
+    trace_flush_ms: int = Field(
+        default=200, ge=1, le=60_000, description="Gateway trace writer: flush at least this often."
+    )
+    trace_batch_size: int = Field(
+        default=500, ge=1, le=100_000, description="Gateway trace writer: rows per bulk insert."
+    )
+    trace_queue_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Gateway trace writer: records held in memory; beyond it the oldest "
+        "unwritten records are dropped and counted (the request path never waits).",
+    )
+    trace_max_text: int = Field(
+        default=4000, ge=0, description="Characters of request/response text kept per trace."
+    )
+    otel_exporter: str = Field(
+        default="none",
+        pattern="^(none|console|otlp)$",
+        description="Export gateway spans through OpenTelemetry: none, console or otlp.",
+    )
+    otel_endpoint: str = Field(
+        default="", description="OTLP/HTTP endpoint for spans (empty: the SDK's default)."
+    )
+    metrics_public: bool = Field(
+        default=True,
+        description="Serve Prometheus /metrics without an API key (like /health); "
+        "set false to require a viewer key.",
+    )
+    gateway_reload_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the gateway re-resolves deployment aliases (0: only on demand).",
+    )
+    drift_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How often the server runs drift checks per deployment (0: never; "
+        "`llmloop drift run` or POST /api/drift/run run them on demand).",
+    )
+    drift_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Scheduled drift: the last window_s of traces against the window_s before it.",
+    )
+    alert_interval_s: float = Field(
+        default=60.0, ge=0, description="How often the server evaluates alert rules (0: never)."
+    )
+    alert_webhook_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one alert webhook POST."
+    )
+    alert_webhook_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a failed alert webhook POST."
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -166,7 +224,7 @@ def describe_settings(
             {
                 "name": key,
                 "env": f"{ENV_PREFIX}{key.upper()}",
-                "value": redact_url(str(value)),
+                "value": "***" if key in SECRET_SETTINGS and value else redact_url(str(value)),
                 "source": source,
                 "description": field.description or "",
             }

@@ -15,9 +15,16 @@ from fastapi.responses import JSONResponse
 
 from llmloop import __version__
 from llmloop.api.deps import get_actor
+from llmloop.api.gateway import admin as gateway_admin
+from llmloop.api.gateway import routes as gateway_routes
+from llmloop.api.gateway.fastpath import GatewayFastPath
 from llmloop.api.limits import BodySizeLimit
 from llmloop.api.problems import install_problem_handlers
-from llmloop.api.routes import datasets, governance, health, keys, models, prompts, runs
+from llmloop.api.routes import alerts as alert_routes
+from llmloop.api.routes import annotation as annotation_routes
+from llmloop.api.routes import data, datasets, governance, health, keys, models, prompts, runs
+from llmloop.api.routes import feedback as feedback_routes
+from llmloop.api.routes import monitoring as monitoring_routes
 from llmloop.config import Settings, load_settings
 from llmloop.services.container import Container
 
@@ -30,7 +37,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await container.gateway.manager.start()
+        checks = monitoring_routes.BackgroundChecks(container)  # scheduled drift and alerts
+        checks.start()
         yield
+        await checks.aclose()
+        if "gateway" in container.__dict__:
+            await container.gateway.aclose()  # drain shadows, close engines, flush traces
         container.close()
 
     app = FastAPI(
@@ -45,12 +58,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.container = container
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (health, datasets, prompts, runs, models, governance, keys):
+    for module in (health, datasets, data, prompts, runs, models, governance, keys):
         app.include_router(module.router)
+    app.include_router(gateway_routes.router)
+    app.include_router(gateway_admin.router)
+    for loop_module in (feedback_routes, annotation_routes, monitoring_routes, alert_routes):
+        app.include_router(loop_module.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(get_actor)])
     def openapi() -> Any:
         return JSONResponse(app.openapi())
 
+    app.add_middleware(GatewayFastPath)  # inside the body limit: hot /v1 routes skip the router
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -24,6 +24,7 @@ from llmloop.cli import (
     audit,
     config,
     curate,
+    data,
     datasets,
     db,
     demo,
@@ -133,6 +134,7 @@ def root(
 app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(data.app, name="data")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")

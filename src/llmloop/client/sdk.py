@@ -4,6 +4,7 @@ the CLI and the REST API. Methods return the same pydantic values either way.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
@@ -135,6 +136,71 @@ class Client:
             lambda c, a: c.datasets.get_version(name, version),
             HttpCall("GET", f"/api/datasets/{name}/versions/{version}"),
         )
+
+    # --- data preparation --------------------------------------------------------------------
+
+    def ingest(self, path: str, dataset: str, on_error: str = "fail") -> JsonDict:
+        """Ingest a local file (uploaded when talking HTTP) as a new dataset version."""
+
+        def local(c: Any, a: Any) -> JsonDict:
+            version, report = c.data.ingest(path, dataset, a, {"on_error": on_error})
+            return {
+                "version": version.model_dump(mode="json", by_alias=True),
+                "report": report.model_dump(mode="json"),
+            }
+
+        if isinstance(self._t, LocalTransport):
+            return self._do(None, local, HttpCall("POST", ""))
+        with open(path, "rb") as fh:
+            files = {"file": (Path(path).name, fh.read())}
+        return self._do(
+            None,
+            local,
+            HttpCall(
+                "POST", f"/api/data/{dataset}/ingest", files=files, data={"on_error": on_error}
+            ),
+        )
+
+    def profile_dataset(self, dataset: str, version: int | str = "latest") -> JsonDict:
+        return self._do(
+            None,
+            lambda c, a: c.data.profile(dataset, a, version)[0].model_dump(mode="json"),
+            HttpCall("POST", f"/api/data/{dataset}/versions/{version}/profile"),
+        )
+
+    def clean_dataset(
+        self, dataset: str, recipe: JsonDict, version: int | str = "latest", to: str | None = None
+    ) -> DatasetVersionPublic:
+        def local(c: Any, a: Any) -> DatasetVersionPublic:
+            return c.data.clean(dataset, recipe, a, version, to)[0]
+
+        result = self._t.call(
+            local,
+            HttpCall(
+                "POST",
+                f"/api/data/{dataset}/versions/{version}/clean",
+                {"recipe": recipe, "to": to},
+            ),
+        )
+        if isinstance(result, dict):
+            return DatasetVersionPublic.model_validate(result["version"])
+        return result  # type: ignore[no-any-return]
+
+    def split_dataset(
+        self, dataset: str, version: int | str = "latest", config: JsonDict | None = None
+    ) -> dict[str, DatasetVersionPublic]:
+        def local(c: Any, a: Any) -> dict[str, DatasetVersionPublic]:
+            return c.data.split(dataset, a, version, config)[0]
+
+        result = self._t.call(
+            local,
+            HttpCall(
+                "POST", f"/api/data/{dataset}/versions/{version}/split", {"config": config or {}}
+            ),
+        )
+        if isinstance(self._t, LocalTransport):
+            return result  # type: ignore[no-any-return]
+        return {k: DatasetVersionPublic.model_validate(v) for k, v in result["versions"].items()}
 
     # --- prompts -----------------------------------------------------------------------------
 

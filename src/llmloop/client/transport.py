@@ -36,6 +36,8 @@ class HttpCall:
     path: str
     body: Any = None
     params: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
 
 
 LocalCall = Callable[[Any, Actor], Any]
@@ -91,7 +93,14 @@ class HttpTransport:
             else http.body
         )
         try:
-            response = self.client.request(http.method, http.path, json=body, params=http.params)
+            if http.files is not None:
+                response = self.client.request(
+                    http.method, http.path, files=http.files, data=http.data, params=http.params
+                )
+            else:
+                response = self.client.request(
+                    http.method, http.path, json=body, params=http.params
+                )
         except httpx.HTTPError as exc:
             raise errors.UpstreamError(f"cannot reach llmloop at {self.client.base_url}: {exc}")
         if response.status_code >= 400:

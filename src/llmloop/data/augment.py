@@ -82,7 +82,10 @@ class ParaphraseConfig(BaseModel):
 
     field: str = Field(default="prompt", description="Field whose text is paraphrased.")
     instruction: str = Field(
-        default="Paraphrase the following text. Keep its meaning; reply with the paraphrase only.\n\n{text}",
+        default=(
+            "Paraphrase the following text. Keep its meaning; reply with the paraphrase only."
+            "\n\n{text}"
+        ),
         description="Prompt sent to the model; '{text}' is replaced by the field's text.",
     )
     variants: int = Field(default=1, ge=1, le=20, description="Paraphrases per row.")

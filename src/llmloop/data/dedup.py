@@ -1,9 +1,10 @@
 """Duplicate detection: exact (normalised-text hash) and near (MinHash signatures + LSH).
 
-Signatures are computed for a whole batch at once with numpy (word 3-gram shingles hashed with
-crc32, then ``num_perm`` universal hash permutations), and indexed with datasketch's
-``MinHashLSH`` through ``LeanMinHash`` values, so one row costs a few dictionary look-ups.
-Deterministic for a given seed.
+Signatures are computed for a whole batch at once with numpy (word 3-gram shingles from crc32
+word hashes, then ``num_perm`` multiply-shift hash permutations) and banded into LSH keys with
+numpy, so indexing one row costs a few dictionary look-ups. Deterministic for a given seed.
+(datasketch's ``MinHashLSH`` was the first index here; at a million rows its per-row Python
+cost and its bytes-keyed tables were several times slower and larger, so the banding is ours.)
 
 It does not decide what to drop: the profile counts and the dedup steps remove.
 """
@@ -16,13 +17,20 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
 
 from llmloop.errors import ConfigError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_MERSENNE = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
+_SHINGLE_MULTIPLIERS = [np.uint64(m) for m in (1_000_003, 2_654_435_761, 1, 40_503, 97, 7)]
+
+
+_WORD_CACHE_SIZE = 500_000
+
+
+def _crc(word: str) -> int:
+    # 0 is reserved so that a cached hash is always truthy.
+    return zlib.crc32(word.encode()) or 1
 
 
 def normalise_for_match(text: str) -> str:
@@ -35,12 +43,28 @@ def exact_key(text: str) -> bytes:
     return hashlib.blake2b(normalise_for_match(text).encode(), digest_size=16).digest()
 
 
+def words_of(text: str) -> list[str]:
+    """The lower-cased words of ``text`` (what duplicates are compared on)."""
+    return _WORD.findall(text.lower())
+
+
+def exact_key_of_words(words: list[str]) -> bytes:
+    """``exact_key`` from words already split by ``words_of``."""
+    return hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
+
+
 def shingles(text: str, size: int = 3) -> list[int]:
     """crc32 hashes of the word ``size``-grams of ``text`` (the whole text when shorter)."""
-    words = _WORD.findall(text.lower())
+    return shingles_of_words(words_of(text), size)
+
+
+def shingles_of_words(words: list[str], size: int = 3) -> list[int]:
+    """crc32 hashes of the ``size``-grams of ``words``."""
     if len(words) <= size:
         return [zlib.crc32(" ".join(words).encode())]
-    return [zlib.crc32(" ".join(words[i : i + size]).encode()) for i in range(len(words) - size + 1)]
+    return [
+        zlib.crc32(" ".join(words[i : i + size]).encode()) for i in range(len(words) - size + 1)
+    ]
 
 
 class MinHasher:
@@ -53,28 +77,63 @@ class MinHasher:
         self.num_perm = num_perm
         self.seed = seed
         self.shingle_size = shingle_size
-        self._a = rng.randint(1, 1 << 31, size=num_perm, dtype=np.int64).astype(np.uint64)
-        self._b = rng.randint(0, 1 << 31, size=num_perm, dtype=np.int64).astype(np.uint64)
+        self._word_hashes: dict[str, int] = {}
+        # Odd 64-bit multipliers and offsets for multiply-shift hashing.
+        self._a = rng.randint(0, 1 << 62, size=num_perm, dtype=np.int64).astype(
+            np.uint64
+        ) * np.uint64(2) + np.uint64(1)
+        self._b = rng.randint(0, 1 << 62, size=num_perm, dtype=np.int64).astype(np.uint64)
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
         """A (len(texts), num_perm) uint64 array of signatures."""
-        if not texts:
+        return self.signatures_of_words([words_of(t) for t in texts])
+
+    def signatures_of_words(self, word_lists: Sequence[list[str]]) -> np.ndarray:
+        """Signatures from texts already split into words.
+
+        Word hashes (crc32) are combined into shingle hashes with numpy, so the Python-level work
+        is one crc32 per word; a text shorter than a shingle is one shingle of all its words.
+        """
+        if not word_lists:
             return np.zeros((0, self.num_perm), dtype=np.uint64)
-        per_text = [shingles(t, self.shingle_size) for t in texts]
-        counts = np.fromiter((len(s) for s in per_text), dtype=np.int64, count=len(per_text))
+        lists = [w if w else [""] for w in word_lists]
+        lengths = np.fromiter((len(w) for w in lists), dtype=np.int64, count=len(lists))
+        cache = self._word_hashes
+        if len(cache) > _WORD_CACHE_SIZE:
+            cache.clear()
         flat = np.fromiter(
-            (h for s in per_text for h in s), dtype=np.uint64, count=int(counts.sum())
+            (
+                cache.get(word) or cache.setdefault(word, _crc(word))
+                for words in lists
+                for word in words
+            ),
+            dtype=np.uint64,
+            count=int(lengths.sum()),
         )
-        out = np.empty((len(texts), self.num_perm), dtype=np.uint64)
-        # Chunks of shingles keep the (shingles x perms) matrix small.
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        row_of = np.repeat(np.arange(len(lists)), lengths)
+        remaining = (starts + lengths)[row_of] - np.arange(len(flat))
+        padded = np.concatenate((flat, np.zeros(self.shingle_size, dtype=np.uint64)))
+        combined = np.zeros(len(flat), dtype=np.uint64)
+        for k in range(self.shingle_size):
+            term = padded[k : k + len(flat)] * _SHINGLE_MULTIPLIERS[k]
+            combined += np.where(remaining > k, term, np.uint64(0))
+        combined &= _MAX_HASH
+        # A shingle starts where a full window fits, or at the first word of a short text.
+        valid = (remaining >= self.shingle_size) | (
+            (np.arange(len(flat)) == starts[row_of]) & (lengths[row_of] < self.shingle_size)
+        )
+        shingle_hashes = combined[valid]
+        counts = np.bincount(row_of[valid], minlength=len(lists))
         offsets = np.concatenate(([0], np.cumsum(counts)))
+        out = np.empty((len(lists), self.num_perm), dtype=np.uint64)
         step = max(1, 200_000 // self.num_perm)
-        for lo in range(0, len(texts), step):
-            hi = min(len(texts), lo + step)
-            part = flat[offsets[lo] : offsets[hi]]
-            hashed = ((part[:, None] * self._a[None, :] + self._b[None, :]) % _MERSENNE) & _MAX_HASH
-            starts = offsets[lo:hi] - offsets[lo]
-            out[lo:hi] = np.minimum.reduceat(hashed, starts, axis=0)
+        for lo in range(0, len(lists), step):
+            hi = min(len(lists), lo + step)
+            part = shingle_hashes[offsets[lo] : offsets[hi]]
+            # Multiply-shift hashing (wrapping uint64 arithmetic): no modulo in the hot loop.
+            hashed = (part[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
+            out[lo:hi] = np.minimum.reduceat(hashed, offsets[lo:hi] - offsets[lo], axis=0)
         return out
 
     def jaccard(self, left: np.ndarray, right: np.ndarray) -> float:
@@ -89,7 +148,9 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
         if num_perm % rows:
             continue
         bands = num_perm // rows
-        if abs((1 / bands) ** (1 / rows) - threshold) < abs((1 / best[0]) ** (1 / best[1]) - threshold):
+        if abs((1 / bands) ** (1 / rows) - threshold) < abs(
+            (1 / best[0]) ** (1 / best[1]) - threshold
+        ):
             best = (bands, rows)
     return best
 
@@ -115,61 +176,84 @@ def candidate_duplicates(keys: np.ndarray) -> np.ndarray:
 
 
 class NearDupIndex:
-    """MinHash LSH over rows seen so far: ``check_and_add`` says which earlier row a new one matches."""
+    """MinHash LSH over rows seen so far; finds earlier rows similar to new ones.
+
+    One dict per band maps a band key to the first row that had it, and signatures are kept as
+    uint32 rows of one growing array, so a million indexed rows cost a few hundred MB. Candidates
+    are confirmed by the estimated Jaccard similarity of the full signatures.
+    """
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 64, seed: int = 1) -> None:
         if not 0.0 < threshold < 1.0:
             raise ConfigError("near-duplicate threshold must be between 0 and 1 (exclusive)")
         self.threshold = threshold
         self.hasher = MinHasher(num_perm=num_perm, seed=seed)
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._signatures: dict[int, np.ndarray] = {}
+        self.bands, self.rows_per_band = lsh_params(threshold, num_perm)
+        self._tables: list[dict[int, int]] = [{} for _ in range(self.bands)]
+        self._signatures = np.zeros((1024, num_perm), dtype=np.uint32)
         self._next = 0
+
+    def __len__(self) -> int:
+        return self._next
+
+    def _candidates(self, keys: list[int]) -> list[int]:
+        found = []
+        for table, key in zip(self._tables, keys, strict=True):
+            hit = table.get(key)
+            if hit is not None and hit not in found:
+                found.append(hit)
+        return found
+
+    def _confirmed(self, signature: np.ndarray, candidates: list[int]) -> list[int]:
+        if not candidates:
+            return []
+        same = (self._signatures[candidates] == signature[None, :]).mean(axis=1)
+        return sorted(
+            c for c, score in zip(candidates, same, strict=True) if score >= self.threshold
+        )
+
+    def _insert(self, signature: np.ndarray, keys: list[int]) -> int:
+        key = self._next
+        if key >= len(self._signatures):
+            grown = np.zeros((len(self._signatures) * 2, self.hasher.num_perm), dtype=np.uint32)
+            grown[: len(self._signatures)] = self._signatures
+            self._signatures = grown
+        self._signatures[key] = signature
+        for table, band_key in zip(self._tables, keys, strict=True):
+            table.setdefault(band_key, key)
+        self._next += 1
+        return key
+
+    def _prepare(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[int]]]:
+        signatures = self.hasher.signatures(texts).astype(np.uint32)
+        keys = band_keys(signatures.astype(np.uint64), self.bands).tolist()
+        return signatures, keys
 
     def similar(self, texts: Sequence[str]) -> list[list[int]]:
         """For each text, the ids of indexed rows at or above the threshold (nothing is added)."""
-        found: list[list[int]] = []
-        for signature in self.hasher.signatures(texts):
-            lean = LeanMinHash(seed=self.hasher.seed, hashvalues=signature, scheme="legacy")
-            found.append(
-                sorted(
-                    c
-                    for c in self._lsh.query(lean)
-                    if self.hasher.jaccard(signature, self._signatures[c]) >= self.threshold
-                )
-            )
-        return found
+        signatures, keys = self._prepare(texts)
+        return [
+            self._confirmed(signature, self._candidates(row_keys))
+            for signature, row_keys in zip(signatures, keys, strict=True)
+        ]
 
     def add(self, texts: Sequence[str]) -> list[int]:
         """Index ``texts``; returns their ids."""
-        ids = []
-        for signature in self.hasher.signatures(texts):
-            key = self._next
-            self._next += 1
-            lean = LeanMinHash(seed=self.hasher.seed, hashvalues=signature, scheme="legacy")
-            self._lsh.insert(key, lean, check_duplication=False)
-            self._signatures[key] = signature
-            ids.append(key)
-        return ids
+        signatures, keys = self._prepare(texts)
+        return [self._insert(sig, row_keys) for sig, row_keys in zip(signatures, keys, strict=True)]
 
     def check_and_add(self, texts: Sequence[str], add_matches: bool = False) -> list[int | None]:
         """For each text: the id of an earlier similar row (``None`` if none); new rows are added.
 
         Rows that match are not added unless ``add_matches`` (so a kept row stays the anchor).
-        Ids count rows in the order they were given, from 0.
+        Ids count the rows added, in order, from 0.
         """
+        signatures, keys = self._prepare(texts)
         found: list[int | None] = []
-        for signature in self.hasher.signatures(texts):
-            key = self._next
-            self._next += 1
-            lean = LeanMinHash(seed=self.hasher.seed, hashvalues=signature, scheme="legacy")
-            match = None
-            for candidate in self._lsh.query(lean):
-                if self.hasher.jaccard(signature, self._signatures[candidate]) >= self.threshold:
-                    match = candidate
-                    break
+        for signature, row_keys in zip(signatures, keys, strict=True):
+            matches = self._confirmed(signature, self._candidates(row_keys))
+            match = matches[0] if matches else None
             found.append(match)
             if match is None or add_matches:
-                self._lsh.insert(key, lean, check_duplication=False)
-                self._signatures[key] = signature
+                self._insert(signature, row_keys)
         return found

@@ -221,7 +221,9 @@ class RowReader:
                     continue
                 try:
                     # orjson reads UTF-8 bytes directly; other encodings are decoded first.
-                    data = orjson.loads(raw) if utf8 else json.loads(self._decode(raw, number, start))
+                    data = (
+                        orjson.loads(raw) if utf8 else json.loads(self._decode(raw, number, start))
+                    )
                 except orjson.JSONDecodeError as exc:
                     if "utf-8" in str(exc).lower() or "surrogate" in str(exc).lower():
                         data = self._retry_decoded(raw, number, start)
@@ -254,13 +256,35 @@ class RowReader:
         handle = self._open()
         try:
             reader = pa_csv.open_csv(handle, read_options=read, convert_options=convert)
-            yield from self._arrow_batches(iter(reader))
+            for chunk in self._arrow_batches(iter(reader)):
+                yield [(number, self._decode_cells(number, row)) for number, row in chunk]
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
                 return
             raise InvalidInputError(f"{self.source}: cannot read as CSV: {exc}")
         finally:
             handle.close()
+
+    def _decode_cells(self, number: int, row: dict[str, Any]) -> dict[str, Any]:
+        # pyarrow leaves a CSV column it cannot decode as binary; name the row and column.
+        for name, value in row.items():
+            if not isinstance(value, bytes):
+                continue
+            try:
+                row[name] = value.decode(self.options.encoding)
+            except UnicodeDecodeError as exc:
+                if self.options.fallback_encoding is None:
+                    raise InvalidInputError(
+                        f"{self.source}: row {number}, column {name!r} is not valid "
+                        f"{self.options.encoding} (byte {exc.start} of the cell); set "
+                        "fallback_encoding (e.g. 'cp1252') or re-encode the file",
+                        line=number,
+                        column=name,
+                    )
+                row[name] = value.decode(self.options.fallback_encoding, errors="replace")
+                if len(self.report.fallback_lines) < MAX_REPORTED_ERRORS:
+                    self.report.fallback_lines.append(number)
+        return row
 
     def _parquet(self) -> Iterator[list[tuple[int, Any]]]:
         handle = self._open()
@@ -283,7 +307,9 @@ class RowReader:
                 raise InvalidInputError(f"{self.source} has no split {split!r}; it has {splits}")
             root = f"{root}/{split}"
         if not fs.exists(f"{root}/state.json"):
-            raise InvalidInputError(f"{self.source} is not a datasets save_to_disk folder (no state.json)")
+            raise InvalidInputError(
+                f"{self.source} is not a datasets save_to_disk folder (no state.json)"
+            )
         state = json.loads(fs.cat_file(f"{root}/state.json"))
         for entry in state.get("_data_files", []):
             with fs.open(f"{root}/{entry['filename']}", "rb") as handle:
@@ -300,7 +326,9 @@ class RowReader:
 _BAD = object()
 
 
-def read_batches(source: str, options: LoadOptions | None = None) -> tuple[Iterator[Batch], LoadReport]:
+def read_batches(
+    source: str, options: LoadOptions | None = None
+) -> tuple[Iterator[Batch], LoadReport]:
     """Batches of ``source`` and the report they fill as they are consumed."""
     reader = RowReader(source, options)
     return iter(reader), reader.report

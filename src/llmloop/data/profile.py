@@ -2,7 +2,8 @@
 
 Per field: types and null rates. Per row text: length in characters and tokens (histograms,
 length outliers by z-score and IQR), exact and near duplicates (MinHash LSH band keys), PII hits
-by kind (``guards.pii``), toxicity (alt-profanity-check, batched), empty and shape-invalid rows,
+by kind (``guards.pii``), toxicity (alt-profanity-check, batched), HTML markup, mojibake
+(ftfy's badness heuristic), empty and shape-invalid rows,
 top word n-grams, and a few sample rows per finding. Memory is bounded: per row only a length,
 an 8-byte exact key and MinHash band keys are kept; languages are detected on a reservoir
 sample, n-grams counted over the first ``ngram_rows`` rows.
@@ -16,18 +17,31 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
+from ftfy.badness import is_bad
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmloop.data.dedup import MinHasher, band_keys, candidate_duplicates, exact_key, lsh_params
+from llmloop.data.dedup import (
+    MinHasher,
+    band_keys,
+    candidate_duplicates,
+    exact_key_of_words,
+    lsh_params,
+    words_of,
+)
 from llmloop.data.shapes import Batch, detect_shape, row_problem, row_text
 from llmloop.data.text import TextTokenizer, detect_languages, toxicity_scores
 from llmloop.errors import InvalidInputError
 from llmloop.guards.pii import PiiDetector
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_HTML = re.compile(r"</?(?:[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>|&(?:[a-z]+|#\d+);")
+
+
+#: Rows (from the start) whose text is kept for samples of findings known only at the end.
+SAMPLE_TEXT_ROWS = 20_000
 
 
 class ProfileConfig(BaseModel):
@@ -41,13 +55,17 @@ class ProfileConfig(BaseModel):
     histogram_bins: int = Field(default=30, ge=2, le=200, description="Bins per histogram.")
     language_sample: int = Field(default=2000, ge=0, description="Rows sampled for languages.")
     near_dup_threshold: float = Field(default=0.8, gt=0, lt=1, description="MinHash Jaccard.")
-    num_perm: int = Field(default=64, ge=8, le=512, description="MinHash permutations.")
+    num_perm: int = Field(
+        default=32, ge=8, le=512, description="MinHash permutations (more: finer, slower)."
+    )
     pii: bool = Field(default=True, description="Count PII hits by kind.")
     toxicity: bool = Field(default=True, description="Score toxicity (alt-profanity-check).")
     toxicity_threshold: float = Field(default=0.8, ge=0, le=1, description="Toxic above this.")
     ngram_sizes: list[int] = Field(default_factory=lambda: [2, 3], description="n of the n-grams.")
     top_ngrams: int = Field(default=20, ge=0, description="How many n-grams to report per n.")
-    ngram_rows: int = Field(default=200_000, ge=0, description="Rows counted for n-grams.")
+    ngram_rows: int = Field(
+        default=20_000, ge=0, description="Rows (from the start) whose n-grams are counted."
+    )
     outlier_z: float = Field(default=4.0, gt=0, description="Length z-score that is an outlier.")
     samples_per_finding: int = Field(default=3, ge=0, le=50, description="Sample rows kept.")
     sample_chars: int = Field(default=200, ge=20, description="Characters kept of a sample.")
@@ -103,7 +121,11 @@ class DataProfile(BaseModel):
     pii_counts: dict[str, int] = Field(description="PII kind -> number of hits.")
     top_ngrams: dict[str, list[tuple[str, int]]]
     findings: dict[str, Finding] = Field(
-        description="exact_duplicate, near_duplicate, pii, toxic, empty, invalid, length_outlier."
+        description="Finding name -> rows, rate and samples: "
+        + ", ".join(
+            ("exact_duplicate", "near_duplicate", "pii", "toxic", "html", "mojibake", "empty")
+        )
+        + ", invalid, length_outlier."
     )
     notes: list[str] = Field(default_factory=list)
 
@@ -127,7 +149,17 @@ def _json_type(value: Any) -> str:
 class Profiler:
     """Accumulates a profile batch by batch; ``finish`` returns the ``DataProfile``."""
 
-    FINDINGS = ("exact_duplicate", "near_duplicate", "pii", "toxic", "empty", "invalid", "length_outlier")
+    FINDINGS = (
+        "exact_duplicate",
+        "near_duplicate",
+        "pii",
+        "toxic",
+        "html",
+        "mojibake",
+        "empty",
+        "invalid",
+        "length_outlier",
+    )
 
     def __init__(self, config: ProfileConfig | None = None) -> None:
         self.config = config if config is not None else ProfileConfig()
@@ -144,7 +176,9 @@ class Profiler:
         self.seen_exact: set[bytes] = set()
         self.not_near: list[np.ndarray] = []
         self.pii_counts: Counter[str] = Counter()
-        self.ngrams: dict[int, Counter[str]] = {n: Counter() for n in self.config.ngram_sizes}
+        self.ngrams: dict[int, Counter[tuple[str, ...]]] = {
+            n: Counter() for n in self.config.ngram_sizes
+        }
         self.findings = {name: Finding() for name in self.FINDINGS}
         self.reservoir: list[str] = []
         self.short_texts: dict[int, str] = {}
@@ -156,10 +190,11 @@ class Profiler:
             return
         texts = [row_text(row) if isinstance(row, Mapping) else "" for row in batch]
         base = self.rows
+        words = [words_of(t) for t in texts]
         self._fields_and_validity(batch, base)
         self._lengths(texts)
-        self._duplicates(texts, base)
-        self._content(texts, base)
+        self._duplicates(texts, words, base)
+        self._content(texts, words, base)
         self.rows += len(batch)
 
     def _sample(self, finding: str, row: int, text: str, detail: str = "") -> None:
@@ -186,7 +221,7 @@ class Profiler:
         self.chars.append(np.fromiter((len(t) for t in texts), dtype=np.int32, count=len(texts)))
         self.tokens.append(np.asarray(self.tokenizer.count(texts), dtype=np.int32))
 
-    def _duplicates(self, texts: list[str], base: int) -> None:
+    def _duplicates(self, texts: list[str], words: list[list[str]], base: int) -> None:
         # Empty rows and exact duplicates are counted once, not again as near duplicates.
         skip = np.zeros(len(texts), dtype=bool)
         for i, text in enumerate(texts):
@@ -194,21 +229,25 @@ class Profiler:
                 self._sample("empty", base + i, text)
                 skip[i] = True
                 continue
-            key = exact_key(text)[:8]
+            key = exact_key_of_words(words[i])[:8]
             if key in self.seen_exact:
                 self._sample("exact_duplicate", base + i, text)
                 skip[i] = True
             else:
                 self.seen_exact.add(key)
         self.not_near.append(skip)
-        self.band_keys.append(band_keys(self.hasher.signatures(texts), self.bands))
-        for i, text in enumerate(texts[: max(0, 20_000 - len(self.short_texts))]):
+        self.band_keys.append(band_keys(self.hasher.signatures_of_words(words), self.bands))
+        for i, text in enumerate(texts[: max(0, SAMPLE_TEXT_ROWS - len(self.short_texts))]):
             self.short_texts[base + i] = text[: self.config.sample_chars]
 
-    def _content(self, texts: list[str], base: int) -> None:
+    def _content(self, texts: list[str], words: list[list[str]], base: int) -> None:
         cfg = self.config
         for i, text in enumerate(texts):
             index = base + i
+            if not text.isascii() and is_bad(text):  # mojibake needs non-ASCII characters
+                self._sample("mojibake", index, text)
+            if ("<" in text or "&" in text) and _HTML.search(text):
+                self._sample("html", index, text)
             if cfg.language_sample and text.strip():
                 if len(self.reservoir) < cfg.language_sample:
                     self.reservoir.append(text[:500])
@@ -217,22 +256,24 @@ class Profiler:
                     if slot < cfg.language_sample:
                         self.reservoir[slot] = text[:500]
             if self.pii is not None:
-                kinds = self.pii.kinds_in(text)
-                if kinds:
-                    self.pii_counts.update(kinds)
-                    self._sample("pii", index, text, ", ".join(sorted(kinds)))
-            if index < cfg.ngram_rows and cfg.top_ngrams:
-                words = _WORD.findall(text.lower())
-                for n, counter in self.ngrams.items():
-                    counter.update(" ".join(words[j : j + n]) for j in range(len(words) - n + 1))
+                spans = self.pii.find(text)
+                if spans:
+                    kinds = sorted({s.kind for s in spans})
+                    self.pii_counts.update(s.kind for s in spans)
+                    self._sample("pii", index, text, ", ".join(kinds))
+        counted = words[: max(0, cfg.ngram_rows - base)] if cfg.top_ngrams else []
+        for n, counter in self.ngrams.items():
+            # One C-level update per batch; n-grams never span two rows.
+            grams = (zip(*(w[j:] for j in range(n)), strict=False) for w in counted)
+            counter.update(chain.from_iterable(grams))
         if cfg.toxicity:
-            for i, score in enumerate(toxicity_scores(texts)):
+            for i, score in enumerate(toxicity_scores(texts, words)):
                 if score >= cfg.toxicity_threshold:
                     self._sample("toxic", base + i, texts[i], f"score {score:.2f}")
-        if len(self.ngrams) and sum(len(c) for c in self.ngrams.values()) > 500_000:
+        if sum(len(c) for c in self.ngrams.values()) > 300_000:
             # Bounded memory: keep the heavy hitters only (counts of rare n-grams are lost).
             for n, counter in self.ngrams.items():
-                self.ngrams[n] = Counter(dict(counter.most_common(50_000)))
+                self.ngrams[n] = Counter(dict(counter.most_common(20_000)))
 
     def finish(self) -> DataProfile:
         """The profile of everything added so far."""
@@ -245,6 +286,13 @@ class Profiler:
         for finding in self.findings.values():
             finding.rate = finding.count / self.rows
         languages, notes = detect_languages(self.reservoir)
+        if self.rows > SAMPLE_TEXT_ROWS:
+            notes.append(
+                f"near-duplicate and length-outlier samples show text for the first "
+                f"{SAMPLE_TEXT_ROWS} rows only; later samples give the row index"
+            )
+        if self.config.top_ngrams and self.rows > self.config.ngram_rows:
+            notes.append(f"n-grams counted over the first {self.config.ngram_rows} rows")
         return DataProfile(
             row_count=self.rows,
             shape=self.shape or "table",
@@ -253,7 +301,8 @@ class Profiler:
                     name=name,
                     types=dict(counts),
                     null_count=self.rows - sum(counts.values()) + counts.get("null", 0),
-                    null_rate=(self.rows - sum(counts.values()) + counts.get("null", 0)) / self.rows,
+                    null_rate=(self.rows - sum(counts.values()) + counts.get("null", 0))
+                    / self.rows,
                 )
                 for name, counts in sorted(self.types.items())
             ],
@@ -264,7 +313,11 @@ class Profiler:
             language_sample_size=len(self.reservoir),
             pii_counts=dict(self.pii_counts),
             top_ngrams={
-                str(n): counter.most_common(self.config.top_ngrams) for n, counter in self.ngrams.items()
+                str(n): [
+                    (" ".join(gram), count)
+                    for gram, count in counter.most_common(self.config.top_ngrams)
+                ]
+                for n, counter in self.ngrams.items()
             },
             findings=self.findings,
             notes=notes,
@@ -292,7 +345,9 @@ class Profiler:
         finding.count = len(outliers)
         for index in outliers[: self.config.samples_per_finding]:
             text = self.short_texts.get(int(index), "")
-            finding.samples.append(SampleRow(row=int(index), text=text, detail=f"{chars[index]} chars"))
+            finding.samples.append(
+                SampleRow(row=int(index), text=text, detail=f"{chars[index]} chars")
+            )
 
     def _stats(self, values: np.ndarray) -> LengthStats:
         counts, edges = np.histogram(values, bins=self.config.histogram_bins)

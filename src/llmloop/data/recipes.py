@@ -86,8 +86,15 @@ class RecipeReport(BaseModel):
 def _spec(index: int, item: Any) -> StepSpec:
     if isinstance(item, str):
         return StepSpec(step=item)
+    if isinstance(item, Mapping) and "step" in item and set(item) <= {"step", "config"}:
+        config = item.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"recipe step {index} ({item['step']}): config must be a mapping")
+        return StepSpec(step=str(item["step"]), config=dict(config))
     if isinstance(item, Mapping) and "step" in item:
-        return StepSpec(step=str(item["step"]), config={k: v for k, v in item.items() if k != "step"})
+        return StepSpec(
+            step=str(item["step"]), config={k: v for k, v in item.items() if k != "step"}
+        )
     if isinstance(item, Mapping) and len(item) == 1:
         ((name, config),) = item.items()
         if config is None:
@@ -102,7 +109,9 @@ def load_recipe(source: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
     """A recipe from a ``Recipe``, a dict, a YAML string or a YAML file path."""
     if isinstance(source, Recipe):
         return source
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+    ):
         try:
             source = Path(source).read_text(encoding="utf-8")
         except OSError as exc:
@@ -116,7 +125,11 @@ def load_recipe(source: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
         raise ConfigError("a recipe is a mapping with a 'steps' list")
     steps = [_spec(i, item) for i, item in enumerate(source["steps"])]
     try:
-        return Recipe(name=source.get("name", "recipe"), description=source.get("description", ""), steps=steps)
+        return Recipe(
+            name=source.get("name", "recipe"),
+            description=source.get("description", ""),
+            steps=steps,
+        )
     except ValidationError as exc:
         raise ConfigError(f"recipe is invalid: {exc}")
 
@@ -129,14 +142,17 @@ def build_steps(recipe: Recipe, registry: Mapping[str, type[Step]] | None = None
         cls = known.get(spec.step)
         if cls is None:
             raise ConfigError(
-                f"recipe step {index}: unknown step {spec.step!r}; known steps: {', '.join(sorted(known))}",
+                f"recipe step {index}: unknown step {spec.step!r}; "
+                f"known steps: {', '.join(sorted(known))}",
                 step_index=index,
                 known_steps=sorted(known),
             )
         try:
             steps.append(cls(cls.config_cls.model_validate(spec.config)))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            )
             raise ConfigError(f"recipe step {index} ({spec.step}): {problems}", step_index=index)
         except ConfigError as exc:
             raise ConfigError(f"recipe step {index} ({spec.step}): {exc.detail}", step_index=index)
@@ -173,20 +189,30 @@ class RecipeRunner:
     def _apply(self, step: Step, report: StepReport, batch: Batch) -> Batch:
         outcomes = step.apply(batch)
         if len(outcomes) != len(batch):
-            raise InvalidInputError(f"step {report.step} returned {len(outcomes)} outcomes for {len(batch)} rows")
+            raise InvalidInputError(
+                f"step {report.step} returned {len(outcomes)} outcomes for {len(batch)} rows"
+            )
         report.rows_in += len(batch)
         kept: Batch = []
         for before, (after, reason) in zip(batch, outcomes, strict=True):
             if after is None:
                 report.rows_removed += 1
                 if len(report.examples) < MAX_EXAMPLES:
-                    report.examples.append(StepExample(kind="removed", before=_example(row_text(before)), reason=reason))
+                    report.examples.append(
+                        StepExample(
+                            kind="removed", before=_example(row_text(before)), reason=reason
+                        )
+                    )
                 continue
             if after != before:
                 report.rows_changed += 1
                 if sum(e.kind == "changed" for e in report.examples) < MAX_EXAMPLES:
                     report.examples.append(
-                        StepExample(kind="changed", before=_example(row_text(before)), after=_example(row_text(after)))
+                        StepExample(
+                            kind="changed",
+                            before=_example(row_text(before)),
+                            after=_example(row_text(after)),
+                        )
                     )
             kept.append(after)
         return kept
@@ -218,6 +244,7 @@ def diff_rows(old: Iterable[Row], new: Iterable[Row], key: str | None = None) ->
     With ``key`` rows are matched by that field (a changed row keeps its key); without, rows are
     compared by content hash, so an edit counts as one removal plus one addition.
     """
+
     def ident(row: Row) -> str:
         if key is None:
             return row_hash(row)
@@ -243,4 +270,11 @@ def diff_rows(old: Iterable[Row], new: Iterable[Row], key: str | None = None) ->
         else:
             unchanged += 1
     examples["removed"] = [row for _, row in list(before.values())[:MAX_EXAMPLES]]
-    return RowDiff(added=added, removed=len(before), changed=changed, unchanged=unchanged, key=key, examples=examples)
+    return RowDiff(
+        added=added,
+        removed=len(before),
+        changed=changed,
+        unchanged=unchanged,
+        key=key,
+        examples=examples,
+    )

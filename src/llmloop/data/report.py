@@ -54,7 +54,8 @@ def _histogram_svg(histogram: Histogram, title: str, xlabel: str) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -72,9 +73,10 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
             [(name, f.count, f"{f.rate:.2%}") for name, f in profile.findings.items()],
         ),
         "<h2>Lengths</h2><div class='plots'>",
-        f"<figure>{_histogram_svg(profile.chars.histogram, 'Characters per row', 'characters')}</figure>",
-        f"<figure>{_histogram_svg(profile.tokens.histogram, 'Tokens per row', 'tokens')}</figure>",
     ]
+    for lengths, label in ((profile.chars, "characters"), (profile.tokens, "tokens")):
+        svg = _histogram_svg(lengths.histogram, f"{label.capitalize()} per row", label)
+        parts.append(f"<figure>{svg}</figure>")
     if profile.languages:
         top = list(profile.languages.items())[:12]
         languages_svg = _svg_bar([k for k, _ in top], [v for _, v in top], "Languages", "code")
@@ -88,16 +90,26 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
         (name, s.mean, s.std, s.min, s.p50, s.p90, s.p99, s.max)
         for name, s in (("chars", profile.chars), ("tokens", profile.tokens))
     ]
-    parts.append(_table(["", "mean", "std", "min", "p50", "p90", "p99", "max"], [
-        (n, f"{a:.1f}", f"{b:.1f}", c, d, e, f, g) for n, a, b, c, d, e, f, g in stats
-    ]))
+    parts.append(
+        _table(
+            ["", "mean", "std", "min", "p50", "p90", "p99", "max"],
+            [(n, f"{a:.1f}", f"{b:.1f}", c, d, e, f, g) for n, a, b, c, d, e, f, g in stats],
+        )
+    )
     parts.append("<h2>Fields</h2>")
-    parts.append(_table(
-        ["field", "types", "null rate"],
-        [(f.name, ", ".join(f"{k}: {v}" for k, v in f.types.items()), f"{f.null_rate:.2%}") for f in profile.fields],
-    ))
+    parts.append(
+        _table(
+            ["field", "types", "null rate"],
+            [
+                (f.name, ", ".join(f"{k}: {v}" for k, v in f.types.items()), f"{f.null_rate:.2%}")
+                for f in profile.fields
+            ],
+        )
+    )
     parts.append("<h2>Languages</h2>")
-    parts.append(_table(["language", "share"], [(k, f"{v:.1%}") for k, v in profile.languages.items()]))
+    parts.append(
+        _table(["language", "share"], [(k, f"{v:.1%}") for k, v in profile.languages.items()])
+    )
     parts.append("<h2>Top n-grams</h2>")
     for n, grams in profile.top_ngrams.items():
         parts.append(f"<h3>{html.escape(n)}-grams</h3>" + _table(["n-gram", "count"], grams))
@@ -105,8 +117,16 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
     for name, finding in profile.findings.items():
         if finding.samples:
             parts.append(f"<h3>{html.escape(name)}</h3>")
-            parts.append(_table(["row", "detail", "text"], [(s.row, s.detail, s.text) for s in finding.samples]))
+            parts.append(
+                _table(
+                    ["row", "detail", "text"], [(s.row, s.detail, s.text) for s in finding.samples]
+                )
+            )
     if profile.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in profile.notes) + "</ul>")
+        parts.append(
+            "<h2>Notes</h2><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in profile.notes)
+            + "</ul>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)

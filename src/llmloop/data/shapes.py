@@ -106,7 +106,9 @@ def row_text(row: Mapping[str, Any]) -> str:
     messages = row.get("messages")
     if isinstance(messages, list):
         parts.extend(
-            m["content"] for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), str)
+            m["content"]
+            for m in messages
+            if isinstance(m, Mapping) and isinstance(m.get("content"), str)
         )
     parts.extend(row[name] for name in TEXT_FIELDS if isinstance(row.get(name), str))
     if not parts:
@@ -142,7 +144,11 @@ def text_values(row: Mapping[str, Any]) -> list[str]:
     values: list[str] = []
     messages = row.get("messages")
     if isinstance(messages, list):
-        values.extend(m["content"] for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), str))
+        values.extend(
+            m["content"]
+            for m in messages
+            if isinstance(m, Mapping) and isinstance(m.get("content"), str)
+        )
     values.extend(row[name] for name in TEXT_FIELDS if isinstance(row.get(name), str))
     return values or [v for v in row.values() if isinstance(v, str)]
 
@@ -160,7 +166,9 @@ def row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_line(row)).hexdigest()
 
 
-def write_canonical(batches: Iterable[Iterable[Mapping[str, Any]]], out: IO[bytes]) -> tuple[str, int]:
+def write_canonical(
+    batches: Iterable[Iterable[Mapping[str, Any]]], out: IO[bytes]
+) -> tuple[str, int]:
     """Write canonical JSONL to ``out``; returns (sha256 of the bytes written, row count)."""
     digest = hashlib.sha256()
     count = 0

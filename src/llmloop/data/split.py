@@ -108,7 +108,11 @@ def split_rows(rows: Iterable[Row], config: SplitConfig | None = None) -> SplitR
     for indices in assigned.values():
         rng.shuffle(indices)
     splits = {name: [data[i] for i in indices] for name, indices in assigned.items()}
-    leakage = find_leakage(splits, cfg.near_dup_threshold, cfg.remove_leaks) if cfg.check_leakage else LeakageReport()
+    leakage = (
+        find_leakage(splits, cfg.near_dup_threshold, cfg.remove_leaks)
+        if cfg.check_leakage
+        else LeakageReport()
+    )
     return SplitResult(
         splits=splits,
         counts={name: len(r) for name, r in splits.items()},
@@ -117,7 +121,9 @@ def split_rows(rows: Iterable[Row], config: SplitConfig | None = None) -> SplitR
     )
 
 
-def find_leakage(splits: dict[str, list[Row]], threshold: float = 0.8, remove: bool = False) -> LeakageReport:
+def find_leakage(
+    splits: dict[str, list[Row]], threshold: float = 0.8, remove: bool = False
+) -> LeakageReport:
     """Rows of later splits duplicating rows of earlier ones; removed in place when ``remove``."""
     report = LeakageReport()
     owner_exact: dict[bytes, str] = {}
@@ -138,7 +144,9 @@ def find_leakage(splits: dict[str, list[Row]], threshold: float = 0.8, remove: b
                 report.exact += kind == "exact"
                 report.near += kind == "near"
                 if len(report.examples) < MAX_LEAK_EXAMPLES:
-                    report.examples.append(Leak(kind=kind, split=name, other_split=other, text=text[:200]))
+                    report.examples.append(
+                        Leak(kind=kind, split=name, other_split=other, text=text[:200])
+                    )
                 if remove:
                     report.removed += 1
                     continue

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import ftfy
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmloop.data.dedup import NearDupIndex, exact_key
+from llmloop.data.dedup import NearDupIndex, exact_key, words_of
 from llmloop.data.shapes import Batch, Row, map_text, row_text, text_values
 from llmloop.data.text import TextTokenizer, detect_language, toxicity_scores
 from llmloop.errors import ConfigError
@@ -137,7 +137,9 @@ class WhitespaceStep(_TextMapStep):
     def fix(self, text: str) -> str:
         text = re.sub(r"[ \t\u00a0\u2000-\u200b]+", " ", text)
         text = re.sub(r" *\n *", "\n", text)
-        text = re.sub("\n{%d,}" % (self.config.max_newlines + 1), "\n" * self.config.max_newlines, text)
+        text = re.sub(
+            f"\n{{{self.config.max_newlines + 1},}}", "\n" * self.config.max_newlines, text
+        )
         return text.strip()
 
 
@@ -153,7 +155,9 @@ class DropEmptyStep(Step):
 
     def apply(self, batch: Batch) -> list[Outcome]:
         return [
-            (None, "empty text") if any(not v.strip() for v in text_values(row)) or not text_values(row) else (row, "")
+            (None, "empty text")
+            if any(not v.strip() for v in text_values(row)) or not text_values(row)
+            else (row, "")
             for row in batch
         ]
 
@@ -184,7 +188,9 @@ class LengthFilterStep(Step):
 
     def apply(self, batch: Batch) -> list[Outcome]:
         texts = [row_text(row) for row in batch]
-        sizes = [len(t) for t in texts] if self.config.unit == "chars" else self.tokenizer.count(texts)
+        sizes = (
+            [len(t) for t in texts] if self.config.unit == "chars" else self.tokenizer.count(texts)
+        )
         high = self.config.max
         return [
             (None, f"{size} {self.config.unit} < {self.config.min}")
@@ -259,7 +265,9 @@ def builtin_deny_list(name: str) -> list[str]:
     folder = resources.files("llmloop").joinpath("resources/data/deny_lists")
     file = folder.joinpath(f"{name}.txt")
     if not file.is_file():
-        known = sorted(p.name.removesuffix(".txt") for p in folder.iterdir() if p.name.endswith(".txt"))
+        known = sorted(
+            p.name.removesuffix(".txt") for p in folder.iterdir() if p.name.endswith(".txt")
+        )
         raise ConfigError(f"no built-in deny-list {name!r}; known: {known}")
     lines = file.read_text(encoding="utf-8").splitlines()
     return [t.strip() for t in lines if t.strip() and not t.startswith("#")]
@@ -281,7 +289,9 @@ class DenyListStep(Step):
 
     def __init__(self, config: DenyListConfig | None = None) -> None:
         super().__init__(config)
-        terms = list(self.config.terms) + [t for n in self.config.builtin for t in builtin_deny_list(n)]
+        terms = list(self.config.terms) + [
+            t for n in self.config.builtin for t in builtin_deny_list(n)
+        ]
         if not terms:
             raise ConfigError("deny_list needs 'terms' or 'builtin' lists")
         alternatives = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
@@ -330,7 +340,7 @@ class NearDedupConfig(StepConfig):
 
 
 class NearDedupStep(Step):
-    """Keeps the first of rows whose word 3-gram sets are similar (MinHash LSH, datasketch)."""
+    """Keeps the first of rows whose word 3-gram sets are similar (MinHash LSH)."""
 
     name = "near_dedup"
     config_cls = NearDedupConfig
@@ -398,7 +408,9 @@ class PiiStep(Step):
 
 
 class ToxicityFilterConfig(StepConfig):
-    threshold: float = Field(default=0.8, gt=0, le=1, description="Drop rows scoring at least this.")
+    threshold: float = Field(
+        default=0.8, gt=0, le=1, description="Drop rows scoring at least this."
+    )
 
 
 class ToxicityFilterStep(Step):
@@ -409,7 +421,8 @@ class ToxicityFilterStep(Step):
     config: ToxicityFilterConfig
 
     def apply(self, batch: Batch) -> list[Outcome]:
-        scores = toxicity_scores([row_text(row) for row in batch])
+        texts = [row_text(row) for row in batch]
+        scores = toxicity_scores(texts, [words_of(t) for t in texts])
         return [
             (None, f"toxicity {score:.2f}") if score >= self.config.threshold else (row, "")
             for row, score in zip(batch, scores, strict=True)

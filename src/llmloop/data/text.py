@@ -23,7 +23,7 @@ TOXICITY_MAX_CHARS = 2000
 
 
 class TextTokenizer:
-    """Counts tokens: a local ``tokenizers`` file when a path is given, else words and punctuation."""
+    """Counts tokens: a local ``tokenizers`` file if a path is given, else words and punctuation."""
 
     def __init__(self, path: str | None = None) -> None:
         self.name = "regex:\\w+|[^\\w\\s]" if path is None else str(path)
@@ -78,12 +78,43 @@ def detect_languages(texts: Sequence[str]) -> tuple[dict[str, float], list[str]]
     return {code: n / total for code, n in counts.most_common()}, []
 
 
-def toxicity_scores(texts: Sequence[str]) -> list[float]:
-    """Probability that each text is offensive (alt-profanity-check's linear model), batched."""
+def toxicity_scores(texts: Sequence[str], words: Sequence[list[str]] | None = None) -> list[float]:
+    """Probability that each text is offensive (alt-profanity-check's linear model), batched.
+
+    ``words`` (lower-cased ``\\w+`` tokens of each text, as the profile already has them) skip
+    the package's own tokenizer: the features are the same, built faster.
+    """
     if not texts:
         return []
     try:
-        from profanity_check import predict_prob
+        from profanity_check import predict_prob, profanity_check
     except ImportError:
         raise MissingExtraError("eval", "Toxicity scoring (alt-profanity-check)")
-    return [float(p) for p in predict_prob([t[:TOXICITY_MAX_CHARS] for t in texts])]
+    model = getattr(profanity_check, "model", None)
+    vectorizer = getattr(profanity_check, "vectorizer", None)
+    if words is None or model is None or not hasattr(vectorizer, "idf_"):
+        return [float(p) for p in predict_prob([t[:TOXICITY_MAX_CHARS] for t in texts])]
+    return _scores_from_words(words, model, vectorizer)
+
+
+def _scores_from_words(words: Sequence[list[str]], model: Any, vectorizer: Any) -> list[float]:
+    # TfidfVectorizer(token_pattern=r"\b\w\w+\b", lowercase) == lower-cased \w+ tokens of 2+
+    # characters; stop words are simply absent from its vocabulary.
+    import numpy as np
+    from scipy import sparse
+
+    vocabulary: dict[str, int] = vectorizer.vocabulary_
+    indices: list[int] = []
+    indptr = [0]
+    for row_words in words:
+        indices.extend(i for i in map(vocabulary.get, row_words) if i is not None)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float64)
+    shape = (len(words), len(vocabulary))
+    counts = sparse.csr_matrix((data, np.asarray(indices, dtype=np.int64), indptr), shape=shape)
+    counts.sum_duplicates()
+    tfidf = counts.multiply(vectorizer.idf_).tocsr()
+    norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    tfidf = sparse.csr_matrix(sparse.diags(1.0 / norms) @ tfidf)
+    return [float(p) for p in model.predict_proba(tfidf)[:, 1]]

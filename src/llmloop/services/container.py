@@ -24,11 +24,12 @@ if TYPE_CHECKING:
     from llmloop.services.alerts import AlertService
     from llmloop.services.annotation import AnnotationService
     from llmloop.services.curation import CurationService
+    from llmloop.services.data import DataService
     from llmloop.services.drift import DriftService
-    from llmloop.services.feedback import FeedbackService
-    from llmloop.services.monitoring import MonitoringService
     from llmloop.services.evaluation import EvaluationService
+    from llmloop.services.feedback import FeedbackService
     from llmloop.services.gateway.service import GatewayService
+    from llmloop.services.monitoring import MonitoringService
     from llmloop.services.training import TrainingService
 
 
@@ -90,6 +91,12 @@ class Container:
         from llmloop.services.evaluation import EvaluationService
 
         return EvaluationService(self)
+
+    @cached_property
+    def data(self) -> DataService:
+        from llmloop.services.data import DataService
+
+        return DataService(self)
 
     @cached_property
     def training(self) -> TrainingService:

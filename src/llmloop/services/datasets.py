@@ -20,6 +20,7 @@ from llmloop.core.datasets import (
     DatasetVersionPublic,
 )
 from llmloop.core.ids import new_id
+from llmloop.data.shapes import canonical_line
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.owners import get_or_create_owner
@@ -28,13 +29,13 @@ from llmloop.store.registry import Row, Store, Tx, utcnow
 
 
 def canonical_jsonl(rows: Iterable[JsonDict]) -> bytes:
-    """Sorted-key JSON lines; the basis of a version's content hash."""
+    """Sorted-key JSON lines (the data stage's canonical form); the basis of the content hash."""
     lines = []
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InvalidInputError(f"row {index} is not an object")
-        lines.append(json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
-    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+        lines.append(canonical_line(row))
+    return b"".join(lines)
 
 
 def infer_shape(rows: list[JsonDict]) -> str:
@@ -55,9 +56,10 @@ def infer_shape(rows: list[JsonDict]) -> str:
     return "table"
 
 
-def infer_schema(rows: list[JsonDict]) -> dict[str, str]:
-    """Field -> JSON type name; a field with mixed types is 'mixed'."""
-    names = {
+class SchemaBuilder:
+    """Field -> JSON type name, built incrementally; a field with mixed types is 'mixed'."""
+
+    _NAMES = {
         bool: "boolean",
         int: "integer",
         float: "number",
@@ -66,16 +68,30 @@ def infer_schema(rows: list[JsonDict]) -> dict[str, str]:
         dict: "object",
         type(None): "null",
     }
-    schema: dict[str, str] = {}
-    for row in rows:
-        for key, value in row.items():
-            kind = names.get(type(value), "string")
-            seen = schema.get(key)
-            if seen is None or seen == "null":
-                schema[key] = kind
-            elif kind not in (seen, "null"):
-                schema[key] = "number" if {seen, kind} == {"integer", "number"} else "mixed"
-    return dict(sorted(schema.items()))
+
+    def __init__(self) -> None:
+        self.schema: dict[str, str] = {}
+
+    def update(self, rows: Iterable[JsonDict]) -> None:
+        for row in rows:
+            for key, value in row.items():
+                kind = self._NAMES.get(type(value), "string")
+                seen = self.schema.get(key)
+                if seen is None or seen == "null":
+                    self.schema[key] = kind
+                elif kind not in (seen, "null"):
+                    mixed = "number" if {seen, kind} == {"integer", "number"} else "mixed"
+                    self.schema[key] = mixed
+
+    def result(self) -> dict[str, str]:
+        return dict(sorted(self.schema.items()))
+
+
+def infer_schema(rows: Iterable[JsonDict]) -> dict[str, str]:
+    """Field -> JSON type name of ``rows``."""
+    builder = SchemaBuilder()
+    builder.update(rows)
+    return builder.result()
 
 
 class DatasetService:

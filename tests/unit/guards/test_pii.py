@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmloop.core.chat import ChatMessage
 from llmloop.errors import InvalidInputError
@@ -161,3 +163,19 @@ def test_guard_redacts_blocks_and_flags() -> None:
     assert PiiGuard(PiiGuardConfig(check_input=False)).check_input(messages) == []
     assert PiiGuard(PiiGuardConfig(check_output=False)).check_output("x@y.org", final=True) == []
     assert PiiGuard().check_output("nothing personal here", final=True) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.text(alphabet="abc XYZ.,", max_size=20),
+    st.sampled_from(["a.b@example.com", "4111 1111 1111 1111", "10.1.2.3"]),
+    st.text(alphabet="abc XYZ.,", max_size=20),
+)
+def test_policies_keep_the_rest_of_the_text(before: str, value: str, after: str) -> None:
+    text = f"{before} {value} {after}"
+    spans = PiiDetector().find(text)
+    assert [s.text for s in spans] == [value]
+    masked = apply_pii_policy(text, spans, "mask")
+    assert len(masked) == len(text) and masked.startswith(f"{before} ") and masked.endswith(after)
+    vault = PseudonymVault()
+    assert vault.reveal(apply_pii_policy(text, spans, "pseudonymise", key="k", vault=vault)) == text

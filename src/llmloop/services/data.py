@@ -1,0 +1,313 @@
+"""Data preparation as use cases: ingest files, profile, clean with a recipe, split, diff and
+augment — each result a new immutable dataset version whose lineage names its parent and the
+recipe or step that made it.
+
+Rows stream from source to a canonical JSONL temp file and into the artifact store, so files
+larger than memory are never loaded whole; a failed step leaves no half-written version (the
+version row is written last, in one transaction). The data adapters do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llmloop.core.base import JsonDict
+from llmloop.core.datasets import DatasetVersionPublic
+from llmloop.data.loaders import LoadOptions, LoadReport, RowReader
+from llmloop.data.profile import DataProfile, ProfileConfig, Profiler
+from llmloop.data.recipes import RecipeReport, RecipeRunner, RowDiff, diff_rows, load_recipe
+from llmloop.data.shapes import Batch, detect_shape, write_canonical
+from llmloop.data.split import SplitConfig, split_rows
+from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.services.actors import Actor
+from llmloop.services.datasets import SchemaBuilder
+
+REPORT_ARTIFACT_KEY = "report_artifact"
+
+
+class _Sink:
+    """Canonical JSONL written to a temp file while schema and shape are inferred on the way."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(tempfile.mkstemp(suffix=".jsonl", dir=directory)[1])
+        self.schema = SchemaBuilder()
+        self.shape: str | None = None
+
+    def consume(self, batches: Iterable[Batch]) -> tuple[str, int]:
+        def tap() -> Iterator[Batch]:
+            for batch in batches:
+                if batch and self.shape is None:
+                    self.shape = detect_shape(batch[0]) or "table"
+                self.schema.update(batch)
+                yield batch
+
+        with self.path.open("wb") as fh:
+            return write_canonical(tap(), fh)
+
+
+class DataService:
+    def __init__(self, container: Any) -> None:
+        self.c = container
+
+    @contextmanager
+    def _sink(self) -> Iterator[_Sink]:
+        tmp = self.c.settings.home / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        sink = _Sink(tmp)
+        try:
+            yield sink
+        finally:
+            sink.path.unlink(missing_ok=True)
+
+    def _store(
+        self,
+        sink: _Sink,
+        count: int,
+        dataset: str,
+        actor: Actor,
+        recipe: JsonDict,
+        description: str,
+        parent: DatasetVersionPublic | None = None,
+    ) -> DatasetVersionPublic:
+        if count == 0:
+            raise InvalidInputError("no rows left: refusing to create an empty dataset version")
+        ref = self.c.artifacts.put(sink.path)
+        same_dataset = parent is not None and parent.dataset_name == dataset
+        return self.c.datasets.register_version(
+            dataset,
+            ref,
+            row_count=count,
+            shape=sink.shape or "table",
+            schema=sink.schema.result(),
+            actor=actor,
+            parent_version=parent.version if parent is not None and same_dataset else None,
+            recipe=recipe,
+            description=description,
+            sources=[parent.id] if parent is not None and not same_dataset else None,
+        )
+
+    def batches(self, version: DatasetVersionPublic, batch_size: int = 10_000) -> Iterator[Batch]:
+        """The rows of a version, streamed from its artifact."""
+        reader = RowReader(version.artifact.uri, LoadOptions(format="jsonl", batch_size=batch_size))
+        yield from reader
+
+    # --- use cases ---------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        source: str,
+        dataset: str,
+        actor: Actor,
+        options: JsonDict | None = None,
+        description: str = "",
+    ) -> tuple[DatasetVersionPublic, LoadReport]:
+        """Read a file or folder (any fsspec URL) into a new version of ``dataset``."""
+        actor.require("editor")
+        opts = LoadOptions.model_validate(options or {})
+        reader = RowReader(source, opts)
+        with self._sink() as sink:
+            _, count = sink.consume(reader)
+            if count == 0:
+                raise InvalidInputError(f"{source}: no valid rows to ingest")
+            recipe = {
+                "step": "ingest",
+                "source": source,
+                "options": opts.model_dump(mode="json", exclude={"storage_options"}),
+                "rows_skipped": reader.report.rows_skipped,
+            }
+            version = self._store(sink, count, dataset, actor, recipe, description)
+        return version, reader.report
+
+    def profile(
+        self,
+        dataset: str,
+        actor: Actor,
+        version: int | str = "latest",
+        config: JsonDict | None = None,
+    ) -> tuple[DataProfile, str]:
+        """EDA of a version: facts stored on the version, an HTML report stored as an artifact.
+        Returns the profile and the HTML."""
+        from llmloop.data.report import render_report
+
+        actor.require("editor")
+        dv = self.c.datasets.get_version(dataset, version)
+        profiler = Profiler(ProfileConfig.model_validate(config or {}))
+        for batch in self.batches(dv):
+            profiler.update(batch)
+        profile = profiler.finish()
+        html = render_report(profile, title=f"{dataset} v{dv.version}")
+        ref = self.c.artifacts.put(html.encode("utf-8"), name="profile.html")
+        facts = profile.model_dump(mode="json")
+        facts[REPORT_ARTIFACT_KEY] = ref.model_dump(mode="json")
+        self.c.datasets.set_profile(dv.id, facts, actor)
+        return profile, html
+
+    def clean(
+        self,
+        dataset: str,
+        recipe: Any,
+        actor: Actor,
+        version: int | str = "latest",
+        out_dataset: str | None = None,
+    ) -> tuple[DatasetVersionPublic, RecipeReport]:
+        """Apply a cleaning recipe (YAML path, YAML text or mapping) to make a new version."""
+        actor.require("editor")
+        spec = load_recipe(recipe)
+        spec = self._inject_secrets(spec)
+        runner = RecipeRunner(spec, self._step_registry(spec))
+        dv = self.c.datasets.get_version(dataset, version)
+        with self._sink() as sink:
+            _, count = sink.consume(runner.run(self.batches(dv)))
+            lineage = {
+                "step": "clean",
+                "recipe": _public_recipe(spec),
+                "report": runner.report.model_dump(mode="json", exclude={"steps"}),
+                "removed_per_step": {
+                    f"{s.index}:{s.step}": s.rows_removed for s in runner.report.steps
+                },
+            }
+            new = self._store(
+                sink,
+                count,
+                out_dataset or dataset,
+                actor,
+                lineage,
+                f"clean of {dataset} v{dv.version} with {spec.name}",
+                dv,
+            )
+        return new, runner.report
+
+    def split(
+        self,
+        dataset: str,
+        actor: Actor,
+        version: int | str = "latest",
+        config: JsonDict | None = None,
+    ) -> tuple[dict[str, DatasetVersionPublic], JsonDict]:
+        """Split a version into ``<dataset>-<split>`` datasets (deterministic by seed), with a
+        leakage check across splits."""
+        actor.require("editor")
+        cfg = SplitConfig.model_validate(config or {})
+        dv = self.c.datasets.get_version(dataset, version)
+        rows = [row for batch in self.batches(dv) for row in batch]
+        result = split_rows(rows, cfg)
+        made: dict[str, DatasetVersionPublic] = {}
+        for name, part in result.splits.items():
+            if not part:
+                raise InvalidInputError(f"split '{name}' would be empty: add rows or change ratios")
+        for name, part in result.splits.items():
+            with self._sink() as sink:
+                _, count = sink.consume([part])
+                recipe = {"step": "split", "split": name, "config": cfg.model_dump(mode="json")}
+                made[name] = self._store(
+                    sink,
+                    count,
+                    f"{dataset}-{name}",
+                    actor,
+                    recipe,
+                    f"{name} split of {dataset} v{dv.version}",
+                    dv,
+                )
+        report = {
+            "counts": result.counts,
+            "strata": result.strata,
+            "leakage": result.leakage.model_dump(mode="json"),
+        }
+        return made, report
+
+    def diff(self, dataset: str, a: int | str, b: int | str, key: str | None = None) -> RowDiff:
+        """Rows added, removed and changed between two versions."""
+        va = self.c.datasets.get_version(dataset, a)
+        vb = self.c.datasets.get_version(dataset, b)
+        rows_a = [r for batch in self.batches(va) for r in batch]
+        rows_b = [r for batch in self.batches(vb) for r in batch]
+        return diff_rows(rows_a, rows_b, key=key)
+
+    def augment(
+        self,
+        dataset: str,
+        actor: Actor,
+        templates: JsonDict | None = None,
+        paraphrase: JsonDict | None = None,
+        generate: Callable[[str], Any] | None = None,
+        version: int | str = "latest",
+    ) -> tuple[DatasetVersionPublic, JsonDict]:
+        """Template expansion (new rows) and/or paraphrase through ``generate`` (an async
+        prompt -> text callable, e.g. a deployment); recorded in lineage."""
+        from llmloop.data.augment import (
+            ParaphraseConfig,
+            TemplateConfig,
+            expand_templates,
+            paraphrase_rows,
+        )
+
+        actor.require("editor")
+        if templates is None and paraphrase is None:
+            raise ConfigError("give templates and/or paraphrase settings")
+        parent = None
+        rows: list[JsonDict] = []
+        reports: JsonDict = {}
+        if templates is not None:
+            made, rep = expand_templates(TemplateConfig.model_validate(templates))
+            rows += made
+            reports["templates"] = rep.model_dump(mode="json")
+        if paraphrase is not None:
+            if generate is None:
+                raise ConfigError("paraphrase needs a model: pass --model or a deployment")
+            parent = self.c.datasets.get_version(dataset, version)
+            base = [r for batch in self.batches(parent) for r in batch]
+            para, rep = asyncio.run(
+                paraphrase_rows(base, generate, ParaphraseConfig.model_validate(paraphrase))
+            )
+            rows = base + rows + para
+            reports["paraphrase"] = rep.model_dump(mode="json")
+        with self._sink() as sink:
+            _, count = sink.consume([rows])
+            recipe = {
+                "step": "augment",
+                "templates": templates,
+                "paraphrase": paraphrase,
+                "report": reports,
+            }
+            new = self._store(sink, count, dataset, actor, recipe, "augmentation", parent)
+        return new, reports
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _step_registry(self, spec: Any) -> dict[str, Any]:
+        plugins = self.c.plugins
+        names = set(plugins.names("data_steps"))
+        unknown = [s.step for s in spec.steps if s.step not in names]
+        if unknown:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown recipe step(s) {', '.join(unknown)} (known: {known})")
+        return {s.step: plugins.resolve("data_steps", s.step) for s in spec.steps}
+
+    def _inject_secrets(self, spec: Any) -> Any:
+        """Pseudonymisation keys come from settings, never from the recipe stored in lineage."""
+        steps = []
+        for item in spec.steps:
+            config = dict(item.config)
+            if item.step == "pii" and config.get("action") == "pseudonymise":
+                if config.get("key"):
+                    raise ConfigError(
+                        "do not put a pseudonymisation key in a recipe: set "
+                        "LLMLOOP_PII_KEY instead (the recipe is stored in lineage)"
+                    )
+                if not self.c.settings.pii_key:
+                    raise ConfigError("pseudonymisation needs a key: set LLMLOOP_PII_KEY")
+                config["key"] = self.c.settings.pii_key
+            steps.append(item.model_copy(update={"config": config}))
+        return spec.model_copy(update={"steps": steps})
+
+
+def _public_recipe(spec: Any) -> JsonDict:
+    data: JsonDict = spec.model_dump(mode="json")
+    for step in data.get("steps", []):
+        step.get("config", {}).pop("key", None)
+    return data
