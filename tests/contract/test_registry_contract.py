@@ -206,7 +206,7 @@ def test_outdated_schema_is_refused(container: Container) -> None:
     container.store  # noqa: B018 - create the schema
     with container.store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
-    with pytest.raises(SchemaOutdatedError, match="newer|llmloop db upgrade"):
+    with pytest.raises(SchemaOutdatedError, match=r"newer|llmloop db upgrade"):
         Store(url)
 
 

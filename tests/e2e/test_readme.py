@@ -24,8 +24,9 @@ def test_readme_tour_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("LLMLOOP_HOME", None)
     script = "set -euo pipefail\n" + readme_tour()
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=180)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Answer kindly: Where is my order?" in result.stdout
     assert '"champion": 1' in result.stdout or "'champion': 1" in result.stdout
@@ -40,7 +41,8 @@ def test_readme_names_the_two_commands() -> None:
 
 def test_demo_walkthrough_runs(tmp_path: Path) -> None:
     env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home")}
-    result = subprocess.run([str(BIN / "llmloop"), "demo"], env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [str(BIN / "llmloop"), "demo"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "champion -> v2" in result.stdout and "over HTTP" in result.stdout

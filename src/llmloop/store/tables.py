@@ -299,3 +299,106 @@ limit_reservations = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Index("ix_limit_reservations_key", "key_id"),
 )
+
+# --- The loop (migration 0004): pipeline step cache, feedback and annotation, drift, alerts.
+
+pipeline_cache = sa.Table(
+    "pipeline_cache",
+    metadata,
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("pipeline", sa.String(128), nullable=False),
+    sa.Column("step_id", sa.String(64), nullable=False),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trace_id", ID, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Column("correction", sa.Text, nullable=True),
+    sa.Column("alternative", sa.Text, nullable=True),
+    sa.Column("preferred", sa.String(16), nullable=True),
+    sa.Column("user", sa.String(256), nullable=True),
+    # Migration 0005: the scale a score was given on, so scores on 1-5 and 0-10 average together.
+    sa.Column("scale_min", sa.Float, nullable=True),
+    sa.Column("scale_max", sa.Float, nullable=True),
+    *_created(),
+    sa.Index("ix_feedback_trace", "trace_id"),
+)
+
+annotation_queues = sa.Table(
+    "annotation_queues",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("filter", sa.JSON, nullable=False),
+    sa.Column("label_schema", sa.JSON, nullable=False),
+    sa.Column("ordering", sa.String(16), nullable=False, server_default="created"),
+    *_created(),
+)
+
+annotation_items = sa.Table(
+    "annotation_items",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("queue_id", ID, sa.ForeignKey("annotation_queues.id"), nullable=False),
+    sa.Column("item_ref", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("assignee", sa.String(128), nullable=True),
+    sa.Column("label", sa.JSON, nullable=True),
+    sa.Column("priority", sa.Float, nullable=False, server_default="0"),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("queue_id", "item_ref", name="uq_annotation_items_ref"),
+    sa.Index("ix_annotation_items_queue_status", "queue_id", "status"),
+)
+
+drift_results = sa.Table(
+    "drift_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("deployment", sa.String(128), nullable=False),
+    sa.Column("model_version_id", ID, nullable=True),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("test", sa.String(64), nullable=False),
+    sa.Column("statistic", sa.Float, nullable=False),
+    sa.Column("p_value", sa.Float, nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("reference", sa.JSON, nullable=False),
+    sa.Column("current", sa.JSON, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Index("ix_drift_results_deployment_at", "deployment", "at"),
+)
+
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="ok"),
+    sa.Column("pending_since", TS, nullable=True),
+    sa.Column("changed_at", TS, nullable=True),
+    sa.Column("last_value", sa.Float, nullable=True),
+    *_created(),
+)
+
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("rule_id", ID, sa.ForeignKey("alert_rules.id"), nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("delivered", sa.Boolean, nullable=False, server_default=sa.false()),
+)

@@ -53,9 +53,20 @@ def test_missing_and_forged_refs(store: FsspecArtifactStore) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["../x", "a/../../x", "/etc/passwd", "%2e%2e/x", "%252e%252e/x", "a\\..\\x", "C:/x",
-     "s3://bucket/x", "a/\x00", "", "./"],
-)  # fmt: skip
+    [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "%2e%2e/x",
+        "%252e%252e/x",
+        "a\\..\\x",
+        "C:/x",
+        "s3://bucket/x",
+        "a/\x00",
+        "",
+        "./",
+    ],
+)
 def test_escaping_keys_are_refused(key: str) -> None:
     with pytest.raises(InvalidInputError):
         safe_key(key)

@@ -1,0 +1,89 @@
+"""REST routes of monitoring (summary, time series) and drift (run, results); and the background
+checks (scheduled drift, alert evaluation) the server starts from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from llmloop.api.deps import ActorDep, ContainerDep
+from llmloop.core.monitoring import (
+    Dimension,
+    DriftReport,
+    DriftResultPublic,
+    DriftRunCreate,
+    MetricsRow,
+    parse_duration,
+    parse_since,
+)
+from llmloop.services.actors import Actor
+from llmloop.services.alerts import AlertLoop
+from llmloop.services.container import Container
+from llmloop.services.drift import DriftScheduler
+
+router = APIRouter(tags=["monitoring"])
+Since = Annotated[str, Query(max_length=64, description="A duration back (1h) or ISO time.")]
+Until = Annotated[str | None, Query(max_length=64, description="ISO time; default now.")]
+GroupBy = Annotated[list[Dimension] | None, Query(description="Dimensions (repeatable).")]
+Deployment = Annotated[str | None, Query(max_length=128)]
+
+
+def _range(since: str, until: str | None) -> tuple[datetime, datetime | None]:
+    return parse_since(since), (parse_since(until) if until else None)
+
+
+@router.get("/api/monitoring/summary", response_model=list[MetricsRow])
+def summary(
+    c: ContainerDep, _: ActorDep, since: Since = "1h", until: Until = None,
+    group_by: GroupBy = None, deployment: Deployment = None,
+) -> Any:  # fmt: skip
+    start, end = _range(since, until)
+    return c.monitoring.summary(start, end, group_by, deployment)
+
+
+@router.get("/api/monitoring/timeseries", response_model=list[MetricsRow])
+def timeseries(
+    c: ContainerDep, _: ActorDep, since: Since = "1h", until: Until = None,
+    bucket: Annotated[str, Query(max_length=16, description="Bucket size, e.g. 5m.")] = "5m",
+    group_by: GroupBy = None, deployment: Deployment = None,
+) -> Any:  # fmt: skip
+    start, end = _range(since, until)
+    return c.monitoring.timeseries(start, parse_duration(bucket), end, group_by, deployment)
+
+
+@router.post("/api/drift/run", response_model=DriftReport, status_code=201)
+def run_drift(spec: DriftRunCreate, c: ContainerDep, actor: ActorDep) -> Any:
+    return c.drift.run(spec, actor)
+
+
+@router.get("/api/drift/results", response_model=list[DriftResultPublic])
+def drift_results(
+    c: ContainerDep, _: ActorDep, deployment: Deployment = None,
+    metric: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> Any:  # fmt: skip
+    return c.drift.history(deployment, metric, parse_since(since) if since else None, limit)
+
+
+class BackgroundChecks:
+    """Scheduled drift and alert evaluation, each on when its Settings interval is above 0."""
+
+    def __init__(self, container: Container) -> None:
+        s = container.settings
+        actor = Actor(name="llmloop-scheduler", role="editor")
+        self.drift = (DriftScheduler(container.drift, actor, s.drift_interval_s, s.drift_window_s)
+                      if s.drift_interval_s > 0 else None)  # fmt: skip
+        self.alerts = (AlertLoop(container.alerts, s.alert_interval_s)
+                       if s.alert_interval_s > 0 else None)  # fmt: skip
+
+    def start(self) -> None:
+        for task in (self.drift, self.alerts):
+            if task is not None:
+                task.start()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(t.aclose() for t in (self.drift, self.alerts) if t is not None))
