@@ -37,6 +37,7 @@ from llmloop.cli import (
     monitor,
     pipelines,
     prompts,
+    rollout,
     runs,
     serve,
     train,
@@ -143,6 +144,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(evals.app, name="eval")
 app.add_typer(train.app, name="train")
 app.add_typer(pipelines.app, name="pipeline")
+app.add_typer(rollout.app, name="rollout")
 app.command("audit")(audit.audit_command)
 app.command("lineage")(lineage.lineage_command)
 app.command("serve")(serve.serve_command)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from llmloop.services.feedback import FeedbackService
     from llmloop.services.gateway.service import GatewayService
     from llmloop.services.monitoring import MonitoringService
+    from llmloop.services.rollout import RolloutService
     from llmloop.services.training import TrainingService
 
 
@@ -97,6 +98,12 @@ class Container:
         from llmloop.services.data import DataService
 
         return DataService(self)
+
+    @cached_property
+    def rollout(self) -> RolloutService:
+        from llmloop.services.rollout import RolloutService
+
+        return RolloutService(self)
 
     @cached_property
     def training(self) -> TrainingService:
