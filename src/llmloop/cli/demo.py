@@ -14,8 +14,12 @@ from llmloop.cli.context import get_state
 from llmloop.errors import LlmloopError
 
 
-def demo_command(ctx: typer.Context) -> None:
-    """Walk through the loop: data, prompt, run, model, approval, lineage."""
+def demo_command(
+    ctx: typer.Context,
+    registry: bool = typer.Option(False, "--registry", help="Only the quick registry tour."),
+) -> None:
+    """The registry tour, then the whole loop: data, training, evaluation, serving, feedback,
+    retraining, canary and promotion (about 5 minutes on 2 CPU cores)."""
     try:
         module = importlib.import_module("llmloop.demo")
     except ModuleNotFoundError as exc:
@@ -25,6 +29,6 @@ def demo_command(ctx: typer.Context) -> None:
     runner = getattr(module, "main", None)
     if not callable(runner):
         raise LlmloopError("llmloop.demo has no main(settings) function")
-    code = runner(get_state(ctx).settings)
+    code = runner(get_state(ctx).settings, registry_only=registry)
     if isinstance(code, int) and code:
         raise typer.Exit(code)

@@ -220,6 +220,45 @@ class DataService:
         }
         return made, report
 
+    def combine(
+        self,
+        sources: list[tuple[str, int | str]],
+        out_dataset: str,
+        actor: Actor,
+        description: str = "",
+    ) -> DatasetVersionPublic:
+        """Concatenate dataset versions (e.g. training data plus curated feedback) into a new
+        version whose lineage names every source."""
+        actor.require("editor")
+        if not sources:
+            raise InvalidInputError("combine needs at least one source dataset")
+        versions = [self.c.datasets.get_version(name, ref) for name, ref in sources]
+
+        def batches() -> Iterator[Batch]:
+            for version in versions:
+                yield from self.batches(version)
+
+        with self._sink() as sink:
+            _, count = sink.consume(batches())
+            if count == 0:
+                raise InvalidInputError("no rows left: refusing to create an empty dataset version")
+            ref = self.c.artifacts.put(sink.path)
+            recipe = {
+                "step": "combine",
+                "sources": [f"{v.dataset_name}:v{v.version}" for v in versions],
+            }
+            return self.c.datasets.register_version(
+                out_dataset,
+                ref,
+                row_count=count,
+                shape=sink.shape or "table",
+                schema=sink.schema.result(),
+                actor=actor,
+                recipe=recipe,
+                description=description,
+                sources=[v.id for v in versions],
+            )
+
     def diff(self, dataset: str, a: int | str, b: int | str, key: str | None = None) -> RowDiff:
         """Rows added, removed and changed between two versions."""
         va = self.c.datasets.get_version(dataset, a)

@@ -1,4 +1,4 @@
-"""``make demo`` / ``llmloop demo``: the registry walkthrough, once through the in-process SDK and
+"""``llmloop demo --registry``: the registry walkthrough, once through the in-process SDK and
 once over HTTP against a real server on 127.0.0.1, on the embedded default store.
 
 It registers a dataset version, a prompt with two versions and a ``production`` label, a run with
