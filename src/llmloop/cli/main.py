@@ -28,6 +28,7 @@ from llmloop.cli import (
     datasets,
     db,
     demo,
+    deployments,
     drift,
     evals,
     feedback,
@@ -145,6 +146,7 @@ app.add_typer(evals.app, name="eval")
 app.add_typer(train.app, name="train")
 app.add_typer(pipelines.app, name="pipeline")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(deployments.app, name="deployments")
 app.command("audit")(audit.audit_command)
 app.command("lineage")(lineage.lineage_command)
 app.command("serve")(serve.serve_command)

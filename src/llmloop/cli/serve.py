@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,9 @@ def serve_command(
     if workers == 1:
         # Built here so an outdated schema or a bad setting stops before binding the port.
         app = create_app(settings)
+        # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; a drained
+        # shutdown is a clean one, so the process exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level)
         return
     os.environ.update(flags_as_env(state.overrides))

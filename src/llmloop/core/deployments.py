@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmloop.core.base import Name, Value
+from llmloop.core.base import JsonDict, Name, Value
 from llmloop.core.chat import EngineSpec
 
 
@@ -84,6 +84,13 @@ class AdmissionPolicy(Value):
     queue_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0)
 
 
+class GuardRef(Value):
+    """A guardrail of the deployment: a guard plugin name and its config."""
+
+    kind: str = Field(min_length=1, max_length=64, description="Guard plugin name.")
+    config: JsonDict = Field(default_factory=dict, description="The guard's config fields.")
+
+
 class DeploymentSpec(Value):
     """A public model name and how to serve it."""
 
@@ -98,6 +105,13 @@ class DeploymentSpec(Value):
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy)
     log_text: bool = Field(default=True, description="Keep request/response text in traces.")
+    guards: list[GuardRef] = Field(
+        default_factory=list, max_length=32, description="Input/output guardrails, in order."
+    )
+    cache: JsonDict | None = Field(
+        default=None,
+        description="Response cache config (exact/semantic, ttl_s, ...); absent: no cache.",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> DeploymentSpec:

@@ -7,7 +7,7 @@ deployment changed so the gateway can reload it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,14 @@ class DeploymentService:
         with self.store.transaction() as tx:
             row = tx.get(t.deployments, for_update=True, name=spec.name)
             if row is None:
-                new = {"id": new_id("deployment"), "name": spec.name, "spec": body,
+                new: dict[str, Any] = {"id": new_id("deployment"), "name": spec.name, "spec": body,
                        "source": source, "updated_at": now, "created_at": now,
                        "created_by": actor.name}  # fmt: skip
                 tx.insert(t.deployments, new)
                 tx.audit(actor.name, "deployment.create", "deployment", new["id"], None, body)
                 result = new
+            elif row["spec"] == body and row["source"] == source:
+                result = row  # unchanged (e.g. each server worker loading the same file)
             else:
                 tx.update(t.deployments, {"id": row["id"]},
                           {"spec": body, "source": source, "updated_at": now})  # fmt: skip
@@ -117,11 +119,11 @@ class DeploymentService:
         return _public(result)
 
     def apply_many(
-        self, specs: list[DeploymentSpec], actor: Actor, source: str = "api"
-    ) -> list[DeploymentPublic]:
+        self, specs: Sequence[DeploymentSpec], actor: Actor, source: str = "api"
+    ) -> Sequence[DeploymentPublic]:
         return [self.apply(spec, actor, source) for spec in specs]
 
-    def apply_file(self, path: str | Path, actor: Actor) -> list[DeploymentPublic]:
+    def apply_file(self, path: str | Path, actor: Actor) -> Sequence[DeploymentPublic]:
         """Load a YAML file of deployments into the store (source 'file')."""
         return self.apply_many(read_deployments_file(path), actor, source="file")
 

@@ -1,0 +1,118 @@
+"""The OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings`` and ``/v1/models``, on the same app as the REST API.
+
+Each route reads the raw body with ``orjson``, authenticates with the shared ``get_actor``
+(cached keys: no database round trip per request), parses to generation values, calls the
+gateway service and renders bytes. Errors are raised as ``llmloop.errors`` and answered in
+OpenAI's shape by ``api/problems.py``. The trace id goes out in ``x-llmloop-trace-id``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from llmloop.api.deps import get_actor
+from llmloop.api.gateway.schemas import (
+    chat_response,
+    completion_response,
+    embeddings_response,
+    load_body,
+    models_response,
+    parse_chat,
+    parse_completion,
+    parse_embeddings,
+)
+from llmloop.api.gateway.sse import DONE, ChunkRenderer, SSEResponse, error_event
+from llmloop.core.chat import GenerationChunk
+from llmloop.services.gateway.service import GatewayService
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+TRACE_HEADER = "x-llmloop-trace-id"
+
+
+def _gateway(request: Request) -> GatewayService:
+    gateway: GatewayService = request.app.state.container.gateway
+    return gateway
+
+
+def _json(body: dict[str, object], trace_id: str) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json",
+                    headers={TRACE_HEADER: trace_id})  # fmt: skip
+
+
+async def _events(
+    chunks: AsyncIterator[GenerationChunk], renderer: ChunkRenderer
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield renderer.render(chunk)
+        yield DONE
+    except Exception as exc:
+        yield error_event(exc)
+        yield DONE
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _generate(request: Request, kind: str) -> Response | SSEResponse:
+    actor = get_actor(request)
+    body = load_body(await request.body())
+    parse = parse_chat if kind == "chat" else parse_completion
+    req, stream, include_usage = parse(body)
+    gateway = _gateway(request)
+    operation = "chat" if kind == "chat" else "text_completion"
+    trace = gateway.new_trace(operation, req.model, actor, stream=stream)
+    created = int(time.time())
+    if stream:
+        chunks = await gateway.stream(actor, req, trace)
+        cid = f"chatcmpl-{trace.id}" if kind == "chat" else f"cmpl-{trace.id}"
+        renderer = ChunkRenderer(kind, cid, req.model, created, include_usage)
+        return SSEResponse(_events(chunks, renderer), {TRACE_HEADER: trace.id})
+    result = await gateway.generate(actor, req, trace)
+    render = chat_response if kind == "chat" else completion_response
+    return _json(render(result, req.model, trace.id, created), trace.id)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response | SSEResponse:
+    """OpenAI Chat Completions (JSON or SSE with ``stream: true``)."""
+    return await _generate(request, "chat")
+
+
+@router.post("/completions", response_model=None)
+async def completions(request: Request) -> Response | SSEResponse:
+    """OpenAI legacy Completions, with ``logprobs`` (int) and ``echo``."""
+    return await _generate(request, "completion")
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request) -> Response:
+    actor = get_actor(request)
+    model, texts, as_base64 = parse_embeddings(load_body(await request.body()))
+    gateway = _gateway(request)
+    trace = gateway.new_trace("embeddings", model, actor)
+    result = await gateway.embed(actor, model, texts, trace)
+    return _json(embeddings_response(result, model, trace.id, as_base64), trace.id)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> Response:
+    get_actor(request)
+    models = await _gateway(request).list_models()
+    return Response(orjson.dumps(models_response(models)), media_type="application/json")
+
+
+@router.get("/models/{model}")
+async def get_model(request: Request, model: str) -> Response:
+    get_actor(request)
+    runtime = await _gateway(request).manager.get(model)
+    body = {"id": runtime.spec.name, "object": "model", "created": int(time.time()),
+            "owned_by": "llmloop"}  # fmt: skip
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,290 @@
+"""OpenAI wire format <-> generation values: parse request bodies, render responses.
+
+Parsing is hand-written over the ``orjson``-decoded dict (no pydantic model per wire type) to
+keep the hot path lean; the resulting :class:`GenerationRequest` still validates ranges, and any
+problem becomes a 400 ``invalid_request_error`` naming the parameter, as OpenAI answers. Unknown
+fields are tolerated (clients send many). Rendering builds plain dicts for ``orjson``. This module
+knows nothing of routing, auth or streaming transport (``sse.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from array import array
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from llmloop.core.chat import (
+    ChatMessage,
+    EmbeddingResult,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    TokenLogprob,
+)
+from llmloop.errors import BadRequestError
+
+DEFAULT_CHAT_MAX_TOKENS = 1024  # when the client sends no max_tokens (limits estimate from it)
+ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
+OPENAI_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
+                 "error": "stop", "cancelled": "stop"}  # fmt: skip
+
+
+def bad(message: str, param: str | None = None) -> BadRequestError:
+    return BadRequestError(message, param=param)
+
+
+def load_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; 400 for anything else."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("you must provide a model parameter", "model")
+    return model
+
+
+def _content(value: Any, index: int) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            else:
+                raise bad("only text content parts are supported", f"messages.[{index}].content")
+        return "".join(parts)
+    raise bad("content must be a string or a list of parts", f"messages.[{index}].content")
+
+
+def _messages(value: Any) -> list[ChatMessage]:
+    if not isinstance(value, list) or not value:
+        raise bad("'messages' must be a non-empty array", "messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise bad("each message must be an object", f"messages.[{i}]")
+        role = m.get("role")
+        if role not in ROLES:
+            raise bad(f"invalid role {role!r}", f"messages.[{i}].role")
+        name = m.get("name")
+        out.append(ChatMessage.model_construct(
+            role=role, content=_content(m.get("content"), i),
+            name=name if isinstance(name, str) else None))  # fmt: skip
+    return out
+
+
+def _sampling(body: dict[str, Any], default_max: int) -> SamplingParams:
+    fields: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    fields["max_tokens"] = default_max if max_tokens is None else max_tokens
+    for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty",
+                 "frequency_penalty", "repetition_penalty"):  # fmt: skip
+        value = body.get(name)
+        if value is not None:
+            fields[name] = value
+    stop = body.get("stop")
+    if stop is not None:
+        fields["stop"] = [stop] if isinstance(stop, str) else stop
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise bad("only n=1 is supported", "n")
+    try:
+        return SamplingParams.model_validate(fields)
+    except ValidationError as exc:
+        raise _from_validation(exc) from None
+
+
+def _from_validation(exc: ValidationError) -> BadRequestError:
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err.get("loc", ())) or None
+    return bad(f"Invalid value for '{param}': {err.get('msg', 'invalid')}", param)
+
+
+def _user(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise bad("'user' must be a string", "user")
+    return user
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad(f"'{name}' must be a boolean", name)
+    return value
+
+
+def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
+    """(request, stream, include_usage) of a /v1/chat/completions body."""
+    model = _model(body)
+    messages = _messages(body.get("messages"))
+    logprobs = None
+    if _flag(body, "logprobs"):
+        top = body.get("top_logprobs") or 0
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+            raise bad("'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
+        logprobs = top
+    req = GenerationRequest.model_construct(
+        model=model, messages=messages, prompt=None,
+        sampling=_sampling(body, DEFAULT_CHAT_MAX_TOKENS), logprobs=logprobs, echo=False,
+        adapter=None, user=_user(body), request_id="",
+    )  # fmt: skip
+    return req, _flag(body, "stream"), _include_usage(body)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise bad("'stream_options' must be an object", "stream_options")
+    return bool(options.get("include_usage"))
+
+
+def parse_completion(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
+    """(request, stream, include_usage) of a /v1/completions body."""
+    model = _model(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise bad("'prompt' must be a string (batched prompts are not supported)", "prompt")
+    logprobs = body.get("logprobs")
+    if logprobs is not None and (
+        isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20
+    ):
+        raise bad("'logprobs' must be an integer from 0 to 20", "logprobs")
+    req = GenerationRequest.model_construct(
+        model=model, messages=None, prompt=prompt, sampling=_sampling(body, 16),
+        logprobs=logprobs, echo=_flag(body, "echo"), adapter=None, user=_user(body),
+        request_id="",
+    )  # fmt: skip
+    return req, _flag(body, "stream"), _include_usage(body)
+
+
+def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], bool]:
+    """(model, texts, as_base64) of a /v1/embeddings body."""
+    model = _model(body)
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise bad("'input' must be a string or a non-empty array of strings", "input")
+    if len(texts) > 2048:
+        raise bad("at most 2048 inputs per request", "input")
+    fmt = body.get("encoding_format")
+    if fmt not in (None, "float", "base64"):
+        raise bad("encoding_format must be 'float' or 'base64'", "encoding_format")
+    return model, texts, fmt == "base64"
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+
+
+def _chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if items is None:
+        return None
+    content = []
+    for lp in items:
+        top = [{"token": t, "logprob": v, "bytes": list(t.encode())}
+               for t, v in (lp.top or {}).items()]  # fmt: skip
+        logprob = lp.logprob if lp.logprob is not None else 0.0
+        content.append({"token": lp.token, "logprob": logprob,
+                        "bytes": list(lp.token.encode()), "top_logprobs": top})  # fmt: skip
+    return {"content": content}
+
+
+def completion_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs, text_offset."""
+    if items is None:
+        return None
+    use_engine_offsets = any(lp.offset for lp in items)
+    offsets, pos = [], 0
+    for lp in items:
+        offsets.append(lp.offset if use_engine_offsets else pos)
+        pos += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in items],
+        "token_logprobs": [lp.logprob for lp in items],
+        "top_logprobs": [dict(lp.top) if lp.top is not None else None for lp in items],
+        "text_offset": offsets,
+    }
+
+
+def chat_response(
+    result: GenerationResult, model: str, trace_id: str, created: int
+) -> dict[str, Any]:
+    u = result.usage
+    return {
+        "id": f"chatcmpl-{trace_id}", "object": "chat.completion", "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                     "logprobs": _chat_logprobs(result.logprobs),
+                     "finish_reason": OPENAI_FINISH[result.finish_reason]}],
+        "usage": usage_dict(u.prompt_tokens, u.completion_tokens),
+        "system_fingerprint": None, "trace_id": trace_id,
+    }  # fmt: skip
+
+
+def completion_response(
+    result: GenerationResult, model: str, trace_id: str, created: int
+) -> dict[str, Any]:
+    u = result.usage
+    return {
+        "id": f"cmpl-{trace_id}", "object": "text_completion", "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": result.text,
+                     "logprobs": completion_logprobs(result.logprobs),
+                     "finish_reason": OPENAI_FINISH[result.finish_reason]}],
+        "usage": usage_dict(u.prompt_tokens, u.completion_tokens),
+        "system_fingerprint": None, "trace_id": trace_id,
+    }  # fmt: skip
+
+
+def _b64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32."""
+    packed = array("f", vector)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode()
+
+
+def embeddings_response(
+    result: EmbeddingResult, model: str, trace_id: str, as_base64: bool = False
+) -> dict[str, Any]:
+    return {
+        "object": "list", "model": model,
+        "data": [{"object": "embedding", "index": i,
+                  "embedding": _b64_floats(v) if as_base64 else v}
+                 for i, v in enumerate(result.vectors)],
+        "usage": {"prompt_tokens": result.usage.prompt_tokens,
+                  "total_tokens": result.usage.prompt_tokens},
+        "trace_id": trace_id,
+    }  # fmt: skip
+
+
+def models_response(models: list[tuple[str, int]]) -> dict[str, Any]:
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": created, "owned_by": "llmloop"}
+        for name, created in models]}  # fmt: skip

@@ -1,0 +1,110 @@
+"""Server-sent events for OpenAI streams: chunk rendering and an ASGI response that cancels.
+
+:class:`SSEResponse` sends each ``data:`` event as produced and watches the connection: when the
+client goes away it cancels the producer and closes the chunk iterator, so the engine sees the
+cancel at once (not at its next token). Chunk bodies are built from pre-rendered byte prefixes
+(one ``orjson.dumps`` of the text per chunk). Routing and errors before the stream are not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from llmloop.api.gateway.schemas import OPENAI_FINISH, usage_dict
+from llmloop.core.chat import GenerationChunk
+from llmloop.errors import LlmloopError
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChunkRenderer:
+    """Renders engine chunks as OpenAI ``chat.completion.chunk`` or ``text_completion`` events."""
+
+    def __init__(self, kind: str, cid: str, model: str, created: int, include_usage: bool) -> None:
+        self.chat = kind == "chat"
+        self.include_usage = include_usage
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        head = {"id": cid, "object": obj, "created": created, "model": model}
+        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,'
+        self._usage_tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        self._first = True
+
+    def render(self, chunk: GenerationChunk) -> bytes:
+        out = b""
+        if self.chat and self._first:
+            self._first = False
+            out = (self._head + b'"delta":{"role":"assistant","content":""},"logprobs":null,'
+                   b'"finish_reason":null}]' + self._usage_tail)  # fmt: skip
+        if chunk.text or chunk.finish_reason is None:
+            text = orjson.dumps(chunk.text)
+            body = b'"delta":{"content":' + text + b"}," if self.chat else b'"text":' + text + b","
+            out += self._head + body + b'"logprobs":null,"finish_reason":null}]' + self._usage_tail
+        if chunk.finish_reason is not None:
+            finish = OPENAI_FINISH.get(chunk.finish_reason, "stop").encode()
+            body = b'"delta":{},' if self.chat else b'"text":"",'
+            out += (self._head + body + b'"logprobs":null,"finish_reason":"' + finish + b'"}]'
+                    + self._usage_tail)  # fmt: skip
+            if self.include_usage:
+                u = chunk.usage
+                usage = usage_dict(u.prompt_tokens, u.completion_tokens) if u else usage_dict(0, 0)
+                out += (self._head[: -len(b'[{"index":0,')] + b"[]," + b'"usage":'
+                        + orjson.dumps(usage) + b"}\n\n")  # fmt: skip
+        return out
+
+
+def error_event(exc: BaseException) -> bytes:
+    """An OpenAI-style error object as an SSE event (mid-stream failures)."""
+    if isinstance(exc, LlmloopError):
+        message, code, status = exc.detail, exc.code, exc.status
+    else:
+        message, code, status = "the stream failed", "internal_error", 500
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None,
+                                      "code": code}}  # fmt: skip
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class SSEResponse(Response):
+    """Stream ``events`` (bytes) as ``text/event-stream``; cancel them on client disconnect."""
+
+    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                   (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+                   *self.extra_headers]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(self._watch(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watch):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if pump.done() and not pump.cancelled() and pump.exception() is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _pump(self, send: Send) -> None:
+        async for data in self.events:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return

@@ -1,0 +1,1 @@
+"""The gateway service: routing, limits, caches and guardrails behind the OpenAI-compatible API."""

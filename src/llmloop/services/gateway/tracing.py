@@ -1,0 +1,164 @@
+"""The trace writer: an asynchronous, batched, bounded writer of gateway trace records.
+
+``submit`` is a non-blocking append from the request path. A background task flushes every
+``flush_ms`` or as soon as ``batch_size`` records wait, with one bulk insert per batch run in a
+worker thread (the store is synchronous SQLAlchemy). The queue is bounded: when it is full the
+oldest unwritten record is dropped and counted, so a slow database never slows requests.
+``aclose`` flushes everything left, so a clean shutdown loses nothing. Spans are exported through
+the OpenTelemetry SDK when an exporter is configured. Nothing here decides what a trace holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from llmloop.core.traces import TraceRecord
+from llmloop.errors import require_extra
+from llmloop.store import tables as t
+from llmloop.store.registry import Store
+
+log = logging.getLogger("llmloop.gateway.traces")
+
+
+class SpanExporter:
+    """Turns trace records into OpenTelemetry spans (console or OTLP), off the request path."""
+
+    def __init__(self, kind: str, endpoint: str = "") -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        exporter: Any
+        if kind == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter = ConsoleSpanExporter()
+        else:
+            require_extra("opentelemetry.exporter.otlp", "otel", "OTLP span export")
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "llmloop"}))
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        self.tracer = self.provider.get_tracer("llmloop.gateway")
+
+    def export(self, records: list[TraceRecord]) -> None:
+        for rec in records:
+            start_ns = int(rec.at.timestamp() * 1e9)
+            end_ns = start_ns + int(rec.latency_ms * 1e6)
+            name = f"{rec.operation} {rec.request_model}"
+            span = self.tracer.start_span(name, start_time=start_ns, attributes={
+                k: v for k, v in rec.attributes().items()
+                if isinstance(v, str | bool | int | float | list)
+            })  # fmt: skip
+            span.set_attribute("llmloop.trace_id", rec.id)
+            span.end(end_time=end_ns)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+class TraceWriter:
+    def __init__(
+        self,
+        store: Store,
+        flush_ms: int = 200,
+        batch_size: int = 500,
+        max_queue: int = 100_000,
+        max_text: int = 4000,
+        exporter: SpanExporter | None = None,
+        on_flush: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.flush_s = flush_ms / 1000.0
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.max_text = max_text
+        self.exporter = exporter
+        self.on_flush = on_flush
+        self.queue: deque[TraceRecord] = deque()
+        self.dropped = 0
+        self.written = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def submit(self, record: TraceRecord) -> None:
+        """Queue one record; never blocks and never raises."""
+        if len(self.queue) >= self.max_queue:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(record)
+        if self._task is None and not self._closing:
+            self.start()
+        if len(self.queue) >= self.batch_size and self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the flush task on the running loop (done lazily by the first submit)."""
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write everything queued now, in batches; returns how many rows were written."""
+        total = 0
+        while self.queue:
+            batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception:
+                log.exception("writing %d traces failed; will retry", len(batch))
+                self.queue.extendleft(reversed(batch))
+                await asyncio.sleep(min(1.0, self.flush_s * 5))
+                if self._closing:
+                    raise
+                return total
+            total += len(batch)
+        return total
+
+    def _write(self, batch: list[TraceRecord]) -> None:
+        rows = [rec.to_row(self.max_text) for rec in batch]
+        with self.store.transaction() as tx:
+            tx.insert_many(t.traces, rows)
+        self.written += len(rows)
+        if self.on_flush is not None:
+            self.on_flush(len(rows))
+        if self.exporter is not None:
+            self.exporter.export(batch)
+
+    async def aclose(self) -> None:
+        """Stop the task and write every queued record (a clean shutdown loses nothing)."""
+        self._closing = True
+        if self._task is not None:
+            if self._wake is not None:
+                self._wake.set()
+            try:
+                await self._task
+            except Exception:
+                pass
+            self._task = None
+        for _ in range(3):
+            try:
+                await self.flush()
+                break
+            except Exception:
+                log.exception("final trace flush failed")
+        if self.exporter is not None:
+            self.exporter.shutdown()
+        if self.queue or self.dropped:
+            log.warning("trace writer: %d unwritten, %d dropped", len(self.queue), self.dropped)

@@ -1,0 +1,72 @@
+"""Builds the gateway service from the container's parts and Settings (composition, no logic).
+
+Kept apart from ``container.py`` so importing the container does not import the gateway; the
+policy collaborators (limits, cache, guards) are added here as their modules provide them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from llmloop.config import Settings
+from llmloop.core.deployments import GuardRef
+from llmloop.errors import ConfigError
+from llmloop.plugins import PluginRegistry
+from llmloop.services.gateway.cache import CacheConfig, ResponseCache, make_response_cache
+from llmloop.services.gateway.guarding import GuardPipeline
+from llmloop.services.gateway.manager import DeploymentManager
+from llmloop.services.gateway.metrics import GatewayMetrics
+from llmloop.services.gateway.policy import make_limit_backend
+from llmloop.services.gateway.pool import EnginePool
+from llmloop.services.gateway.service import GatewayService
+from llmloop.services.gateway.tracing import SpanExporter, TraceWriter
+
+if TYPE_CHECKING:
+    from llmloop.services.container import Container
+
+
+def build_gateway(c: Container) -> GatewayService:
+    s = c.settings
+    metrics = GatewayMetrics()
+    exporter = SpanExporter(s.otel_exporter, s.otel_endpoint) if s.otel_exporter != "none" else None
+    writer = TraceWriter(
+        c.store, flush_ms=s.trace_flush_ms, batch_size=s.trace_batch_size,
+        max_queue=s.trace_queue_max, max_text=s.trace_max_text, exporter=exporter,
+        on_flush=lambda n: metrics.trace_batch.observe(n),
+    )  # fmt: skip
+    manager = DeploymentManager(
+        c.deployments, c.models, c.artifacts, EnginePool(c.plugins),
+        deployments_file=s.deployments_file, reload_s=s.gateway_reload_s,
+        make_cache=lambda raw: _make_cache(s, raw),
+        make_guards=lambda refs: _make_guards(c.plugins, refs),
+    )  # fmt: skip
+    return GatewayService(
+        manager, writer, metrics, limits=make_limit_backend(s, c.store),
+        device_hour_price=s.device_hour_price,
+    )  # fmt: skip
+
+
+def _make_cache(settings: Settings, raw: dict[str, Any]) -> ResponseCache:
+    try:
+        config = CacheConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"bad deployment cache config: {exc.errors()[0]['msg']}") from None
+    try:
+        return make_response_cache(settings, config)
+    except ValueError as exc:  # e.g. semantic caching without an embedder
+        raise ConfigError(f"bad deployment cache config: {exc}") from None
+
+
+def _make_guards(plugins: PluginRegistry, refs: list[GuardRef]) -> GuardPipeline:
+    guards = []
+    for ref in refs:
+        cls = plugins.resolve("guards", ref.kind)
+        try:
+            config = cls.config_cls.model_validate(ref.config)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"guard '{ref.kind}': {first['loc']}: {first['msg']}") from None
+        guards.append(cls(config))
+    return GuardPipeline(guards)

@@ -1,0 +1,109 @@
+"""Routing: canary split, stickiness, shadow traffic, fallbacks, retries, circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import gw_probe
+
+from conftest import Gateway, echo, probe
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+async def _ask(gw: Gateway, model: str, user: str | None = None) -> tuple[int, str]:
+    body: dict[str, object] = {"model": model, "messages": MSG, "max_tokens": 8}
+    if user:
+        body["user"] = user
+    resp = await gw.http.post("/v1/chat/completions", json=body)
+    if resp.status_code != 200:
+        return resp.status_code, resp.text
+    return 200, resp.json()["choices"][0]["message"]["content"]
+
+
+async def test_canary_split_within_5_percent(gw: Gateway) -> None:
+    await gw.deploy({"name": "canary", "targets": [
+        {**echo("A:"), "weight": 0.8}, {**echo("B:"), "weight": 0.2}]})  # fmt: skip
+    answers = Counter()
+    for _ in range(10):
+        results = await asyncio.gather(*[_ask(gw, "canary") for _ in range(100)])
+        answers.update(text[:2] for _, text in results)
+    assert answers["A:"] + answers["B:"] == 1000
+    assert abs(answers["B:"] / 1000 - 0.2) <= 0.05
+
+
+async def test_sticky_users_keep_their_target(gw: Gateway) -> None:
+    await gw.deploy({"name": "sticky", "sticky": True, "targets": [
+        {**echo("A:"), "weight": 1}, {**echo("B:"), "weight": 1}]})  # fmt: skip
+    seen: dict[str, set[str]] = {}
+    for i in range(40):
+        user = f"user-{i % 8}"
+        _, text = await _ask(gw, "sticky", user)
+        seen.setdefault(user, set()).add(text[:2])
+    assert all(len(v) == 1 for v in seen.values())
+    assert {next(iter(v)) for v in seen.values()} == {"A:", "B:"}
+
+
+async def test_shadow_answer_is_stored_not_returned(gw: Gateway) -> None:
+    await gw.deploy({"name": "shadowed", "targets": [echo("P:")], "shadow": echo("S:")})
+    status, text = await _ask(gw, "shadowed")
+    assert (status, text) == (200, "P:hi")
+    await gw.container.gateway.drain_background()
+    traces = await gw.traces(deployment="shadowed")
+    primary = next(t for t in traces if t["kind"] == "primary")
+    shadow = next(t for t in traces if t["kind"] == "shadow")
+    assert shadow["parent_id"] == primary["id"]
+    assert (primary["response_text"], shadow["response_text"]) == ("P:hi", "S:hi")
+
+
+async def test_fallback_serves_when_the_target_fails(gw: Gateway) -> None:
+    await gw.deploy({"name": "fb", "targets": [echo("P:", fail_rate=1.0)],
+                     "fallbacks": [echo("F:")]})  # fmt: skip
+    assert await _ask(gw, "fb") == (200, "F:hi")
+    [trace] = await gw.traces(deployment="fb")
+    assert trace["target"].startswith("fallback")
+
+
+async def test_retries_only_retryable_errors(gw: Gateway) -> None:
+    retry = {"max_retries": 3, "backoff_s": 0.001}
+    await gw.deploy({"name": "flaky", "retry": retry, "targets": [probe("flaky", fail_first=2)]})
+    assert await _ask(gw, "flaky") == (200, "hi")
+    assert gw_probe.CALLS["flaky"] == 3
+    await gw.deploy({"name": "fatal", "retry": retry, "targets": [probe("fatal", fatal=True)],
+                     "fallbacks": [echo("F:")]})  # fmt: skip
+    status, body = await _ask(gw, "fatal")
+    assert status == 502 and "fatal" in body
+    assert gw_probe.CALLS["fatal"] == 1
+
+
+async def test_all_targets_failing_is_502_after_retries(gw: Gateway) -> None:
+    await gw.deploy({"name": "down", "retry": {"max_retries": 1, "backoff_s": 0},
+                     "targets": [probe("down", fail_first=99)]})  # fmt: skip
+    status, _ = await _ask(gw, "down")
+    assert status == 502 and gw_probe.CALLS["down"] == 2
+
+
+async def test_circuit_breaker_opens_and_recovers(gw: Gateway) -> None:
+    gw_probe.DOWN["p"] = True
+    await gw.deploy({"name": "cb", "breaker": {"failure_threshold": 2, "cooldown_s": 0.3},
+                     "targets": [probe("cb", down="p")], "fallbacks": [echo("F:")]})  # fmt: skip
+    for _ in range(2):
+        assert await _ask(gw, "cb") == (200, "F:hi")
+    assert gw_probe.CALLS["cb"] == 2
+    for _ in range(3):  # open: the failing target is not even tried
+        assert await _ask(gw, "cb") == (200, "F:hi")
+    assert gw_probe.CALLS["cb"] == 2
+    gw_probe.DOWN["p"] = False
+    await asyncio.sleep(0.35)
+    assert await _ask(gw, "cb") == (200, "hi")  # the half-open probe succeeds and closes it
+    assert await _ask(gw, "cb") == (200, "hi")
+    assert gw_probe.CALLS["cb"] == 4
+
+
+async def test_open_breaker_without_fallback_is_503_with_retry_after(gw: Gateway) -> None:
+    await gw.deploy({"name": "cb2", "breaker": {"failure_threshold": 1, "cooldown_s": 30},
+                     "targets": [probe("cb2", fail_first=99)]})  # fmt: skip
+    assert (await _ask(gw, "cb2"))[0] == 502
+    resp = await gw.http.post("/v1/chat/completions", json={"model": "cb2", "messages": MSG})
+    assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1

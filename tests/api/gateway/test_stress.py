@@ -1,0 +1,144 @@
+"""Behaviour under stress: alias swap under load, client disconnect, overload, per-key limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import gw_probe
+import orjson
+
+from conftest import Gateway, probe
+from llmloop.core.models import ModelCreate, ModelVersionCreate
+from llmloop.services.actors import local_actor
+
+MSG = [{"role": "user", "content": "w1 w2 w3 w4"}]
+
+
+def _register(gw: Gateway) -> None:
+    models, me = gw.container.models, local_actor()
+    models.create(ModelCreate(name="m"), me)
+    for n in (1, 2):
+        params = {"engine": "probe", "prefix": f"v{n}:", "delay_s": 0.004}
+        models.create_version("m", ModelVersionCreate(format="echo", base_model=f"m-v{n}",
+                                                      params=params), me)  # fmt: skip
+    models.set_alias("m", "champion", 1, me)
+
+
+async def test_alias_swap_under_load_fails_no_request(gw: Gateway) -> None:
+    _register(gw)
+    await gw.deploy({"name": "live", "targets": [{"model": "m", "alias": "champion"}]})
+    results: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def client(stream: bool) -> None:
+        while not stop.is_set():
+            body = {"model": "live", "messages": MSG, "stream": stream}
+            resp = await gw.http.post("/v1/chat/completions", json=body)
+            text = resp.text if stream else resp.json()["choices"][0]["message"]["content"]
+            results.append((resp.status_code, text))
+
+    tasks = [asyncio.create_task(client(i % 2 == 0)) for i in range(16)]
+    await asyncio.sleep(0.3)
+    assert gw_probe.ACTIVE["m-v1"] > 0  # requests are in flight on v1 during the swap
+    gw.container.models.set_alias("m", "champion", 2, local_actor())
+    resp = await gw.http.post("/api/deployments/live/reload")
+    assert resp.status_code == 200, resp.text
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert results and all(status == 200 for status, _ in results)
+    assert all("[DONE]" in text or text.startswith("v") for _, text in results)
+    assert any("v1:" in text for _, text in results) and "v2:" in results[-1][1]
+    assert gw_probe.CLOSED["m-v1"] == 1 and gw_probe.CLOSED["m-v2"] == 0
+    assert gw_probe.ACTIVE["m-v1"] == 0
+
+
+async def _raw_stream(gw: Gateway, body: dict[str, Any], chunks_before_leaving: int) -> int:
+    """Drive the ASGI app directly and disconnect after some body chunks; returns chunks seen."""
+    payload = orjson.dumps(body)
+    leave = asyncio.Event()
+    seen = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal payload
+        if payload:
+            data, payload = payload, b""
+            return {"type": "http.request", "body": data, "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal seen
+        if message["type"] == "http.response.body" and message.get("body"):
+            seen += 1
+            if seen >= chunks_before_leaving:
+                leave.set()
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {gw.key}".encode()),
+                         (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("gw", 80)}  # fmt: skip
+    await asyncio.wait_for(gw.app(scope, receive, send), 5)
+    return seen
+
+
+async def test_disconnect_cancels_generation(gw: Gateway) -> None:
+    await gw.deploy({"name": "slow", "targets": [probe("slow", delay_s=0.05)]})
+    words = " ".join(f"w{i}" for i in range(200))  # 10 s if it ran to the end
+    started = time.perf_counter()
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": words}]}
+    seen = await _raw_stream(gw, body, chunks_before_leaving=3)
+    assert time.perf_counter() - started < 2.0
+    assert seen < 10
+    assert gw_probe.CANCELLED["slow"] == 1 and gw_probe.ACTIVE["slow"] == 0
+    [trace] = await gw.traces(deployment="slow")
+    assert trace["status"] == "cancelled"
+    assert gw.container.gateway.manager.runtimes["slow"].admission.in_flight == 0
+
+
+async def test_overload_answers_503_fast_with_retry_after(gw: Gateway) -> None:
+    await gw.deploy({"name": "tiny", "admission": {"max_in_flight": 1, "max_queue": 0},
+                     "targets": [probe("tiny", delay_s=0.2)]})  # fmt: skip
+    slow = asyncio.create_task(gw.http.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MSG}))  # fmt: skip
+    while gw_probe.ACTIVE["tiny"] == 0:
+        await asyncio.sleep(0.005)
+    started = time.perf_counter()
+    resp = await gw.http.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
+    assert time.perf_counter() - started < 0.2
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+    assert resp.json()["error"]["code"] == "overloaded"
+    assert (await slow).status_code == 200
+
+
+async def test_queue_admits_waiters_in_turn(gw: Gateway) -> None:
+    await gw.deploy({"name": "queued", "admission": {"max_in_flight": 2, "max_queue": 10},
+                     "targets": [probe("queued", delay_s=0.01)]})  # fmt: skip
+    body = {"model": "queued", "messages": MSG}
+    resps = await asyncio.gather(*[gw.http.post("/v1/chat/completions", json=body)
+                                   for _ in range(12)])  # fmt: skip
+    assert [r.status_code for r in resps] == [200] * 12
+    assert gw.container.gateway.manager.runtimes["queued"].admission.in_flight == 0
+
+
+async def test_per_key_rate_limit_is_429_with_retry_after(gw: Gateway) -> None:
+    key = gw.new_key("viewer", {"rpm": 2})
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "chat", "messages": MSG}
+    codes = [(await gw.http.post("/v1/chat/completions", json=body, headers=headers))
+             for _ in range(3)]  # fmt: skip
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert int(codes[2].headers["retry-after"]) >= 1
+    assert codes[2].json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_metrics_endpoint_counts_requests(gw: Gateway) -> None:
+    await gw.http.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})
+    text = (await gw.http.get("/metrics", headers={"Authorization": ""})).text
+    line = 'llmloop_gateway_requests_total{deployment="chat",operation="chat",status="ok"} 1.0'
+    assert line in text
+    assert "llmloop_gateway_latency_seconds_bucket" in text

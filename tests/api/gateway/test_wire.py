@@ -1,0 +1,155 @@
+"""The OpenAI wire protocol through the official client: chat, streams, completions with
+logprobs and echo, embeddings, models, and OpenAI-shaped errors with the right status codes."""
+
+from __future__ import annotations
+
+import openai
+import orjson
+import pytest
+
+from conftest import Gateway
+
+
+async def test_chat_returns_answer_usage_and_trace_id(gw: Gateway) -> None:
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hello there"}]
+    )
+    resp = raw.parse()
+    assert resp.choices[0].message.content == "hello there"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.id.startswith("chatcmpl-")
+    assert resp.usage is not None and resp.usage.completion_tokens == 2
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + 2
+    trace_id = raw.headers["x-llmloop-trace-id"]
+    assert resp.model_extra is not None and resp.model_extra["trace_id"] == trace_id
+    traces = await gw.traces()
+    assert [t["id"] for t in traces] == [trace_id]
+    attrs = traces[0]["attributes"]
+    assert attrs["gen_ai.request.model"] == "chat"
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.usage.output_tokens"] == 2
+    assert traces[0]["response_text"] == "hello there"
+
+
+async def test_stream_with_include_usage(gw: Gateway) -> None:
+    stream = await gw.client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "one two three"}],
+        stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
+    assert all(c.usage is None for c in chunks[:-1])
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and finishes.count("stop") == 1
+    [trace] = await gw.traces()
+    assert trace["stream"] and trace["ttft_ms"] is not None and trace["output_tokens"] == 3
+
+
+async def test_stream_without_usage_has_no_usage_chunk(gw: Gateway) -> None:
+    stream = await gw.client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "a b"}], stream=True
+    )
+    chunks = [c async for c in stream]
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+
+
+async def test_completions_with_logprobs_and_echo(gw: Gateway) -> None:
+    resp = await gw.client.completions.create(
+        model="chat", prompt="say this", logprobs=2, echo=True, max_tokens=5
+    )
+    choice = resp.choices[0]
+    assert resp.id.startswith("cmpl-")
+    assert choice.text == "say thissay this"
+    lp = choice.logprobs
+    assert lp is not None and lp.tokens == ["say", " this", "say", " this"]
+    assert lp.token_logprobs is not None and lp.token_logprobs[0] is None
+    assert lp.token_logprobs[1:] == [-1.0, -1.0, -1.0]
+    assert lp.text_offset == [0, 3, 8, 11]
+    assert resp.usage is not None and resp.usage.completion_tokens == 2
+
+
+async def test_completion_stream(gw: Gateway) -> None:
+    stream = await gw.client.completions.create(model="chat", prompt="x y z", stream=True)
+    text = "".join([c.choices[0].text async for c in stream])
+    assert text == "x y z"
+
+
+async def test_embeddings(gw: Gateway) -> None:
+    resp = await gw.client.embeddings.create(model="chat", input=["a", "b", "a"])
+    assert [d.index for d in resp.data] == [0, 1, 2]
+    assert resp.data[0].embedding == resp.data[2].embedding != resp.data[1].embedding
+    assert len(resp.data[0].embedding) == 16 and resp.usage.prompt_tokens == 3
+    floats = await gw.client.embeddings.create(model="chat", input="a", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(resp.data[0].embedding, abs=1e-6)
+
+
+async def test_models_lists_deployments(gw: Gateway) -> None:
+    await gw.deploy({"name": "other", "targets": [{"engine": {"kind": "echo"}}]})
+    models = [m.id async for m in gw.client.models.list()]
+    assert sorted(models) == ["chat", "other"]
+    assert (await gw.client.models.retrieve("other")).id == "other"
+
+
+async def test_unknown_model_is_404(gw: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        await gw.client.chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "x"}]
+        )
+    assert err.value.status_code == 404
+    assert err.value.body["type"] == "not_found_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [({"temperature": 5}, "temperature"), ({"max_tokens": 0}, "max_tokens"), ({"n": 3}, "n"),
+     ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"), ({"stream": "yes"}, "stream"),
+     ({"stop": 7}, "stop")],
+)  # fmt: skip
+async def test_bad_params_are_400(gw: Gateway, extra: dict[str, object], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await gw.client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "x"}], extra_body=extra
+        )
+    assert err.value.status_code == 400
+    assert err.value.body["param"].startswith(param)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'{"messages": [{"role": "user", "content": "x"}]}',
+     b'{"model": "chat", "messages": []}', b'{"model": "chat", "messages": [{"role": "x"}]}',
+     b'{"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}'],
+)  # fmt: skip
+async def test_malformed_bodies_are_400(gw: Gateway, body: bytes) -> None:
+    resp = await gw.http.post("/v1/chat/completions", content=body)
+    assert resp.status_code == 400
+    assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_missing_and_wrong_key_are_401(gw: Gateway) -> None:
+    body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+    resp = await gw.http.post("/v1/chat/completions", json=body, headers={"Authorization": ""})
+    assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+    bad = openai.AsyncOpenAI(api_key="llk_nope_nope", base_url="http://gw/v1",
+                             http_client=gw.http, max_retries=0)  # fmt: skip
+    with pytest.raises(openai.AuthenticationError):
+        await bad.chat.completions.create(model="chat", messages=body["messages"])  # type: ignore[arg-type]
+
+
+async def test_oversized_body_is_413_on_v1(gw: Gateway) -> None:
+    limit = gw.container.settings.max_body_bytes
+    body = b'{"model": "chat", "prompt": "' + b"x" * limit + b'"}'
+    resp = await gw.http.post("/v1/completions", content=body)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_completion_prompt_list_of_one_and_bad_prompt(gw: Gateway) -> None:
+    ok = await gw.http.post("/v1/completions", json={"model": "chat", "prompt": ["hi"]})
+    assert ok.status_code == 200 and orjson.loads(ok.content)["choices"][0]["text"] == "hi"
+    for prompt in (["a", "b"], 3, None):
+        resp = await gw.http.post("/v1/completions", json={"model": "chat", "prompt": prompt})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt"

@@ -1,0 +1,148 @@
+"""The gateway as a real server (uvicorn subprocess on 127.0.0.1): the official client streams,
+LiteLLM works as a client unchanged, and SIGTERM drains in-flight requests, flushes every trace
+and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from llmloop.config import load_settings
+from llmloop.core.governance import ApiKeyCreate
+from llmloop.services.actors import local_actor
+from llmloop.services.container import Container
+
+ROOT = Path(__file__).resolve().parents[2]
+LITELLM_PY = ROOT / ".bench" / "litellm" / "bin" / "python"
+# uvicorn >= 0.29 re-raises SIGTERM after its graceful shutdown (exit -15) unless a handler was
+# installed before it started; a no-op handler makes a drained shutdown exit 0. `llmloop serve`
+# must do the same.
+LAUNCH = (
+    "import signal, sys, uvicorn\n"
+    "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+    "uvicorn.run('llmloop.api.app:create_app', factory=True, host='127.0.0.1',"
+    " port=int(sys.argv[1]), log_level='warning')\n"
+)
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    key: str
+    home: Path
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    deployments = tmp_path / "deployments.yaml"
+    deployments.write_text(json.dumps({"deployments": [
+        {"name": "chat", "targets": [{"engine": {"kind": "echo"}}]},
+        {"name": "slow", "targets": [{"engine": {"kind": "echo",
+                                                 "options": {"delay_s": 0.1}}}]}]}))  # fmt: skip
+    env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home"),
+           "LLMLOOP_DEPLOYMENTS_FILE": str(deployments), "LLMLOOP_GATEWAY_RELOAD_S": "0",
+           "LLMLOOP_TRACE_FLUSH_MS": "60000", "LLMLOOP_TRACE_BATCH_SIZE": "100000"}  # fmt: skip
+    settings = load_settings(env=env)
+    container = Container(settings)
+    key = container.keys.create(ApiKeyCreate(name="e2e", role="admin"), local_actor()).secret
+    container.close()
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(port)], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the server did not start")
+    yield Server(proc, url, key, tmp_path / "home")
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _count_traces(home: Path) -> int:
+    container = Container(load_settings({"home": str(home)}, env={}))
+    try:
+        return container.gateway.traces.count()
+    finally:
+        container.close()
+
+
+async def test_sigterm_drains_in_flight_and_loses_no_trace(server: Server) -> None:
+    client = openai.AsyncOpenAI(api_key=server.key, base_url=f"{server.url}/v1", max_retries=0)
+    msgs = [{"role": "user", "content": "hello world"}]
+    for i in range(20):
+        resp = await client.chat.completions.create(model="chat", messages=msgs, user=f"u{i}")  # type: ignore[arg-type]
+        assert resp.choices[0].message.content == "hello world"
+    stream = await client.chat.completions.create(
+        model="chat",
+        messages=msgs,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
+    )
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello world"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 4
+    words = " ".join(f"w{i}" for i in range(10))  # about 1 s of generation
+    slow = asyncio.create_task(client.chat.completions.create(
+        model="slow", messages=[{"role": "user", "content": words}]))  # fmt: skip
+    await asyncio.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    answer = await slow
+    assert answer.choices[0].message.content == words  # the in-flight request finished
+    assert server.proc.wait(30) == 0
+    assert _count_traces(server.home) == 22
+    await client.close()
+
+
+def test_litellm_as_a_client(server: Server) -> None:
+    if not LITELLM_PY.exists():
+        pytest.skip("LiteLLM is not installed in .bench/litellm (benchmarks/gateway_overhead.py)")
+    script = (
+        "import litellm, sys\n"
+        "kw = dict(model='openai/chat', api_base=sys.argv[1], api_key=sys.argv[2],"
+        " messages=[{'role': 'user', 'content': 'via litellm'}])\n"
+        "r = litellm.completion(**kw)\n"
+        "print(r.choices[0].message.content)\n"
+        "print(''.join(c.choices[0].delta.content or '' for c in litellm.completion("
+        "stream=True, **kw)))\n"
+    )  # fmt: skip
+    out = subprocess.run([str(LITELLM_PY), "-c", script, f"{server.url}/v1", server.key],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-2:] == ["via litellm", "via litellm"]
+
+
+def test_langchain_chat_openai(server: Server) -> None:
+    langchain_openai = pytest.importorskip(
+        "langchain_openai", reason="langchain-openai is not installed in .venv"
+    )
+    llm = langchain_openai.ChatOpenAI(model="chat", base_url=f"{server.url}/v1",
+                                      api_key=server.key, max_retries=0)  # fmt: skip
+    assert llm.invoke("from langchain").content == "from langchain"
+    assert "".join(str(c.content) for c in llm.stream("streamed")) == "streamed"
