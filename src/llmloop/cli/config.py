@@ -29,3 +29,11 @@ def show_config(
         return
     columns = ["name", "value", "source"] + (["env", "description"] if verbose else [])
     print_table(columns, ([row[c] for c in columns] for row in rows), title="settings")
+
+
+@app.command("docs")
+def config_docs() -> None:
+    """Print the settings reference (docs/settings.md) generated from the code."""
+    from llmloop.config import settings_reference
+
+    typer.echo(settings_reference(), nl=False)
