@@ -5,9 +5,9 @@ from __future__ import annotations
 from llmloop.hookspecs import Register, hookimpl
 
 __all__ = [
+    "register_data_steps",
     "register_engines",
     "register_evaluators",
-    "register_data_steps",
     "register_guards",
     "register_pipeline_steps",
     "register_trainers",
@@ -74,7 +74,19 @@ def register_data_steps(register: Register) -> None:
 
 @hookimpl
 def register_pipeline_steps(register: Register) -> None:
-    for name in ("init_base", "finetune", "eval", "gate", "promote"):
+    for name in (
+        "ingest",
+        "clean",
+        "split",
+        "init_base",
+        "finetune",
+        "eval",
+        "gate",
+        "promote",
+        "curate",
+        "deploy_canary",
+        "promote_or_rollback",
+    ):
         register(name, f"llmloop.services.pipeline_steps:{_step_class(name)}")
 
 

@@ -3,6 +3,7 @@ fresh home; and the demo walkthrough (what `make demo` runs) finishes with exit 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -39,10 +40,28 @@ def test_readme_names_the_two_commands() -> None:
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
 
 
-def test_demo_walkthrough_runs(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    """`make demo` runs `llmloop demo`: afterwards the CLI lists what it made, and the final
+    champion's lineage reaches the raw export and live traces."""
     env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home")}
-    result = subprocess.run(
-        [str(BIN / "llmloop"), "demo"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "champion -> v2" in result.stdout and "over HTTP" in result.stdout
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [str(BIN / "llmloop"), *args], env=env, capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    out = cli("demo")
+    assert "champion -> v2" in out and "over HTTP" in out
+    assert "reaches the raw export: True; reaches live traces: True" in out
+    models = {m["name"]: m for m in json.loads(cli("models", "list", "--json"))}
+    assert {"support-base", "support-bot"} <= set(models)
+    datasets = {d["name"] for d in json.loads(cli("datasets", "list", "--json"))}
+    assert {"support-tickets", "support-tickets-train", "support-feedback"} <= datasets
+    kinds = {r["kind"] for r in json.loads(cli("runs", "list", "--json", "--limit", "500"))}
+    assert {"pretrain", "finetune", "eval"} <= kinds
+    champion = json.loads(cli("models", "show", "support-bot", "--ref", "champion", "--json"))
+    graph = json.loads(cli("lineage", champion["id"], "--direction", "up", "--json"))
+    types = {n["type"] for n in graph["nodes"]}
+    assert {"trace", "dataset_version", "run", "model_version"} <= types

@@ -138,3 +138,245 @@ class PromoteStep:
         ctx.container.models.set_alias(inputs.model, inputs.alias, inputs.version, ctx.actor)
         return {"promoted": True}
 
+
+class IngestStep:
+    """Read a file (any fsspec URL) into a new dataset version."""
+
+    class Inputs(StepInputs):
+        source: str
+        dataset: str
+        options: JsonDict = Field(default_factory=dict)
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        version, report = ctx.container.data.ingest(
+            inputs.source, inputs.dataset, ctx.actor, inputs.options
+        )
+        return {
+            "dataset_version": version.id,
+            "version": version.version,
+            "rows": version.row_count,
+            "skipped": report.rows_skipped,
+        }
+
+
+class CleanStep:
+    """Apply a cleaning recipe to a dataset version."""
+
+    class Inputs(StepInputs):
+        dataset: str
+        recipe: str | JsonDict
+        version: int | str = "latest"
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        version, report = ctx.container.data.clean(
+            inputs.dataset, inputs.recipe, ctx.actor, inputs.version
+        )
+        return {
+            "dataset_version": version.id,
+            "version": version.version,
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+        }
+
+
+class SplitStep:
+    """Split a dataset version into <dataset>-<split> datasets."""
+
+    class Inputs(StepInputs):
+        dataset: str
+        version: int | str = "latest"
+        config: JsonDict = Field(default_factory=dict)
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        made, report = ctx.container.data.split(
+            inputs.dataset, ctx.actor, inputs.version, inputs.config
+        )
+        out: JsonDict = {f"{name}_dataset": v.dataset_name for name, v in made.items()}
+        out.update({f"{name}_version": v.id for name, v in made.items()})
+        out["leaks"] = report["leakage"]["exact"] + report["leakage"]["near"]
+        return out
+
+
+class CurateStep:
+    """Turn traces with feedback into an SFT or DPO dataset version (PII scrubbed)."""
+
+    class Inputs(StepInputs):
+        spec: JsonDict = Field(description="A curation request (see `llmloop curate`).")
+
+    cache_version: ClassVar[str] = "1"
+    #: The traces change while the inputs stay the same: never reuse a cached result.
+    cacheable: ClassVar[bool] = False
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        from llmloop.core.feedback import CurateCreate
+
+        result = ctx.container.curation.curate(CurateCreate.model_validate(inputs.spec), ctx.actor)
+        return {"dataset": result.dataset, "version": result.version, "rows": result.rows}
+
+
+class DeployCanaryStep:
+    """Put a version on a canary slice of a deployment (challenger alias)."""
+
+    class Inputs(StepInputs):
+        deployment: str
+        model: str
+        version: int
+        weight: float = 0.2
+        when: bool = True
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        if not inputs.when:
+            ctx.log("condition false: no canary")
+            return {"canary": False}
+        ctx.container.rollout.start_canary(
+            inputs.deployment, inputs.model, inputs.version, ctx.actor, inputs.weight
+        )
+        return {"canary": True}
+
+
+class PromoteOrRollbackStep:
+    """Judge the canary on live feedback since it started; promote or roll back."""
+
+    class Inputs(StepInputs):
+        deployment: str
+        model: str
+        since: str = Field(default="1h", description="Window start: 30m, 2h or ISO time.")
+        min_requests: int = 20
+        margin: float = 0.0
+        approver: str | None = Field(default=None, description="Second admin for approvals.")
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        from llmloop.core.monitoring import parse_since
+        from llmloop.services.actors import Actor
+
+        svc = ctx.container.rollout
+        decision = svc.evaluate(
+            inputs.deployment,
+            inputs.model,
+            parse_since(inputs.since),
+            inputs.min_requests,
+            inputs.margin,
+        )
+        approver = Actor(inputs.approver, "admin") if inputs.approver else None
+        decision = svc.apply(decision, ctx.actor, approver)
+        return {
+            "decision": decision.decision,
+            "reason": decision.reason,
+            "decision_run": decision.run_id or "",
+        }
+
+
+class WatchStep:
+    """Wait until a deployment has served enough rated requests (or time runs out) and report
+    its live metrics; the next step decides on them."""
+
+    class Inputs(StepInputs):
+        deployment: str
+        since: str = "1h"
+        min_requests: int = Field(default=20, ge=1)
+        timeout_s: float = Field(default=600.0, ge=0, le=86_400)
+        poll_s: float = Field(default=5.0, gt=0, le=600)
+
+    cache_version: ClassVar[str] = "1"
+    cacheable: ClassVar[bool] = False
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        import time
+
+        from llmloop.core.monitoring import parse_since
+
+        since = parse_since(inputs.since)
+        deadline = time.monotonic() + inputs.timeout_s
+        while True:
+            rows = ctx.container.monitoring.summary(since, deployment=inputs.deployment)
+            requests = sum(r.requests for r in rows)
+            if requests >= inputs.min_requests or time.monotonic() >= deadline:
+                break
+            time.sleep(inputs.poll_s)
+        row = rows[0] if rows else None
+        return {
+            "requests": requests,
+            "enough": requests >= inputs.min_requests,
+            "error_rate": row.error_rate if row else 0.0,
+            "feedback_mean": row.feedback_mean if row else None,
+        }
+
+
+class HpoStep:
+    """An Optuna search whose best trial becomes a model version."""
+
+    class Inputs(StepInputs):
+        base: str
+        base_ref: int | str = "champion"
+        dataset: str
+        eval_dataset: str
+        out: str
+        search: JsonDict = Field(default_factory=dict)
+        space: JsonDict = Field(default_factory=dict)
+        config: JsonDict = Field(default_factory=dict)
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        version, summary = ctx.container.training.tune(
+            inputs.base,
+            inputs.dataset,
+            inputs.eval_dataset,
+            inputs.out,
+            ctx.actor,
+            base_ref=inputs.base_ref,
+            search=inputs.search,
+            space=inputs.space,
+            config=inputs.config,
+        )
+        return {
+            "model_version": version.id,
+            "version": version.version,
+            "best_params": summary["best_params"],
+        }
+
+
+class RegisterStep:
+    """Register weights from a local directory (or a hub id / path reference) as a version."""
+
+    class Inputs(StepInputs):
+        model: str
+        path: str | None = Field(default=None, description="Local model directory to store.")
+        base_model: str = ""
+        format: str = "hf"
+        params: JsonDict = Field(default_factory=dict)
+
+    cache_version: ClassVar[str] = "1"
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
+        from pathlib import Path
+
+        from llmloop.core.models import ModelVersionCreate
+
+        artifact = None
+        if inputs.path is not None:
+            path = Path(inputs.path)
+            if not path.is_dir():
+                raise InvalidInputError(f"{path} is not a model directory")
+            artifact = ctx.container.artifacts.put_dir(path)
+        spec = ModelVersionCreate.model_validate(
+            {
+                "base_model": inputs.base_model,
+                "format": inputs.format,
+                "artifact": artifact,
+                "params": inputs.params,
+                "run_id": ctx.run_id,
+            }
+        )
+        version = ctx.container.models.create_version(inputs.model, spec, ctx.actor)
+        return {"model_version": version.id, "version": version.version}

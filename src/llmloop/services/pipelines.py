@@ -172,7 +172,7 @@ class PipelineService:
         except ValidationError as exc:
             raise ConfigError(f"step '{step.id}' ({step.uses}): {_errors(exc)}")
         key = cache_key(spec.name, step, kind, inputs)
-        if step.cache:
+        if step.cache and getattr(kind, "cacheable", True):
             with self.store.read() as tx:
                 hit = tx.get(t.pipeline_cache, cache_key=key)
             if hit is not None:

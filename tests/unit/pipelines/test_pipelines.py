@@ -155,3 +155,19 @@ def test_bad_specs_are_config_errors(container: Container, tmp_path: Path) -> No
     unknown_kind = write_spec(tmp_path, SPEC.replace("uses: count", "uses: nope"))
     with pytest.raises(Exception, match="no pipeline step named 'nope'"):
         container.pipelines.run(load_pipeline(unknown_kind), local_actor())
+
+
+def test_shipped_example_pipeline_is_valid() -> None:
+    from llmloop.core.pipelines import order_steps
+
+    root = Path(__file__).resolve().parents[3]
+    spec = load_pipeline(root / "examples" / "support" / "pipeline.yaml")
+    registry = build_registry()
+    for step in order_steps(spec):
+        kind = registry.resolve("pipeline_steps", step.uses)
+        assert hasattr(kind, "Inputs") and hasattr(kind, "run"), step.uses
+    assert [s.id for s in order_steps(spec)][:3] == ["ingest", "clean", "split"]
+    import yaml
+
+    workflow = yaml.safe_load((root / "examples" / "ci" / "eval-gate.yml").read_text())
+    assert "gate" in workflow["jobs"]
