@@ -92,7 +92,7 @@ def run_dpo(
         loss_type=[config.loss_type],
         dataset_num_proc=None,
     )
-    tracker.log_params({"trainer": "dpo", **config.model_dump(mode="json")})
+    tracker.log_params({**config.model_dump(mode="json"), "trainer": "dpo"})
     tracking = TrackingCallback(tracker, config, loss_is_nll=False)
     trainer = trl.DPOTrainer(
         model=model,

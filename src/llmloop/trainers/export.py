@@ -77,7 +77,10 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
 
 
 def merge_adapter(
-    adapter_dir: str | Path, base_model_dir: str | Path, out_dir: str | Path, eval_texts: Sequence[str]
+    adapter_dir: str | Path,
+    base_model_dir: str | Path,
+    out_dir: str | Path,
+    eval_texts: Sequence[str],
 ) -> ExportResult:
     """Fold a LoRA adapter into its base (``merge_and_unload``) and save standalone weights."""
     from peft import PeftModel
@@ -227,7 +230,9 @@ def export_gguf(
     writer.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or 10000.0))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(
+        gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32
+    )
     _write_tokenizer(writer, tokenizer)
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     for name, tensor in model.state_dict().items():
@@ -275,4 +280,3 @@ def load_gguf(gguf_path: str | Path, model_dir: str | Path) -> Any:
         state[name] = torch.from_numpy(np.ascontiguousarray(data))
     model.load_state_dict(state)
     return model.eval()
-

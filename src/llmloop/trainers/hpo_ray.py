@@ -100,14 +100,15 @@ def run_ray_search(
     )
     grid = tuner.fit()
     records = []
-    for number, result in enumerate(grid):
-        metrics = result.metrics or {}
+    for number in range(len(grid)):
+        result = grid[number]
+        metrics, sampled = result.metrics or {}, result.config or {}
         complete = bool(metrics.get("finished")) and result.error is None
         loss = metrics.get("eval_loss")
         records.append(
             TrialRecord(
                 number=number,
-                params={k: result.config[k] for k in _param_space(space)},
+                params={k: sampled.get(k) for k in _param_space(space)},
                 values=[float(loss)] if loss is not None else None,
                 state="COMPLETE" if complete else ("FAIL" if result.error else "PRUNED"),
                 duration_s=float(metrics.get("time_total_s", 0.0)),

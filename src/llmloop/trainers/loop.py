@@ -183,7 +183,8 @@ def train_and_save(
     state = trainer.state
     if config.lora is not None:
         adapter_dir, merged, tokenizer_dir = out_dir / "adapter", None, out_dir / "adapter"
-        trainer.model.save_pretrained(adapter_dir)
+        peft_model: Any = trainer.model
+        peft_model.save_pretrained(adapter_dir)
     else:
         adapter_dir, merged, tokenizer_dir = None, out_dir / "model", out_dir / "model"
         trainer.save_model(str(merged))

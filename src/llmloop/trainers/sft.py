@@ -176,7 +176,7 @@ def run_sft(
         completion_only_loss=config.completion_only_loss if fmt == "instruction" else None,
         dataset_num_proc=None,
     )
-    tracker.log_params({"trainer": "sft", "format": fmt, **config.model_dump(mode="json")})
+    tracker.log_params({**config.model_dump(mode="json"), "trainer": "sft", "format": fmt})
     tracking = TrackingCallback(tracker, config)
     trainer = trl.SFTTrainer(
         model=model,

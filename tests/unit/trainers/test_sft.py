@@ -54,31 +54,50 @@ def test_instruction_rows_become_prompt_completion() -> None:
     fmt, records = prepare_rows([{"prompt": "p", "response": "r"}], "auto", True)
     assert fmt == "instruction"
     assert records == [
-        {"prompt": [{"role": "user", "content": "p"}], "completion": [
-            {"role": "assistant", "content": "r"}]}
-    ]  # fmt: skip
+        {
+            "prompt": [{"role": "user", "content": "p"}],
+            "completion": [{"role": "assistant", "content": "r"}],
+        }
+    ]
     _, plain = prepare_rows([{"prompt": "p", "response": "r"}], "instruction", False)
     assert plain == [{"prompt": "p", "completion": "r"}]
 
 
 def test_bad_rows_fail_before_loading_a_model(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="row 1"):
-        run_sft(SFTConfig(), tmp_path / "nowhere", [{"text": "a"}, {}], None, tmp_path,
-                RecordingTracker())  # fmt: skip
+        run_sft(
+            SFTConfig(),
+            tmp_path / "nowhere",
+            [{"text": "a"}, {}],
+            None,
+            tmp_path,
+            RecordingTracker(),
+        )
 
 
 def test_missing_base_model_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match=r"config\.json"):
-        run_sft(SFTConfig(max_steps=1), tmp_path / "nowhere", TEXT, None, tmp_path / "o",
-                RecordingTracker())  # fmt: skip
+        run_sft(
+            SFTConfig(max_steps=1),
+            tmp_path / "nowhere",
+            TEXT,
+            None,
+            tmp_path / "o",
+            RecordingTracker(),
+        )
 
 
 def test_lora_instruction_run_streams_every_metric(
     base_dir: Path, tickets: list[dict[str, Any]], ticket_eval: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     tracker = RecordingTracker()
-    config = SFTConfig(max_steps=4, eval_steps=2, batch_size=4, gradient_accumulation_steps=2,
-                       device_hour_price=3600.0)  # fmt: skip
+    config = SFTConfig(
+        max_steps=4,
+        eval_steps=2,
+        batch_size=4,
+        gradient_accumulation_steps=2,
+        device_hour_price=3600.0,
+    )
     result = run_sft(config, base_dir, tickets, ticket_eval, tmp_path, tracker)
     assert result.steps == 4
     assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").exists()
@@ -87,7 +106,8 @@ def test_lora_instruction_run_streams_every_metric(
     assert tracker.params["trainer"] == "sft" and tracker.params["format"] == "instruction"
     for name in ("loss", "learning_rate", "tokens_per_s", "wall_time_s", "peak_memory_mb"):
         assert len(tracker.series(name)) >= 4, name
-    assert [step for step, _ in tracker.series("eval_loss")] == [2, 4]
+    # Evaluations at steps 2 and 4, then the final evaluation (also at step 4).
+    assert [step for step, _ in tracker.series("eval_loss")] == [2, 4, 4]
     assert all(value > 1 for _, value in tracker.series("eval_perplexity"))
     assert result.train_tokens > 0 and result.wall_time_s > 0 and result.peak_memory_mb > 0
     # 3600 per device-hour = 1 per second.
@@ -99,8 +119,14 @@ def test_lora_instruction_run_streams_every_metric(
 def test_full_fine_tune_of_chat_rows_saves_loadable_weights(base_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    result = run_sft(SFTConfig(lora=None, max_steps=2, batch_size=4), base_dir, CHAT, None,
-                     tmp_path, RecordingTracker())  # fmt: skip
+    result = run_sft(
+        SFTConfig(lora=None, max_steps=2, batch_size=4),
+        base_dir,
+        CHAT,
+        None,
+        tmp_path,
+        RecordingTracker(),
+    )
     assert result.adapter_dir is None and result.merged is not None
     model = AutoModelForCausalLM.from_pretrained(result.merged)
     assert model.config.model_type == "llama"
@@ -117,18 +143,21 @@ def test_early_stopping_after_patience_evaluations(
     base_dir: Path, tickets: list[dict[str, Any]], ticket_eval: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     # A learning rate this small leaves the eval loss unchanged, so it never improves.
-    config = SFTConfig(max_steps=20, eval_steps=1, early_stopping_patience=2,
-                       learning_rate=1e-15, batch_size=8)  # fmt: skip
+    config = SFTConfig(
+        max_steps=20, eval_steps=1, early_stopping_patience=2, learning_rate=1e-15, batch_size=8
+    )
     result = run_sft(config, base_dir, tickets, ticket_eval, tmp_path, RecordingTracker())
     assert result.stopped_early
     assert result.steps == 3  # best at step 1, no gain at steps 2 and 3
 
 
-def test_tracker_can_stop_a_run(base_dir: Path, tickets: list[dict[str, Any]],
-                                tmp_path: Path) -> None:  # fmt: skip
+def test_tracker_can_stop_a_run(
+    base_dir: Path, tickets: list[dict[str, Any]], tmp_path: Path
+) -> None:
     tracker = RecordingTracker(stop_after_step=2)
-    result = run_sft(SFTConfig(max_steps=50, batch_size=8), base_dir, tickets, None, tmp_path,
-                     tracker)  # fmt: skip
+    result = run_sft(
+        SFTConfig(max_steps=50, batch_size=8), base_dir, tickets, None, tmp_path, tracker
+    )
     assert result.stopped_early and result.steps <= 3
 
 
