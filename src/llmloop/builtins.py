@@ -96,4 +96,7 @@ def _step_class(name: str) -> str:
 
 @hookimpl
 def register_trainers(register: Register) -> None:
-    """Filled by the fine-tuning issue."""
+    register("sft", "llmloop.trainers.sft:run_sft", extra="hf")
+    register("dpo", "llmloop.trainers.dpo:run_dpo", extra="hf")
+    register("pretrain", "llmloop.trainers.pretrain:init_base", extra="hf")
+    register("hpo", "llmloop.trainers.hpo:run_hpo", extra="hf")
