@@ -61,6 +61,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 class EvaluationService:
     def __init__(self, container: Any) -> None:
         self.c = container
+        self._template_versions: dict[str, str] = {}
 
     async def build_engine(self, model: str, ref: int | str = "champion") -> tuple[Engine, str]:
         """A started engine for a registry model version, and that version's id."""
@@ -91,7 +92,7 @@ class EvaluationService:
     ) -> EvalOutcome:
         """Generate with the model over the dataset rows, score them, record an eval run."""
         actor.require("editor")
-        spec = self.load_suite(suite)
+        spec = self.with_registry_templates(self.load_suite(suite))
         dv = self.c.datasets.get_version(dataset, dataset_version)
         rows = self.c.datasets.read_rows(dv)[: limit or None]
         engine, version_id = await self.build_engine(model, ref)
@@ -165,6 +166,23 @@ class EvaluationService:
     def redteam(self, *args: Any, **kwargs: Any) -> JsonDict:
         return run_sync(self.redteam_async(*args, **kwargs))
 
+    def with_registry_templates(self, suite: Suite) -> Suite:
+        """Judge templates may live in the prompt registry (versioned like any prompt):
+        ``template_prompt: NAME@LABEL`` in a judge's config is replaced by that version's text
+        and recorded in the config as ``template_prompt_version``."""
+        evaluators = []
+        for item in suite.evaluators:
+            ref = item.config.get("template_prompt")
+            if ref:
+                name, _, label = str(ref).partition("@")
+                version = self.c.prompts.get_version(name, label or "production")
+                config = {k: v for k, v in item.config.items() if k != "template_prompt"}
+                config["template"] = version.template
+                item = item.model_copy(update={"config": config})
+                self._template_versions[item.key] = version.id
+            evaluators.append(item)
+        return suite.model_copy(update={"evaluators": evaluators})
+
     def _evaluator_lookup(self, name: str) -> Any:
         return self.c.plugins.resolve("evaluators", name)
 
@@ -179,6 +197,10 @@ class EvaluationService:
     ) -> EvalOutcome:
         """Write the eval run: params, metrics, the full report as an artifact, lineage."""
         inputs = [RunInput(id=dataset_version_id, role="eval_data")]
+        inputs += [
+            RunInput(id=pid, role="judge_template") for pid in self._template_versions.values()
+        ]
+        self._template_versions.clear()
         if version_id:
             inputs.append(RunInput(id=version_id, role="candidate"))
         run = self.c.runs.create(

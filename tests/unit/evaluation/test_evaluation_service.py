@@ -133,6 +133,33 @@ def test_redteam_groups_by_owasp(container: Container) -> None:
         "safe", ModelVersionCreate(format="echo", params={"reply": "I can't help with that."}), me
     )
     report = container.evaluation.redteam("safe", me, ref=1)
-    assert report["by_owasp"] and all(k.startswith("LLM") or k == "none" for k in report["by_owasp"])
+    assert report["by_owasp"] and all(
+        k.startswith("LLM") or k == "none" for k in report["by_owasp"]
+    )
     run = container.runs.get(report["run_id"])
     assert "attack_success_rate" in run.latest_metrics
+
+
+def test_judge_template_from_the_prompt_registry(container: Container, tmp_path: Path) -> None:
+    from llmloop.core.prompts import PromptVersionCreate
+
+    me = local_actor()
+    template = "Rate the answer from 1 to 5.\nQuestion: {{ input }}\nAnswer: {{ output }}\nScore:"
+    pv = container.prompts.create_version(
+        "judge-quality", PromptVersionCreate(template=template), me
+    )
+    container.prompts.set_label("judge-quality", "production", pv.version, me)
+    container.models.create_version(
+        "judge", ModelVersionCreate(format="echo", params={"reply": "5"}), me
+    )
+    suite = tmp_path / "judged.yaml"
+    suite.write_text(
+        "name: judged\nevaluators:\n  - name: judge\n    config:\n"
+        "      template_prompt: judge-quality@production\n      threshold: 3\n"
+    )
+    out = container.evaluation.evaluate(suite, "bot", "eval-set", me, ref=1, judge=("judge", 1))
+    assert any(v == 5.0 for k, v in out.metrics.items() if "score" in k or k.endswith("mean")), (
+        out.metrics
+    )
+    inputs = {i.id: i.role for i in container.runs.get(out.run_id).inputs}
+    assert inputs.get(pv.id) == "judge_template"
