@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         default=False,
         description="Let the requester of an approval also approve it (single-person setups).",
     )
+    pipelines_dir: str = Field(
+        default="",
+        description="Folder of pipeline YAML files whose triggers the server checks; empty: off.",
+    )
+    pipeline_tick_s: float = Field(
+        default=30.0, gt=0, description="How often the server checks pipeline triggers."
+    )
     pii_key: str = Field(
         default="",
         description="Secret key for PII pseudonymisation (HMAC); kept out of recipes and lineage.",

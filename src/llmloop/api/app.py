@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -17,7 +18,7 @@ from llmloop import __version__
 from llmloop.api.deps import get_actor
 from llmloop.api.gateway import admin as gateway_admin
 from llmloop.api.gateway import routes as gateway_routes
-from llmloop.api.gateway.fastpath import GatewayFastPath
+from llmloop.api.gateway.fastpath import GatewayApp
 from llmloop.api.limits import BodySizeLimit
 from llmloop.api.problems import install_problem_handlers
 from llmloop.api.routes import alerts as alert_routes
@@ -40,13 +41,27 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         await container.gateway.manager.start()
         checks = monitoring_routes.BackgroundChecks(container)  # scheduled drift and alerts
         checks.start()
+        triggers = None
+        if settings.pipelines_dir:
+            from llmloop.services.actors import Actor
+            from llmloop.services.triggers import TriggerLoop
+
+            triggers = TriggerLoop(
+                container.triggers,
+                Path(settings.pipelines_dir),
+                Actor("pipeline-triggers", "editor"),
+                settings.pipeline_tick_s,
+            )
+            triggers.start()
         yield
+        if triggers is not None:
+            await triggers.aclose()
         await checks.aclose()
         if "gateway" in container.__dict__:
             await container.gateway.aclose()  # drain shadows, close engines, flush traces
         container.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="llmloop",
         version=__version__,
         description="The closed loop of LLMOps: registry, gateway, evaluation and monitoring.",
@@ -69,6 +84,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     def openapi() -> Any:
         return JSONResponse(app.openapi())
 
-    app.add_middleware(GatewayFastPath)  # inside the body limit: hot /v1 routes skip the router
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.enable_fast_path(settings.max_body_bytes)  # hot /v1 routes skip FastAPI's stack
+
     return app

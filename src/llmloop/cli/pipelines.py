@@ -61,3 +61,24 @@ def run(
         say(f"pipeline {report.status} (run {report.run_id})")
     if report.status != "finished":
         raise typer.Exit(PIPELINE_FAILED_EXIT)
+
+
+@app.command("tick")
+def tick(
+    ctx: typer.Context,
+    folder: Path = typer.Argument(
+        ..., help="Folder of pipeline YAML files.", exists=True, file_okay=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check every pipeline's triggers once and run the due ones (what the server does)."""
+    state = get_state(ctx)
+    svc = state.container.triggers
+    reports = svc.tick(svc.load_dir(folder), state.actor())
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+        return
+    if not reports:
+        say("no pipeline was due")
+    for report in reports:
+        say(f"{report.pipeline}: {report.status} (run {report.run_id})")

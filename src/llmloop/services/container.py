@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from llmloop.services.monitoring import MonitoringService
     from llmloop.services.rollout import RolloutService
     from llmloop.services.training import TrainingService
+    from llmloop.services.triggers import TriggerService
 
 
 class Container:
@@ -104,6 +105,12 @@ class Container:
         from llmloop.services.rollout import RolloutService
 
         return RolloutService(self)
+
+    @cached_property
+    def triggers(self) -> TriggerService:
+        from llmloop.services.triggers import TriggerService
+
+        return TriggerService(self)
 
     @cached_property
     def training(self) -> TrainingService:
