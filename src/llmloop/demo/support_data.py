@@ -54,6 +54,22 @@ NEW_INTENT = {
 }
 
 
+# What a user needs to see to be satisfied: the answer must address the question's intent.
+INTENT_KEYS = {
+    "order_status": "on its way",
+    "refund": "refund",
+    "password": "reset password",
+    "address": "change address",
+    "cancel": "cancelled",
+    "warranty": "warranty",
+}
+
+
+def satisfied(ticket: dict[str, Any], answer: str) -> bool:
+    """The simulated user's verdict: did the answer address what they asked?"""
+    return INTENT_KEYS[ticket["intent"]] in answer.lower()
+
+
 def _ticket(rng: random.Random, intents: dict[str, tuple[list[str], str]]) -> dict[str, Any]:
     intent = rng.choice(sorted(intents))
     questions, answer = intents[intent]
