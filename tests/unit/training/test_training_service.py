@@ -5,7 +5,6 @@ leaves a failed run, never a half-registered version."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
