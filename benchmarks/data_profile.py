@@ -164,8 +164,6 @@ def worker_llmloop(path: str, dedup: bool, core: bool = False) -> dict[str, obje
 
     from llmloop.data.loaders import LoadOptions, RowReader
     from llmloop.data.profile import ProfileConfig, Profiler
-    from llmloop.data.recipes import RecipeRunner, load_recipe
-    from llmloop.data.shapes import canonical_line
 
     start = time.perf_counter()
     # "core": only what ydata-profiling's minimal mode also measures (types, missing values,
@@ -180,6 +178,10 @@ def worker_llmloop(path: str, dedup: bool, core: bool = False) -> dict[str, obje
     result["findings"] = {k: round(f.rate, 4) for k, f in profile.findings.items()}
     result["pii"] = profile.pii_counts
     if dedup:
+        # Imported here: the side-by-side profile run should not pay for the recipe machinery.
+        from llmloop.data.recipes import RecipeRunner, load_recipe
+        from llmloop.data.shapes import canonical_line
+
         runner = RecipeRunner(
             load_recipe("steps: [exact_dedup, {near_dedup: {threshold: 0.8, num_perm: 64}}]")
         )

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmloop.errors import LlmloopError, OverloadedError, RateLimitError
@@ -96,6 +97,19 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, status, code, title, detail, errors=errors, param=param)
 
 
+async def _model_error(request: Request, exc: Exception) -> Response:
+    """A config or spec the caller sent (inside a valid body) failed its own validation."""
+    assert isinstance(exc, PydanticValidationError)
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['field'] or exc.title}: {e['message']}" for e in errors[:5])
+    return problem_response(
+        request, 422, "invalid_input", "Invalid input", detail or str(exc), errors=errors
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     titles = {
@@ -124,6 +138,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LlmloopError, _llmloop_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PydanticValidationError, _model_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 

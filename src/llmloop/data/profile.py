@@ -5,22 +5,37 @@ length outliers by z-score and IQR), exact and near duplicates (MinHash LSH band
 by kind (``guards.pii``), toxicity (alt-profanity-check, batched), HTML markup, mojibake
 (ftfy's badness heuristic), empty and shape-invalid rows,
 top word n-grams, and a few sample rows per finding. Memory is bounded: per row only a length,
-an 8-byte exact key and MinHash band keys are kept; languages are detected on a reservoir
+a 64-bit exact key (the hash of its normalised words) and
+MinHash band keys are kept; languages are detected on a reservoir
 sample, n-grams counted over the first ``ngram_rows`` rows.
+
+Per-row work is done per batch where it can be: cheap C-level tests over the whole batch column
+(pyarrow) pick the few rows that need a Python regex (PII, HTML) or a heuristic (mojibake only
+looks at non-ASCII rows), and n-grams are counted as 64-bit hashes with numpy.
+
+Sampling: the toxicity classifier scores every one of the first ``full_scan_rows`` rows and,
+after them, a uniform random sample (``model_sample_rate``, drawn by a hash of the row index, so
+independent of content and reproducible). Below the threshold the count is exact; above it the
+``toxic`` finding is an estimate (``Finding.estimated``) with the rows scored
+(``Finding.sample_size``) and a 95% interval of the rate (``Finding.ci95``, Wilson's interval on
+the sampled part). Languages are shares of a reservoir sample (``language_sample_size`` rows,
+intervals in ``language_ci95``). Every other count is over every row.
 
 It does not change rows (``steps``) or render anything (``report``).
 """
 
 from __future__ import annotations
 
-import random
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from ftfy.badness import is_bad
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,14 +43,20 @@ from llmloop.data.dedup import (
     MinHasher,
     band_keys,
     candidate_duplicates,
-    exact_key_of_words,
     lsh_params,
-    words_of,
+    words_of_batch,
 )
 from llmloop.data.shapes import Batch, detect_shape, row_problem, row_text
-from llmloop.data.text import TextTokenizer, detect_languages, toxicity_scores
+from llmloop.data.text import (
+    TextTokenizer,
+    column_values,
+    detect_languages,
+    prefetch_language_model,
+    text_column,
+    toxicity_scores,
+)
 from llmloop.errors import InvalidInputError
-from llmloop.guards.pii import PiiDetector
+from llmloop.guards.pii import PiiDetector, find_in_batch
 
 _HTML = re.compile(r"</?(?:[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>|&(?:[a-z]+|#\d+);")
 
@@ -69,7 +90,16 @@ class ProfileConfig(BaseModel):
     outlier_z: float = Field(default=4.0, gt=0, description="Length z-score that is an outlier.")
     samples_per_finding: int = Field(default=3, ge=0, le=50, description="Sample rows kept.")
     sample_chars: int = Field(default=200, ge=20, description="Characters kept of a sample.")
-    seed: int = Field(default=0, description="Seed of the language reservoir sample.")
+    seed: int = Field(default=0, description="Seed of the language and model samples.")
+    full_scan_rows: int = Field(
+        default=20_000, ge=0, description="Rows (from the start) the toxicity model scores all of."
+    )
+    model_sample_rate: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Share of later rows (uniform, by row-index hash) the toxicity model scores.",
+    )
 
 
 class FieldProfile(BaseModel):
@@ -102,9 +132,14 @@ class SampleRow(BaseModel):
 
 
 class Finding(BaseModel):
-    count: int = 0
+    count: int = Field(default=0, description="Rows with the finding (estimated if ``estimated``).")
     rate: float = 0.0
     samples: list[SampleRow] = Field(default_factory=list)
+    estimated: bool = Field(default=False, description="Count and rate come from a sample.")
+    sample_size: int | None = Field(default=None, description="Rows examined, when sampled.")
+    ci95: tuple[float, float] | None = Field(
+        default=None, description="95% interval of the rate, when sampled."
+    )
 
 
 class DataProfile(BaseModel):
@@ -118,6 +153,9 @@ class DataProfile(BaseModel):
     tokens: LengthStats
     languages: dict[str, float] = Field(description="Language code -> share of sampled rows.")
     language_sample_size: int
+    language_ci95: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Language code -> 95% interval of its share."
+    )
     pii_counts: dict[str, int] = Field(description="PII kind -> number of hits.")
     top_ngrams: dict[str, list[tuple[str, int]]]
     findings: dict[str, Finding] = Field(
@@ -135,15 +173,117 @@ class DataProfile(BaseModel):
 
 
 def _json_type(value: Any) -> str:
-    if value is None:
+    return _json_type_of_class(type(value))
+
+
+def _json_type_of_class(cls: type) -> str:
+    if cls is type(None):
         return "null"
-    if isinstance(value, bool):
+    if issubclass(cls, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if issubclass(cls, int | float):
         return "number"
-    if isinstance(value, str):
+    if issubclass(cls, str):
         return "string"
-    return "array" if isinstance(value, list) else "object"
+    return "array" if issubclass(cls, list) else "object"
+
+
+def _field_types(batch: Batch) -> dict[str, Counter[type]]:
+    """Field name -> Python type -> rows, by C-level passes when rows share their fields."""
+    if all(type(row) is dict for row in batch):
+        layouts = Counter(map(tuple, batch))
+        if len(layouts) == 1:  # the usual case: one type Counter per column over map()s
+            names = next(iter(layouts))
+            return {name: Counter(map(type, map(itemgetter(name), batch))) for name in names}
+    pairs = Counter(
+        (name, type(value))
+        for row in batch
+        if isinstance(row, Mapping)
+        for name, value in row.items()
+    )
+    out: dict[str, Counter[type]] = {}
+    for (name, cls), count in pairs.items():
+        out.setdefault(name, Counter())[cls] += count
+    return out
+
+
+def wilson_interval(hits: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``hits / n`` (``(0, 1)`` when ``n`` is 0)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z = 1.959963984540054
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _sampled_rows(start: int, count: int, config: ProfileConfig) -> np.ndarray:
+    """Which rows ``start .. start+count`` the per-row models score: the first ``full_scan_rows``,
+    then a uniform sample by a splitmix64 hash of the row index (content-blind, reproducible)."""
+    index = np.arange(start, start + count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = index + np.uint64(0x9E3779B97F4A7C15) * np.uint64(config.seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    chosen = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < config.model_sample_rate
+    return chosen | (index < np.uint64(config.full_scan_rows))
+
+
+class _NgramCounter:
+    """Word n-gram counts as 64-bit hashes (numpy), with the text of the current top ones.
+
+    A key absent from a batch can only fall in the (count, key) order, so every key in the top
+    ``keep_text`` after a batch either had its text already or occurs in that batch.
+    """
+
+    def __init__(self, n: int, keep_text: int, max_keys: int = 1_000_000) -> None:
+        self.n = n
+        self.keep_text = keep_text
+        self.max_keys = max_keys
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.texts: dict[int, str] = {}
+
+    def update(self, flat: list[str], hashes: np.ndarray, row_end: np.ndarray) -> None:
+        n = self.n
+        if len(flat) < n:
+            return
+        starts = np.arange(len(flat) - n + 1)
+        valid = starts + n <= row_end[: len(starts)]  # the window ends inside its own row
+        keys = np.zeros(len(starts), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(n):
+                keys = keys * np.uint64(0x100000001B3) + hashes[k : k + len(starts)]
+        keys[~valid] = 0  # windows across rows: key 0, never counted
+        batch_keys, counts = np.unique(keys[valid], return_counts=True)
+        if len(self.keys):
+            merged, inverse = np.unique(
+                np.concatenate((self.keys, batch_keys)), return_inverse=True
+            )
+            self.counts = np.bincount(inverse, np.concatenate((self.counts, counts))).astype(
+                np.int64
+            )
+            self.keys = merged
+        else:
+            self.keys, self.counts = batch_keys, counts.astype(np.int64)
+        order = np.lexsort((self.keys, -self.counts))
+        if len(order) > self.max_keys:  # bounded memory: rare n-grams' counts are dropped
+            order = np.sort(order[: self.max_keys])
+            self.keys, self.counts = self.keys[order], self.counts[order]
+            order = np.lexsort((self.keys, -self.counts))
+        for key in self.keys[order[: self.keep_text]].tolist():
+            if key not in self.texts:
+                at = int(np.flatnonzero((keys == np.uint64(key)) & valid)[0])
+                self.texts[key] = " ".join(flat[at : at + n])
+
+    def top(self, k: int) -> list[tuple[str, int]]:
+        order = np.lexsort((self.keys, -self.counts))[:k]
+        return [
+            (self.texts[int(key)], int(c))
+            for key, c in zip(self.keys[order], self.counts[order], strict=True)
+        ]
 
 
 class Profiler:
@@ -173,16 +313,20 @@ class Profiler:
         self.chars: list[np.ndarray] = []
         self.tokens: list[np.ndarray] = []
         self.band_keys: list[np.ndarray] = []
-        self.seen_exact: set[bytes] = set()
+        self.seen_exact: set[int] = set()
         self.not_near: list[np.ndarray] = []
         self.pii_counts: Counter[str] = Counter()
-        self.ngrams: dict[int, Counter[tuple[str, ...]]] = {
-            n: Counter() for n in self.config.ngram_sizes
-        }
+        self.ngrams = {n: _NgramCounter(n, self.config.top_ngrams) for n in self.config.ngram_sizes}
         self.findings = {name: Finding() for name in self.FINDINGS}
         self.reservoir: list[str] = []
         self.short_texts: dict[int, str] = {}
-        self._rng = random.Random(self.config.seed)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._eligible = 0  # non-empty rows offered to the language reservoir
+        # Toxicity: (rows, rows scored, toxic rows) before and after ``full_scan_rows``.
+        self.model_full = [0, 0, 0]
+        self.model_rest = [0, 0, 0]
+        if self.config.language_sample:
+            prefetch_language_model()
 
     def update(self, batch: Batch) -> None:
         """Add one batch of rows."""
@@ -190,11 +334,17 @@ class Profiler:
             return
         texts = [row_text(row) if isinstance(row, Mapping) else "" for row in batch]
         base = self.rows
-        words = [words_of(t) for t in texts]
+        words = words_of_batch(texts)
+        column = text_column(texts)  # None (lone surrogates): every row takes the slow path
+        ascii_rows = (
+            column_values(pc.string_is_ascii(column))
+            if column is not None
+            else np.zeros(len(texts), dtype=bool)
+        )
         self._fields_and_validity(batch, base)
         self._lengths(texts)
         self._duplicates(texts, words, base)
-        self._content(texts, words, base)
+        self._content(texts, words, column, ascii_rows, base)
         self.rows += len(batch)
 
     def _sample(self, finding: str, row: int, text: str, detail: str = "") -> None:
@@ -205,75 +355,117 @@ class Profiler:
             entry.samples.append(SampleRow(row=row, text=snippet, detail=detail))
 
     def _fields_and_validity(self, batch: Batch, base: int) -> None:
+        # One C-level Counter over (field, Python type) pairs; JSON type names per distinct pair.
+        for name, types in _field_types(batch).items():
+            counter = self.types.setdefault(name, Counter())
+            for cls, count in types.items():
+                counter[_json_type_of_class(cls)] += count
         for i, row in enumerate(batch):
             if not isinstance(row, Mapping):
                 self._sample("invalid", base + i, repr(row), "not an object")
                 continue
             if self.shape is None:
                 self.shape = detect_shape(row)
-            for name, value in row.items():
-                self.types.setdefault(name, Counter())[_json_type(value)] += 1
             problem = row_problem(row, self.shape)  # type: ignore[arg-type]
             if problem is not None:
                 self._sample("invalid", base + i, row_text(row), problem)
 
     def _lengths(self, texts: list[str]) -> None:
-        self.chars.append(np.fromiter((len(t) for t in texts), dtype=np.int32, count=len(texts)))
+        self.chars.append(np.fromiter(map(len, texts), dtype=np.int32, count=len(texts)))
         self.tokens.append(np.asarray(self.tokenizer.count(texts), dtype=np.int32))
 
     def _duplicates(self, texts: list[str], words: list[list[str]], base: int) -> None:
         # Empty rows and exact duplicates are counted once, not again as near duplicates.
         skip = np.zeros(len(texts), dtype=bool)
+        seen = self.seen_exact
         for i, text in enumerate(texts):
             if not text.strip():
                 self._sample("empty", base + i, text)
                 skip[i] = True
                 continue
-            key = exact_key_of_words(words[i])[:8]
-            if key in self.seen_exact:
+            # Python's 64-bit string hash: one profile lives in one process, and at 10**6 rows
+            # a collision has odds of about 3e-8.
+            key = hash(" ".join(words[i]))
+            if key in seen:
                 self._sample("exact_duplicate", base + i, text)
                 skip[i] = True
             else:
-                self.seen_exact.add(key)
+                seen.add(key)
         self.not_near.append(skip)
         self.band_keys.append(band_keys(self.hasher.signatures_of_words(words), self.bands))
         for i, text in enumerate(texts[: max(0, SAMPLE_TEXT_ROWS - len(self.short_texts))]):
             self.short_texts[base + i] = text[: self.config.sample_chars]
 
-    def _content(self, texts: list[str], words: list[list[str]], base: int) -> None:
+    def _content(
+        self,
+        texts: list[str],
+        words: list[list[str]],
+        column: Any,
+        ascii_rows: np.ndarray,
+        base: int,
+    ) -> None:
         cfg = self.config
-        for i, text in enumerate(texts):
-            index = base + i
-            if not text.isascii() and is_bad(text):  # mojibake needs non-ASCII characters
-                self._sample("mojibake", index, text)
-            if ("<" in text or "&" in text) and _HTML.search(text):
-                self._sample("html", index, text)
-            if cfg.language_sample and text.strip():
-                if len(self.reservoir) < cfg.language_sample:
-                    self.reservoir.append(text[:500])
-                else:
-                    slot = self._rng.randrange(index + 1)
-                    if slot < cfg.language_sample:
-                        self.reservoir[slot] = text[:500]
-            if self.pii is not None:
-                spans = self.pii.find(text)
-                if spans:
-                    kinds = sorted({s.kind for s in spans})
-                    self.pii_counts.update(s.kind for s in spans)
-                    self._sample("pii", index, text, ", ".join(kinds))
-        counted = words[: max(0, cfg.ngram_rows - base)] if cfg.top_ngrams else []
-        for n, counter in self.ngrams.items():
-            # One C-level update per batch; n-grams never span two rows.
-            grams = (zip(*(w[j:] for j in range(n)), strict=False) for w in counted)
-            counter.update(chain.from_iterable(grams))
+        for i in np.flatnonzero(~ascii_rows).tolist():  # mojibake needs non-ASCII characters
+            if is_bad(texts[i]):
+                self._sample("mojibake", base + i, texts[i])
+        markup = (
+            column_values(pc.match_substring_regex(column, "[<&]"))
+            if column is not None
+            else np.ones(len(texts), dtype=bool)
+        )
+        for i in np.flatnonzero(markup).tolist():
+            if _HTML.search(texts[i]):
+                self._sample("html", base + i, texts[i])
+        self._languages(texts)
+        if self.pii is not None:
+            for i, spans in sorted(find_in_batch(self.pii, texts).items()):
+                kinds = sorted({s.kind for s in spans})
+                self.pii_counts.update(s.kind for s in spans)
+                self._sample("pii", base + i, texts[i], ", ".join(kinds))
+        self._count_ngrams(words[: max(0, cfg.ngram_rows - base)] if cfg.top_ngrams else [])
         if cfg.toxicity:
-            for i, score in enumerate(toxicity_scores(texts, words)):
-                if score >= cfg.toxicity_threshold:
-                    self._sample("toxic", base + i, texts[i], f"score {score:.2f}")
-        if sum(len(c) for c in self.ngrams.values()) > 300_000:
-            # Bounded memory: keep the heavy hitters only (counts of rare n-grams are lost).
-            for n, counter in self.ngrams.items():
-                self.ngrams[n] = Counter(dict(counter.most_common(20_000)))
+            self._toxicity(texts, words, base)
+
+    def _languages(self, texts: list[str]) -> None:
+        # Reservoir sampling (algorithm R) over the non-empty rows, random draws made per batch.
+        size = self.config.language_sample
+        if not size:
+            return
+        eligible = [t for t in texts if t.strip()]
+        seen = self._eligible + np.arange(len(eligible))
+        slots = np.floor(self._rng.random(len(eligible)) * (seen + 1)).astype(np.int64)
+        for text, position, slot in zip(eligible, seen.tolist(), slots.tolist(), strict=True):
+            if position < size:
+                self.reservoir.append(text[:500])
+            elif slot < size:
+                self.reservoir[slot] = text[:500]
+        self._eligible += len(eligible)
+
+    def _count_ngrams(self, counted: list[list[str]]) -> None:
+        if not counted:
+            return
+        lengths = np.fromiter(map(len, counted), dtype=np.int64, count=len(counted))
+        flat = list(chain.from_iterable(counted))
+        # Word hashes only need to agree within this process (one profile): Python's str hash.
+        hashes = np.fromiter(map(hash, flat), dtype=np.int64, count=len(flat)).astype(np.uint64)
+        row_end = np.repeat(np.cumsum(lengths), lengths)
+        for counter in self.ngrams.values():
+            counter.update(flat, hashes, row_end)
+
+    def _toxicity(self, texts: list[str], words: list[list[str]], base: int) -> None:
+        chosen = _sampled_rows(base, len(texts), self.config)
+        picked = np.flatnonzero(chosen).tolist()
+        scores = toxicity_scores([texts[i] for i in picked], [words[i] for i in picked])
+        full = self.config.full_scan_rows
+        for i, score in zip(picked, scores, strict=True):
+            part = self.model_full if base + i < full else self.model_rest
+            part[1] += 1
+            if score >= self.config.toxicity_threshold:
+                part[2] += 1
+                self._sample("toxic", base + i, texts[i], f"score {score:.2f}")
+        in_full = max(0, min(len(texts), full - base))
+        self.model_full[0] += in_full
+        self.model_rest[0] += len(texts) - in_full
 
     def finish(self) -> DataProfile:
         """The profile of everything added so far."""
@@ -286,6 +478,16 @@ class Profiler:
         for finding in self.findings.values():
             finding.rate = finding.count / self.rows
         languages, notes = detect_languages(self.reservoir)
+        language_ci95: dict[str, tuple[float, float]] = {}
+        if len(self.reservoir) < self._eligible:
+            n = len(self.reservoir)
+            language_ci95 = {k: wilson_interval(round(v * n), n) for k, v in languages.items()}
+            notes.append(
+                f"languages are shares of a uniform sample of {n} of {self._eligible} non-empty "
+                "rows (95% intervals in language_ci95)"
+            )
+        if self.config.toxicity:
+            self._estimate_toxicity(notes)
         if self.rows > SAMPLE_TEXT_ROWS:
             notes.append(
                 f"near-duplicate and length-outlier samples show text for the first "
@@ -311,16 +513,33 @@ class Profiler:
             tokens=self._stats(tokens),
             languages=languages,
             language_sample_size=len(self.reservoir),
+            language_ci95=language_ci95,
             pii_counts=dict(self.pii_counts),
             top_ngrams={
-                str(n): [
-                    (" ".join(gram), count)
-                    for gram, count in counter.most_common(self.config.top_ngrams)
-                ]
-                for n, counter in self.ngrams.items()
+                str(n): counter.top(self.config.top_ngrams) for n, counter in self.ngrams.items()
             },
             findings=self.findings,
             notes=notes,
+        )
+
+    def _estimate_toxicity(self, notes: list[str]) -> None:
+        # Exact over the fully scored rows; the sampled rest scaled up, with Wilson's interval.
+        rows, scored, hits = self.model_rest
+        if scored >= rows:
+            return
+        full_hits = self.model_full[2]
+        low, high = wilson_interval(hits, scored)
+        finding = self.findings["toxic"]
+        finding.count = full_hits + round(hits * rows / scored) if scored else full_hits
+        finding.rate = finding.count / self.rows
+        finding.estimated = True
+        finding.sample_size = self.model_full[1] + scored
+        finding.ci95 = ((full_hits + low * rows) / self.rows, (full_hits + high * rows) / self.rows)
+        notes.append(
+            f"toxicity scored on the first {self.model_full[0]} rows and a uniform "
+            f"{self.config.model_sample_rate:.0%} sample of the rest ({finding.sample_size} rows "
+            f"in all): the toxic count is an estimate, 95% interval of the rate "
+            f"{finding.ci95[0]:.2%}-{finding.ci95[1]:.2%}"
         )
 
     def _near_duplicates(self) -> None:

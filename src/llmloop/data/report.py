@@ -12,7 +12,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from llmloop.data.profile import DataProfile, Histogram
+from llmloop.data.profile import DataProfile, Finding, Histogram
 from llmloop.errors import MissingExtraError
 
 _STYLE = """
@@ -60,6 +60,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _interval(bounds: tuple[float, float] | None) -> str:
+    return f"{bounds[0]:.2%} to {bounds[1]:.2%}" if bounds is not None else "exact"
+
+
+def _count_and_rate(finding: Finding) -> tuple[str, str]:
+    """Exact counts as they are; sampled ones as estimates with their interval and sample."""
+    if not finding.estimated:
+        return str(finding.count), f"{finding.rate:.2%}"
+    return (
+        f"~{finding.count} (estimate from {finding.sample_size} rows scored)",
+        f"~{finding.rate:.2%} (95% interval {_interval(finding.ci95)})",
+    )
+
+
 def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
     """The report as one HTML document (no external resources)."""
     parts = [
@@ -70,7 +84,7 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
         "<h2>Findings</h2>",
         _table(
             ["finding", "rows", "rate"],
-            [(name, f.count, f"{f.rate:.2%}") for name, f in profile.findings.items()],
+            [(name, *_count_and_rate(f)) for name, f in profile.findings.items()],
         ),
         "<h2>Lengths</h2><div class='plots'>",
     ]
@@ -106,9 +120,15 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
             ],
         )
     )
-    parts.append("<h2>Languages</h2>")
+    parts.append(f"<h2>Languages</h2><p>Sample of {profile.language_sample_size} rows.</p>")
     parts.append(
-        _table(["language", "share"], [(k, f"{v:.1%}") for k, v in profile.languages.items()])
+        _table(
+            ["language", "share", "95% interval"],
+            [
+                (k, f"{v:.1%}", _interval(profile.language_ci95.get(k)))
+                for k, v in profile.languages.items()
+            ],
+        )
     )
     parts.append("<h2>Top n-grams</h2>")
     for n, grams in profile.top_ngrams.items():

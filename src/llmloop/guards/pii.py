@@ -320,6 +320,46 @@ def _possible_kinds(text: str) -> list[str]:
     return kinds
 
 
+#: An RE2 (pyarrow) and Python pattern that every text with a possible finding matches: an ASCII
+#: digit, '@', ':', '=' or a secret prefix (``_possible_kinds`` needs one of them). Batch callers
+#: test a whole column with it in C and call ``find`` on the matching rows only.
+PII_PREFILTER = "[0-9@:=]|" + "|".join(re.escape(h) for h in _SECRET_HINTS)
+
+
+def find_in_batch(detector: PiiDetector, texts: list[str]) -> dict[int, list[PiiSpan]]:
+    """``detector.find`` over ``texts``, skipping rows ``PII_PREFILTER`` rules out; index -> spans.
+
+    The filter runs once over the whole batch in pyarrow (C++): most rows hold no digit, '@',
+    ':' or '=' at all, and those never reach the Python regexes.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not texts:
+        return {}
+    try:
+        # Built from buffers: pa.array(list) and to_numpy() import pandas (about 0.4 s).
+        encoded = [t.encode() for t in texts]
+    except UnicodeEncodeError:  # lone surrogates cannot become UTF-8: scan every row
+        maybe = np.ones(len(texts), dtype=bool)
+    else:
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts)), out=offsets[1:])
+        column = pa.LargeStringArray.from_buffers(
+            len(texts), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))
+        )
+        matches = pc.match_substring_regex(column, PII_PREFILTER)
+        bits = np.unpackbits(np.frombuffer(matches.buffers()[1], dtype=np.uint8), bitorder="little")
+        maybe = bits[matches.offset : matches.offset + len(texts)].astype(bool)
+    found = {}
+    for index in np.flatnonzero(maybe).tolist():
+        spans = detector.find(texts[index])
+        if spans:
+            found[index] = spans
+    return found
+
+
 _FINDERS: dict[str, Callable[[PiiDetector, str], list[PiiSpan]]] = {
     "secret": PiiDetector._secret,
     "url_credentials": PiiDetector._url_credentials,

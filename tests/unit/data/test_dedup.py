@@ -84,3 +84,13 @@ def test_fast_toxicity_features_match_the_package(texts: list[str]) -> None:
     fast = toxicity_scores(texts + extra, [words_of(t) for t in texts + extra])
     slow = toxicity_scores(texts + extra)
     assert np.allclose(fast, slow)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=6))
+def test_batched_words_match_words_of(texts: list[str]) -> None:
+    from llmloop.data.dedup import words_of_batch
+
+    ascii_texts = ["".join(ch for ch in t if ch.isascii()) for t in texts]
+    for batch in (texts, ascii_texts):
+        assert words_of_batch(batch) == [words_of(t) for t in batch]

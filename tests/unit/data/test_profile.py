@@ -102,3 +102,63 @@ def test_report_is_self_contained_and_escaped() -> None:
     assert not re.search(r"(src|href)=[\"']https?:", page)
     assert "<link" not in page
     assert isinstance(DataProfile.model_validate_json(profile.model_dump_json()), DataProfile)
+
+
+def test_ngram_counts_match_a_plain_counter_across_batches() -> None:
+    from collections import Counter
+
+    from llmloop.data.dedup import words_of
+
+    texts = [f"the cat sat on the mat {i % 7} and the cat ran" for i in range(300)]
+    rows = [{"text": t} for t in texts]
+    profile = profile_rows(
+        [rows[:50], rows[50:170], rows[170:]], ProfileConfig(top_ngrams=5, toxicity=False)
+    )
+    for n in (2, 3):
+        plain: Counter[str] = Counter()
+        for t in texts:
+            w = words_of(t)
+            plain.update(" ".join(w[i : i + n]) for i in range(len(w) - n + 1))
+        got = profile.top_ngrams[str(n)]
+        assert [c for _, c in got] == [c for _, c in plain.most_common(5)]
+        assert all(plain[gram] == count for gram, count in got)
+
+
+def test_toxicity_is_sampled_above_the_threshold_and_reported_as_an_estimate() -> None:
+    toxic = "you are a fucking idiot and a moron"
+    rows = [
+        {"text": toxic if i % 10 == 0 else f"a calm note about the weather {i}"}
+        for i in range(2_000)
+    ]
+    config = ProfileConfig(full_scan_rows=500, model_sample_rate=0.5, pii=False)
+    profile = profile_rows([rows[i : i + 300] for i in range(0, 2_000, 300)], config)
+    toxic_finding = profile.findings["toxic"]
+    assert toxic_finding.estimated and toxic_finding.ci95 is not None
+    assert 500 < (toxic_finding.sample_size or 0) < 2_000
+    low, high = toxic_finding.ci95
+    assert low <= 0.1 <= high and abs(toxic_finding.rate - 0.1) < 0.03
+    assert any("toxicity scored" in note for note in profile.notes)
+    assert "estimate from" in render_report(profile)
+    exact = profile_rows([rows[:400]], config).findings["toxic"]
+    assert not exact.estimated and exact.count == 40 and exact.ci95 is None
+
+
+def test_language_shares_carry_intervals_when_sampled() -> None:
+    rows = [{"text": f"the weather today is lovely and warm number {i}"} for i in range(300)]
+    profile = profile_rows([rows], ProfileConfig(language_sample=50, toxicity=False))
+    assert profile.language_sample_size == 50
+    low, high = profile.language_ci95["en"]
+    assert low < profile.languages["en"] <= high
+
+
+def test_batched_token_counts_match_the_regex() -> None:
+    import random
+
+    from llmloop.data.text import _REGEX_TOKEN
+
+    rng = random.Random(3)
+    alphabet = [chr(i) for i in range(128)] + list("éü日本ß\u00a0\u2028")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(800)]
+    texts += ["", "ab", "cd", "", "!!", "a\ud800b"]
+    counts = TextTokenizer().count(texts)
+    assert counts == [len(_REGEX_TOKEN.findall(t)) for t in texts]

@@ -164,3 +164,21 @@ def test_sdk_data_in_process_and_over_http(tmp_path: Path) -> None:
     assert remote.clean_dataset("remote", {"name": "r", "steps": ["exact_dedup"]}).version == 2
     assert set(remote.split_dataset("remote")) == {"train", "validation", "test"}
     app.state.container.close()
+
+
+def test_rest_bad_split_config_is_422(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from llmloop.api.app import create_app
+    from llmloop.core.governance import ApiKeyCreate
+
+    app = create_app(load_settings({"home": str(tmp_path / "home")}, env={}))
+    key = app.state.container.keys.create(ApiKeyCreate(name="k", role="editor"), local_actor())
+    with TestClient(app, headers={"Authorization": f"Bearer {key.secret}"}) as tc:
+        with CORPUS.open("rb") as fh:
+            assert tc.post("/api/data/t/ingest", files={"file": ("c.jsonl", fh)}).status_code == 201
+        bad = tc.post("/api/data/t/versions/1/split", json={"config": {"ratios": {"a": 2}}})
+        assert bad.status_code == 422 and "ratios" in bad.json()["detail"]
+        odd = tc.post("/api/data/t/versions/1/split", json={"config": {"nonsense": 1}})
+        assert odd.status_code == 422
+    app.state.container.close()

@@ -179,3 +179,27 @@ def test_policies_keep_the_rest_of_the_text(before: str, value: str, after: str)
     assert len(masked) == len(text) and masked.startswith(f"{before} ") and masked.endswith(after)
     vault = PseudonymVault()
     assert vault.reveal(apply_pii_policy(text, spans, "pseudonymise", key="k", vault=vault)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab @:=-_.0123456789AKIghpskxoSEzBGN\n")), max_size=60)
+)
+def test_batch_prefilter_never_hides_a_finding(text: str) -> None:
+    import re
+
+    from llmloop.guards.pii import PII_PREFILTER, find_in_batch
+
+    detector = PiiDetector()
+    spans = detector.find(text)
+    if spans:
+        assert re.search(PII_PREFILTER, text)
+    assert find_in_batch(detector, ["plain words", text]).get(1, []) == spans
+
+
+def test_batch_finds_the_same_as_rows_on_the_labelled_corpus(detector: PiiDetector) -> None:
+    from llmloop.guards.pii import find_in_batch
+
+    texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
+    batch = find_in_batch(detector, texts)
+    assert batch == {i: s for i, t in enumerate(texts) if (s := detector.find(t))}
