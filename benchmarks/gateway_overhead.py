@@ -8,8 +8,11 @@ batched trace writer) on? Peer: LiteLLM proxy (``litellm[proxy]``, installed by 
 generator (its own process) drives 32 connections for requests/s and 1 connection for added
 latency and added stream TTFT. Peer and llmloop alternate in each round; medians of rounds.
 
-Run: ``.venv/bin/python benchmarks/gateway_overhead.py [--quick]`` from the repository root.
-Targets: ratio (llmloop rps / LiteLLM rps) >= 20, p50 added <= 0.6 ms, TTFT added p99 <= 2 ms.
+Run: ``.venv/bin/python benchmarks/gateway_overhead.py [--quick] [--limits redis|store|none]
+[--no-tracing]`` from the repository root. Targets: ratio (llmloop rps / LiteLLM rps) >= 20, p50
+added <= 0.6 ms, TTFT added p99 <= 2 ms, and with ``--no-tracing`` (a second llmloop process whose
+trace writer keeps one record and writes once a minute, i.e. no trace rows written, measured in
+the same rounds) ``tracing_ratio`` = rps with tracing / rps without >= 0.97.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def load(url: str, key: str, conns: int, seconds: float, stream: bool = False) -
 
 
 def start_llmloop(
-    tmp: Path, upstream: str, limits: str
+    tmp: Path, upstream: str, limits: str, tracing: bool = True
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     deployments = tmp / "deployments.yaml"
     deployments.write_text(json.dumps({"deployments": [{
@@ -169,6 +172,11 @@ def start_llmloop(
         "admission": {"max_in_flight": 1024, "max_queue": 4096}}]}))  # fmt: skip
     env = {"LLMLOOP_HOME": str(tmp / "home"), "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
            "LLMLOOP_LOG_LEVEL": "WARNING"}  # fmt: skip
+    if not tracing:  # the writer holds one record and flushes once a minute: nothing is written
+        tmp = tmp / "no-tracing"
+        tmp.mkdir(exist_ok=True)
+        env.update({"LLMLOOP_HOME": str(tmp / "home"), "LLMLOOP_TRACE_QUEUE_MAX": "1",
+                    "LLMLOOP_TRACE_FLUSH_MS": "60000"})  # fmt: skip
     if limits == "redis":
         env["LLMLOOP_REDIS_URL"] = "redis://127.0.0.1:6379/15"
     key_limits = "{}" if limits == "none" else "{'rpm': 10**9, 'tpm': 10**12}"
@@ -208,6 +216,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per measurement")
     parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
+    parser.add_argument(
+        "--no-tracing",
+        action="store_true",
+        help="also measure llmloop with its trace writer off: tracing_ratio",
+    )
     parser.add_argument("--limits", choices=("redis", "store", "none"), default="redis",
                         help="per-key limit backend of llmloop (default: redis, as in a "
                         "multi-worker deployment)")  # fmt: skip
@@ -222,6 +235,11 @@ def main() -> None:
         wait_ready(f"{upstream}/models")
         llm_proc, llm_url, llm_key = start_llmloop(tmp, upstream, args.limits)
         procs.append(llm_proc)
+        quiet = (
+            start_llmloop(tmp, upstream, args.limits, tracing=False) if args.no_tracing else None
+        )
+        if quiet:
+            procs.append(quiet[0])
         binary = None if args.no_peer else ensure_litellm()
         lite = start_litellm(binary, tmp, upstream) if binary else None
         if lite:
@@ -240,6 +258,9 @@ def main() -> None:
             add("errors", res["errors"])
             if lite:
                 add("litellm_rps", load(lite[1], lite[2], 32, secs)["rps"])
+            if quiet:
+                add("rps_no_tracing", load(quiet[1], quiet[2], 32, secs)["rps"])
+                add("rps_tracing", load(llm_url, llm_key, 32, secs)["rps"])
             bare1 = load(bare_url, "x", 1, secs)
             llm1 = load(llm_url, llm_key, 1, secs)
             add("p50_added_ms", llm1["p50"] - bare1["p50"])
@@ -257,12 +278,19 @@ def main() -> None:
             print(f"{k:>24}: {v:10.2f}")
         lite_rps = med.get("litellm_rps", float("nan"))
         ratio = med["rps"] / lite_rps if lite else float("nan")
+        # Both sides measured back to back (tracing after no-tracing) in each round.
+        tracing_ratio = (
+            statistics.median(a / b for a, b in zip(rows["rps_tracing"], rows["rps_no_tracing"],
+                                                    strict=True)) if quiet else float("nan")
+        )  # fmt: skip
         print(f"RESULT ratio={ratio:.1f} rps={med['rps']:.0f} litellm_rps={lite_rps:.0f} "
               f"bare_rps={med['bare_rps']:.0f} p50_added_ms={med['p50_added_ms']:.3f} "
               f"p99_added_ms={med['p99_added_ms']:.3f} "
               f"ttft_added_p99_ms={med['ttft_added_p99_ms']:.3f} errors={med['errors']:.0f} "
               f"ttft_added_p50_ms={med['ttft_added_p50_ms']:.3f} limits={args.limits} "
-              "target_ratio=20 target_p50_added_ms=0.6 target_ttft_added_p99_ms=2")  # fmt: skip
+              "target_ratio=20 target_p50_added_ms=0.6 target_ttft_added_p99_ms=2"
+              + (f" tracing_ratio={tracing_ratio:.3f} target_tracing_ratio=0.97" if quiet
+                 else ""))  # fmt: skip
     finally:
         for proc in reversed(procs):
             stop(proc)

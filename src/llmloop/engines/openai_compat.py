@@ -2,7 +2,8 @@
 
 Chat goes to ``/chat/completions`` (JSON or SSE stream), plain prompts to ``/completions``
 (with logprobs and echo), embeddings to ``/embeddings``, all through one pooled aiohttp session
-made in ``start()``. Upstream failures become llmloop errors: connection errors, 429 and 5xx are
+made in ``start()`` (bodies go out as orjson bytes; DNS answers are cached for the session).
+Upstream failures become llmloop errors: connection errors, 429 and 5xx are
 ``UpstreamError(retryable=True)``, timeouts ``UpstreamTimeoutError``, other 4xx
 ``UpstreamError(retryable=False)`` carrying the upstream's message. It does not retry or fail
 over: the gateway service decides that.
@@ -120,13 +121,17 @@ class OpenAICompatEngine(Engine):
             if not key:
                 raise ConfigError(f"environment variable '{self.config.api_key_env}' is not set")
             headers["Authorization"] = f"Bearer {key}"
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, keepalive_timeout=60)
+        # Upstreams are few and long-lived: cache their DNS answers for good, keep connections.
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections, keepalive_timeout=60, ttl_dns_cache=None
+        )
         timeout = aiohttp.ClientTimeout(
             total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers, json_serialize=_dumps
-        )
+            connector=connector, timeout=timeout, headers=headers, json_serialize=_dumps,
+            skip_auto_headers=("User-Agent",),
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -160,7 +165,8 @@ class OpenAICompatEngine(Engine):
         await self.start()
         assert self._session is not None
         try:
-            response = await self._session.post(self._base + path, json=body)
+            # Bytes straight from orjson: no JsonPayload, no str round trip.
+            response = await self._session.post(self._base + path, data=orjson.dumps(body))
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
         except aiohttp.ClientError as exc:

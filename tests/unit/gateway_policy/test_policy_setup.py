@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from llmloop.config import Settings
 from llmloop.errors import ConfigError
-from llmloop.services.gateway.policy import KeyLimits, make_limit_backend
+from llmloop.services.gateway.policy import KeyLimits, make_limit_backend, new_reservation_id
 from llmloop.services.gateway.policy_redis import RedisLimitBackend
 from llmloop.services.gateway.policy_store import StoreLimitBackend
 from llmloop.store.db import upgrade
@@ -40,6 +40,14 @@ def test_limits_parse_numbers_and_ignore_unknown_names() -> None:
 def test_bad_limits_are_a_config_error(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         KeyLimits.parse(bad)
+
+
+def test_limits_are_parsed_once_per_dict_and_ids_are_unique() -> None:
+    raw: dict[str, float] = {"rpm": 5}
+    assert KeyLimits.parse(raw) is KeyLimits.parse(raw)  # cached actors bring the same dict
+    assert KeyLimits.parse({"rpm": 5}) == KeyLimits(rpm=5)
+    assert KeyLimits.parse({"unknown": 1}).empty and KeyLimits.parse(None).empty
+    assert len({new_reservation_id() for _ in range(1000)}) == 1000
 
 
 async def test_the_chooser_picks_redis_when_configured(tmp_path: Path) -> None:

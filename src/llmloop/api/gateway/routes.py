@@ -36,7 +36,11 @@ TRACE_HEADER = "x-llmloop-trace-id"
 
 
 def _gateway(request: Request) -> GatewayService:
-    gateway: GatewayService = request.app.state.container.gateway
+    """The app's gateway service, remembered on the app (``State`` lookups cost per request)."""
+    app = request.app
+    gateway: GatewayService | None = app.__dict__.get("_llmloop_gateway")
+    if gateway is None:
+        gateway = app.__dict__["_llmloop_gateway"] = app.state.container.gateway
     return gateway
 
 

@@ -9,15 +9,19 @@ difference between estimates and actual amounts of requests already admitted.
 
 Windows are fixed 60-second buckets (a request counts in the bucket it started in); a settle
 adjusts the tokens of that bucket. This module holds the contract and the chooser; the backends
-live in ``policy_store.py`` (the database) and ``policy_redis.py`` (shared by many processes).
-It does not know deployments' prices or how tokens are estimated: the caller passes amounts.
+live in ``policy_store.py`` (in-process accounting persisted to the database behind the requests:
+exact within one process, durable across restarts) and ``policy_redis.py`` (exact across many
+processes: the choice for ``--workers N``). It does not know deployments' prices or how tokens
+are estimated: the caller passes amounts. Keys without limits are decided here, with no backend
+work: ``KeyLimits.parse`` caches per (cached) actor's dict and ``Reservation.tracked`` is False.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +37,14 @@ WINDOW_S = 60
 #: How long an unsettled reservation holds concurrency and budget before it is presumed dead.
 DEFAULT_LEASE_S = 600.0
 LIMIT_NAMES = ("rpm", "tpm", "max_concurrent", "budget_usd")
+#: Reservation ids: a random prefix per process and a counter (no urandom per request); unique
+#: across the processes sharing a Redis server.
+_ID_PREFIX = f"rsv_{os.urandom(8).hex()}_"
+_ID_COUNTER = itertools.count()
+
+
+def new_reservation_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER)}"
 
 
 @dataclass(frozen=True)
@@ -46,13 +58,30 @@ class KeyLimits:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, name) is None for name in LIMIT_NAMES)
+        return self is _NO_LIMITS or all(getattr(self, name) is None for name in LIMIT_NAMES)
 
     @classmethod
     def parse(cls, limits: dict[str, float] | None) -> KeyLimits:
-        """Limits from an API key's ``limits`` dict; unknown names are ignored (future use)."""
+        """Limits from an API key's ``limits`` dict; unknown names are ignored (future use).
+
+        Parsed once per dict: authenticated actors are cached, so a key's requests bring the
+        same ``limits`` object (held here, so its id cannot be reused while cached).
+        """
         if not limits:
-            return cls()
+            return _NO_LIMITS
+        hit = _PARSED.get(id(limits))
+        if hit is not None and hit[0] is limits:
+            return hit[1]
+        parsed = cls._parse(limits)
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[id(limits)] = (limits, parsed)
+        return parsed
+
+    @classmethod
+    def _parse(cls, limits: dict[str, float]) -> KeyLimits:
+        if all(limits.get(name) is None for name in LIMIT_NAMES):
+            return _NO_LIMITS
         values: dict[str, float | int] = {}
         for name in LIMIT_NAMES:
             raw = limits.get(name)
@@ -66,6 +95,10 @@ class KeyLimits:
         return cls(**values)  # type: ignore[arg-type]
 
 
+_NO_LIMITS = KeyLimits()
+_PARSED: dict[int, tuple[dict[str, float], KeyLimits]] = {}
+
+
 @dataclass
 class Reservation:
     """What one admitted request holds until it is settled or released."""
@@ -75,8 +108,8 @@ class Reservation:
     est_tokens: int
     est_cost: float
     window_start: int = 0
-    limits: KeyLimits = field(default_factory=KeyLimits)
-    id: str = field(default_factory=lambda: f"rsv_{uuid.uuid4().hex[:26]}")
+    limits: KeyLimits = field(default_factory=lambda: _NO_LIMITS)
+    id: str = field(default_factory=new_reservation_id)
     done: bool = False
 
     @property
@@ -118,7 +151,7 @@ def start_reservation(
 ) -> Reservation:
     """Validate the amounts and build the reservation (untracked on the fast path)."""
     check_amounts(est_tokens, est_cost)
-    limits = KeyLimits.parse(actor.limits) if actor.key_id is not None else KeyLimits()
+    limits = KeyLimits.parse(actor.limits) if actor.key_id is not None else _NO_LIMITS
     return Reservation(
         key_id=actor.key_id,
         deployment=deployment,
@@ -201,7 +234,8 @@ def refuse(reason: str, key_id: str | None, limits: KeyLimits, now: float) -> Ra
 
 
 def make_limit_backend(settings: Settings, store: Store) -> LimitBackend:
-    """Redis when ``settings.redis_url`` is set (several gateway processes), else the store."""
+    """Redis when ``settings.redis_url`` is set (several gateway processes), else the store
+    (exact within this process only; see ``policy_store.py``)."""
     if settings.redis_url:
         from llmloop.services.gateway.policy_redis import RedisLimitBackend
 

@@ -12,6 +12,10 @@ atomically). Per key it keeps, under a ``{key_id}`` hash tag (one cluster slot):
 
 The clock is the caller's (passed into the scripts), so tests can pin it. This module does not
 decide prices or token estimates.
+
+Round trips: the scripts of all the reserves (and, apart, all the settles) that arrive in one
+turn of the event loop go to Redis as one pipeline (``EVALSHA`` each, one write and one read for
+the lot); each script still runs atomically and in order, so batching changes no outcome.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.policy import (
@@ -78,6 +84,69 @@ return 1
 """
 
 
+class _ScriptBatcher:
+    """Runs one script for many callers: the calls made in one loop turn share a pipeline."""
+
+    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+        self.redis = client
+        self.script = script
+        self._pending: list[tuple[list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, keys: list[str], args: list[str | int]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._launch)
+        self._pending.append((keys, args, fut))
+        return fut
+
+    def _launch(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                results: list[Any] = [await self.script(keys=keys, args=args)]
+            else:
+                results = await self._pipeline(batch)
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+    async def _pipeline(
+        self, batch: list[tuple[list[str], list[str | int], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        for attempt in range(2):
+            if self.script.sha is None or attempt:
+                self.script.sha = await self.redis.script_load(self.script.script)
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args, _ in batch:
+                pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            # A flushed script cache (Redis restarted) fails every call before it ran: retry.
+            if not any(isinstance(r, NoScriptError) for r in results):
+                return results
+        return results
+
+
 class RedisLimitBackend:
     """A :class:`~llmloop.services.gateway.policy.LimitBackend` shared through Redis."""
 
@@ -97,8 +166,8 @@ class RedisLimitBackend:
         self.lease_s = lease_s
         self._owns_client = owns_client
         self._background: set[asyncio.Task[None]] = set()
-        self._reserve = client.register_script(_RESERVE)
-        self._finish = client.register_script(_FINISH)
+        self._reserve = _ScriptBatcher(client, client.register_script(_RESERVE))
+        self._finish = _ScriptBatcher(client, client.register_script(_FINISH))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisLimitBackend:
@@ -131,7 +200,7 @@ class RedisLimitBackend:
         return res
 
     async def _admit(self, keys: list[str], args: list[str | int]) -> str | None:
-        reason = _text(await self._reserve(keys=keys, args=args))
+        reason = _text(await self._reserve(keys, args))
         return None if reason == "ok" else reason
 
     async def settle(
@@ -154,7 +223,7 @@ class RedisLimitBackend:
         kid = res.key_id
         suffixes = (f"w:{res.window_start}:tok", "inflight", "rescost", "spend")
         keys = [self._key(kid, suffix) for suffix in suffixes]
-        await self._finish(keys=keys, args=[res.id, token_delta, repr(cost)])
+        await self._finish(keys, [res.id, token_delta, repr(cost)])
 
     async def spent(self, key_id: str) -> float:
         value = await self.redis.get(self._key(key_id, "spend"))
