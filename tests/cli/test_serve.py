@@ -76,12 +76,13 @@ def test_missing_server_module_is_a_clear_error(
 def test_demo_runs_main_with_settings(
     cli: Invoke, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[Settings] = []
+    seen: list[tuple[Settings, bool]] = []
     module = types.ModuleType("llmloop.demo")
-    module.main = seen.append  # type: ignore[attr-defined]
+    module.main = lambda settings, registry_only: seen.append((settings, registry_only))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llmloop.demo", module)
     cli("demo", ok=True)
-    assert seen[0].home == home
+    cli("demo", "--registry", ok=True)
+    assert seen[0][0].home == home and [flag for _, flag in seen] == [False, True]
 
 
 def test_demo_absent_is_a_clear_error(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,6 +93,6 @@ def test_demo_absent_is_a_clear_error(cli: Invoke, monkeypatch: pytest.MonkeyPat
 
 def test_demo_exit_code_is_passed_on(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("llmloop.demo")
-    module.main = lambda settings: 3  # type: ignore[attr-defined]
+    module.main = lambda settings, registry_only: 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llmloop.demo", module)
     assert cli("demo").exit_code == 3

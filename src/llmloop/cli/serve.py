@@ -4,7 +4,9 @@ One worker gets an app built in this process from the CLI's Settings (a closure 
 Several workers are separate processes that each call the factory
 ``llmloop.api.app:create_app``; they get the same Settings because the CLI's flags are passed
 to them as ``LLMLOOP_*`` environment variables (below the flags, env and the TOML file are read
-the same way). uvicorn and the API are imported only when this command runs.
+the same way). ``--ray`` runs the app on Ray Serve instead (``api/ray_serve.py``): ``--replicas``
+copies behind Ray's HTTP proxy on the same host and port, on a local Ray or the cluster at
+``--ray-address``. uvicorn, Ray and the API are imported only when this command runs.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from llmloop.cli.context import get_state
 from llmloop.cli.output import say
 from llmloop.config import ENV_PREFIX, redact_url
-from llmloop.errors import LlmloopError
+from llmloop.errors import ConfigError, LlmloopError
+
+if TYPE_CHECKING:
+    from llmloop.config import Settings
 
 APP_FACTORY = "llmloop.api.app:create_app"
+RAY_SERVE_MODULE = "llmloop.api.ray_serve"
 
 
 def flags_as_env(overrides: Mapping[str, Any]) -> dict[str, str]:
@@ -32,13 +39,17 @@ def flags_as_env(overrides: Mapping[str, Any]) -> dict[str, str]:
 
 def _load_factory() -> Any:
     module_name, _, attr = APP_FACTORY.partition(":")
+    return getattr(_import_server_module(module_name), attr)
+
+
+def _import_server_module(module_name: str) -> Any:
+    # By name, like the app factory: the import contract keeps the CLI from importing the API.
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
         raise LlmloopError(f"the server is not part of this build of llmloop (no {module_name})")
-    return getattr(module, attr)
 
 
 def serve_command(
@@ -48,14 +59,36 @@ def serve_command(
         None, "--port", min=0, max=65535, help="Port to bind (setting: port)."
     ),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
+    ray: bool = typer.Option(
+        False, "--ray", help="Serve on Ray Serve (needs llmloop[ray]): replicas on a Ray cluster."
+    ),
+    replicas: int | None = typer.Option(
+        None, "--replicas", min=1, help="With --ray: copies of the app (default 2)."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --ray: join this Ray cluster (default: start a local Ray).",
+    ),
+    replica_gpus: float = typer.Option(
+        0.0, "--replica-gpus", min=0.0, help="With --ray: GPUs reserved per replica (e.g. 1)."
+    ),
 ) -> None:
     """Run the llmloop server (REST API, gateway, UI) until interrupted."""
-    import uvicorn
-
     state = get_state(ctx)
     settings = state.settings
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
+    if ray:
+        if workers != 1:
+            raise ConfigError("--workers does not apply with --ray; use --replicas")
+        options = {"num_gpus": replica_gpus} if replica_gpus else {}
+        serve_on_ray(settings, bind_host, bind_port, replicas or 2, ray_address, options)
+        return
+    if replicas is not None or ray_address is not None or replica_gpus:
+        raise ConfigError("--replicas, --ray-address and --replica-gpus need --ray")
+    import uvicorn
+
     log_level = settings.log_level.lower()
     create_app = _load_factory()
     say(
@@ -79,3 +112,52 @@ def serve_command(
         workers=workers,
         log_level=log_level,
     )
+
+
+def serve_on_ray(
+    settings: Settings,
+    host: str,
+    port: int,
+    replicas: int,
+    address: str | None,
+    ray_actor_options: dict[str, Any],
+) -> None:
+    """Deploy the app on Ray Serve and block; Ctrl-C or SIGTERM stops the replicas gracefully."""
+    ray_serve = _import_server_module(RAY_SERVE_MODULE)
+    serve = ray_serve.import_serve()  # "install llmloop[ray]" before anything starts
+    import ray
+
+    from llmloop.services.container import Container
+
+    # Open the store once here: an outdated schema stops now, and an empty database gets its
+    # schema before several replicas race to create it.
+    container = Container(settings)
+    try:
+        container.store  # noqa: B018
+    finally:
+        container.close()
+    app = ray_serve.build_ray_app(settings, replicas, ray_actor_options)
+    ray.init(address=address)  # None: a new local Ray (or the cluster in RAY_ADDRESS)
+    # After ray.init, which installs its own SIGTERM handler (one that aborts the process):
+    # SIGTERM stops as Ctrl-C does, so the replicas are deleted gracefully below.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=ray_serve.DEPLOYMENT_NAME, route_prefix="/")
+        say(
+            f"llmloop serving on http://{host}:{port} with Ray Serve "
+            f"({replicas} replica(s), database {redact_url(settings.database_url)})"
+        )
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while starting or serving
+        say("stopping the Ray Serve replicas (in-flight requests drain, traces are flushed)")
+    finally:
+        # Only this application goes: each replica's lifespan runs (traces are flushed); a
+        # local Ray started above stops with ray.shutdown, a shared cluster keeps running.
+        serve.delete(ray_serve.DEPLOYMENT_NAME)
+        ray.shutdown()
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt

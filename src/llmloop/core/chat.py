@@ -29,7 +29,7 @@ class SamplingParams(Value):
     max_tokens: int = Field(default=256, ge=1, le=131_072)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: int | None = Field(default=None, ge=1, le=100_000)
     stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)

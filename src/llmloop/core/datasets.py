@@ -28,7 +28,9 @@ class DatasetVersionCreate(Value):
 
     rows: list[JsonDict] = Field(description="The records of this version.", max_length=1_000_000)
     description: str = Field(default="", max_length=10_000)
-    parent_version: int | None = Field(default=None, description="Version this one derives from.")
+    parent_version: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="Version this one derives from."
+    )
     recipe: JsonDict | None = Field(default=None, description="The recipe that produced it.")
     shape: RecordShape | None = Field(default=None, description="Record shape; inferred if unset.")
 

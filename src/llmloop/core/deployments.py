@@ -22,7 +22,9 @@ class TargetSpec(Value):
     alias: str | None = Field(
         default=None, description="Registry alias ('champion'), 'latest', or a version number."
     )
-    version: int | None = Field(default=None, ge=1, description="Pinned registry version.")
+    version: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="Pinned registry version."
+    )
     engine: EngineSpec | None = Field(default=None, description="A direct engine (no registry).")
     weight: float = Field(default=1.0, ge=0.0, description="Share of the canary split.")
     name: str = Field(default="", max_length=128, description="Label used in traces and metrics.")

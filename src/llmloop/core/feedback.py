@@ -124,7 +124,9 @@ class QueueFilter(Value):
     max_feedback: float | None = Field(default=None, description="Mean normalized feedback ≤.")
     flagged: bool | None = Field(default=None, description="Only traces a guard flagged/blocked.")
     dataset: str | None = Field(default=None, description="Dataset name (source 'dataset').")
-    version: int | None = Field(default=None, ge=1, description="Dataset version; latest if unset.")
+    version: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="Dataset version; latest if unset."
+    )
     limit: int = Field(default=1000, ge=1, le=100_000)
 
 

@@ -19,7 +19,7 @@ class ApprovalCreate(Value):
     kind: ProtectedKind
     name: str = Field(description="Prompt or model name.")
     label: str = Field(description="The protected label or alias.")
-    version: int = Field(ge=1, description="Target version number.")
+    version: int = Field(ge=1, le=2_147_483_647, description="Target version number.")
     comment: str = Field(default="", max_length=10_000)
 
 

@@ -64,7 +64,7 @@ class ModelVersionPublic(Timestamped):
 
 class AliasMove(Value):
     alias: Label
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2_147_483_647)
 
 
 class StageMove(Value):

@@ -100,7 +100,7 @@ class Window(Value):
     since: datetime | None = None
     until: datetime | None = None
     dataset: str | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2_147_483_647)
 
     @model_validator(mode="after")
     def _check(self) -> Window:

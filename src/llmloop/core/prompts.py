@@ -59,4 +59,4 @@ class PromptRendered(Value):
 
 class LabelMove(Value):
     label: Label
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2_147_483_647)

@@ -36,7 +36,7 @@ class RunCreate(Value):
 class MetricPoint(Value):
     key: str = Field(min_length=1, max_length=250)
     value: float
-    step: int = Field(default=0, ge=0)
+    step: int = Field(default=0, ge=0, le=2**62)
     timestamp: datetime | None = None
 
 

@@ -48,6 +48,8 @@ class Tx:
             raise ConflictError(f"conflicts with an existing record: {exc.orig}") from exc
         except sa.exc.DataError as exc:
             raise InvalidInputError(f"value out of range for the database: {exc.orig}") from exc
+        except OverflowError as exc:
+            raise InvalidInputError(f"a number is too large for the database: {exc}") from exc
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> None:
         self._execute(table.insert().values(**values))
