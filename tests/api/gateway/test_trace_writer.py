@@ -4,7 +4,6 @@ and OpenTelemetry span export with GenAI attribute names."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ from llmloop.store.registry import Store, utcnow
 
 
 def _record(i: int = 0) -> TraceRecord:
-    return TraceRecord(
-        id=new_trace_id(),
-        at=utcnow(),
-        operation="chat",
-        deployment="d",
-        request_model="d",
-        input_tokens=i,
-        output_tokens=2,
-        request_text="q" * 50,
-        response_text="a",
-    )
+    return TraceRecord(id=new_trace_id(), at=utcnow(), operation="chat", deployment="d",
+                       request_model="d", input_tokens=i, output_tokens=2,
+                       request_text="q" * 50, response_text="a")  # fmt: skip
 
 
 @pytest.fixture
@@ -36,7 +27,8 @@ def store(tmp_path: Path) -> Store:
 
 async def test_batches_and_flushes_everything_on_close(store: Store) -> None:
     sizes: list[int] = []
-    writer = TraceWriter(store, flush_ms=10_000, batch_size=40, max_text=10, on_flush=sizes.append)
+    writer = TraceWriter(store, flush_ms=10_000, batch_size=40, max_text=10,
+                         on_flush=sizes.append)  # fmt: skip
     for i in range(100):
         writer.submit(_record(i))
     await asyncio.sleep(0.05)  # the batch-size trigger wrote full batches already
@@ -83,55 +75,3 @@ async def test_console_span_export_uses_gen_ai_names(
     await writer.aclose()
     out = capsys.readouterr().out
     assert '"gen_ai.request.model": "d"' in out and '"gen_ai.usage.input_tokens": 7' in out
-
-
-def test_sqlite_fast_path_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
-    """The raw executemany path on SQLite and the SQLAlchemy path give identical rows."""
-    from llmloop.store import tables as t
-
-    rec = TraceRecord(
-        id=new_trace_id(),
-        at=utcnow(),
-        operation="chat",
-        deployment="d",
-        request_model="m",
-        response_model="m",
-        model_version_id=None,
-        key_id="key_x",
-        user="u",
-        status="error",
-        http_status=502,
-        error="boom",
-        stream=True,
-        latency_ms=12.5,
-        ttft_ms=3.25,
-        input_tokens=7,
-        output_tokens=9,
-        cost=0.001,
-        cache_hit=True,
-        finish_reason="length",
-        guard_verdicts=[{"guard": "deny_list", "action": "block", "rule_id": "deny_list.term"}],
-        request_text="q" * 50,
-        response_text="é" * 10,
-    )
-    plain = dataclasses.replace(rec, id=new_trace_id(), guard_verdicts=None)
-    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    writer = TraceWriter(store, max_text=20)
-    writer._write_sqlite([rec, plain])
-    other = [dataclasses.replace(r, id=r.id + "b") for r in (rec, plain)]
-    writer._write_sqlalchemy(other)
-    with store.read() as tx:
-        rows = {r["id"]: r for r in tx.select(t.traces)}
-        raw = {
-            r[0]: r[1:]
-            for r in tx.conn.exec_driver_sql(
-                "SELECT id, at, stream, cache_hit, guard_verdicts, attributes FROM traces"
-            )
-        }
-    for original in (rec, plain):
-        fast, slow = dict(rows[original.id]), dict(rows[original.id + "b"])
-        fast.pop("id"), slow.pop("id")
-        assert fast == slow
-        assert raw[original.id][:4] == raw[original.id + "b"][:4]
-    assert rows[rec.id]["guard_verdicts"][0]["action"] == "block"
-    assert len(rows[rec.id]["request_text"]) == 20

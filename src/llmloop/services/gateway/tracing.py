@@ -50,33 +50,6 @@ _CHUNK = 32
 _INSERT = t.traces.insert().values(attributes=sa.bindparam("attributes", type_=_DumpedJSON()))
 
 
-_COLUMNS = [c.name for c in t.traces.columns]
-#: SQLite fast path: one ``executemany`` of plain tuples on the driver's cursor, in the storage
-#: formats SQLAlchemy itself uses on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff`` datetimes, 0/1
-#: booleans, JSON text), so rows read back identically (a test compares both paths).
-_SQLITE_INSERT = (
-    f"INSERT INTO traces ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
-_BOOLEANS = frozenset(c.name for c in t.traces.columns if isinstance(c.type, sa.Boolean))
-_DATETIMES = frozenset(c.name for c in t.traces.columns if isinstance(c.type, sa.DateTime))
-
-
-def _sqlite_value(name: str, value: Any) -> Any:
-    if name == "guard_verdicts":  # SQLAlchemy's JSON type stores None as the JSON text 'null'
-        return json.dumps(value)
-    if value is None:
-        return None
-    if name in _DATETIMES:
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if name in _BOOLEANS:
-        return 1 if value else 0
-    return value
-
-
-def _sqlite_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(_sqlite_value(name, row[name]) for name in _COLUMNS)
-
-
 def _dump_attributes(attrs: dict[str, Any]) -> str:
     try:
         return orjson.dumps(attrs, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -192,32 +165,6 @@ class TraceWriter:
         return total
 
     def _write(self, batch: list[TraceRecord]) -> None:
-        if self.store.dialect == "sqlite":
-            self._write_sqlite(batch)
-        else:
-            self._write_sqlalchemy(batch)
-        self.written += len(batch)
-        if self.on_flush is not None:
-            self.on_flush(len(batch))
-        if self.exporter is not None:
-            self.exporter.export(batch)
-
-    def _write_sqlite(self, batch: list[TraceRecord]) -> None:
-        with self.store.transaction() as tx:
-            cursor = tx.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                for i in range(0, len(batch), _CHUNK):
-                    rows = []
-                    for rec in batch[i : i + _CHUNK]:
-                        row = rec.to_row(self.max_text)
-                        row["attributes"] = _dump_attributes(row["attributes"])
-                        rows.append(_sqlite_tuple(row))
-                    cursor.executemany(_SQLITE_INSERT, rows)
-                    time.sleep(0)  # give the GIL back between chunks (see _write_sqlalchemy)
-            finally:
-                cursor.close()
-
-    def _write_sqlalchemy(self, batch: list[TraceRecord]) -> None:
         with self.store.transaction() as tx:
             for i in range(0, len(batch), _CHUNK):
                 rows = [rec.to_row(self.max_text) for rec in batch[i : i + _CHUNK]]
@@ -227,6 +174,11 @@ class TraceWriter:
                 # Give the GIL back between chunks: the event loop's thread never waits for a
                 # whole batch (or a 5 ms switch interval) behind this one.
                 time.sleep(0)
+        self.written += len(batch)
+        if self.on_flush is not None:
+            self.on_flush(len(batch))
+        if self.exporter is not None:
+            self.exporter.export(batch)
 
     async def aclose(self) -> None:
         """Stop the task and write every queued record (a clean shutdown loses nothing)."""
