@@ -10,17 +10,13 @@ from pathlib import Path
 import typer
 
 from llmloop.cli.context import get_state
+from llmloop.cli.options import split_name_ref
 from llmloop.cli.output import print_json, print_table, say
 
 app = typer.Typer(
     help="Data preparation: ingest, profile, clean, split, diff, augment.", no_args_is_help=True
 )
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON.")
-
-
-def _ref(text: str) -> tuple[str, str]:
-    name, _, ref = text.partition("@")
-    return name, ref or "latest"
 
 
 @app.command("ingest")
@@ -90,7 +86,7 @@ def profile(
 ) -> None:
     """Exploratory analysis: types, lengths, languages, duplicates, PII, toxicity, outliers."""
     state = get_state(ctx)
-    name, ref = _ref(dataset)
+    name, ref = split_name_ref(dataset, "latest")
     config = {"tokenizer": tokenizer} if tokenizer else None
     result, html = state.container.data.profile(name, state.actor(), ref, config)
     if out is not None:
@@ -114,7 +110,7 @@ def clean(
 ) -> None:
     """Apply a cleaning recipe; the report says what each step removed or changed."""
     state = get_state(ctx)
-    name, ref = _ref(dataset)
+    name, ref = split_name_ref(dataset, "latest")
     version, report = state.container.data.clean(name, recipe, state.actor(), ref, out_dataset)
     if as_json:
         print_json(
@@ -145,7 +141,7 @@ def split(
     from llmloop.cli.train import parse_settings
 
     state = get_state(ctx)
-    name, ref = _ref(dataset)
+    name, ref = split_name_ref(dataset, "latest")
     config: dict[str, object] = {
         "seed": seed,
         "stratify_by": stratify,

@@ -12,15 +12,11 @@ from pathlib import Path
 import typer
 
 from llmloop.cli.context import get_state
+from llmloop.cli.options import split_name_ref
 from llmloop.cli.output import print_json, print_table, say
 
 app = typer.Typer(help="Evaluate models: suites, gates, reports.", no_args_is_help=True)
 GATE_FAILED_EXIT = 11
-
-
-def _model_ref(text: str) -> tuple[str, str]:
-    name, _, ref = text.partition("@")
-    return name, ref or "champion"
 
 
 @app.command("run")
@@ -36,7 +32,7 @@ def run_eval(
 ) -> None:
     """Generate answers with the model and score them; records an eval run."""
     state = get_state(ctx)
-    name, ref = _model_ref(model)
+    name, ref = split_name_ref(model, "champion")
     outcome = state.container.evaluation.evaluate(
         suite,
         name,
@@ -44,7 +40,7 @@ def run_eval(
         state.actor(),
         ref=ref,
         dataset_version=dataset_version,
-        judge=_model_ref(judge) if judge else None,
+        judge=split_name_ref(judge, "champion") if judge else None,
         limit=limit,
     )
     if as_json:
@@ -101,7 +97,7 @@ def redteam(
 ) -> None:
     """Run the built-in red-team probes; results grouped by OWASP Top 10 for LLM Apps (2025)."""
     state = get_state(ctx)
-    name, ref = _model_ref(model)
+    name, ref = split_name_ref(model, "champion")
     report = state.container.evaluation.redteam(
         name, state.actor(), ref=ref, categories=category or None, with_guards=guards
     )

@@ -12,7 +12,7 @@ from typing import get_args
 import typer
 
 from llmloop.cli.context import get_state
-from llmloop.cli.options import parse_number_pairs, parse_pairs, parse_ref
+from llmloop.cli.options import parse_number_pairs, parse_pairs, parse_ref, split_name_ref
 from llmloop.cli.output import print_json, print_table, say, show_record
 from llmloop.core.models import ModelCreate, ModelFormat, ModelVersionCreate, Stage
 
@@ -205,9 +205,9 @@ def init_base(
     from llmloop.cli.train import parse_settings
 
     state = get_state(ctx)
-    data, _, ref = dataset.partition("@")
+    data, ref = split_name_ref(dataset, "latest")
     version = state.container.training.init_base(
-        data, name, state.actor(), version=ref or "latest", config=parse_settings(pairs, None)
+        data, name, state.actor(), version=ref, config=parse_settings(pairs, None)
     )
     if as_json:
         print_json(version)
@@ -233,8 +233,8 @@ def export_version(
 
     state = get_state(ctx)
     container = state.container
-    data, _, data_ref = eval_dataset.partition("@")
-    rows = container.datasets.read_rows(container.datasets.get_version(data, data_ref or "latest"))
+    data, data_ref = split_name_ref(eval_dataset, "latest")
+    rows = container.datasets.read_rows(container.datasets.get_version(data, data_ref))
     version = container.training.export(
         name, int(ref) if ref.isdigit() else ref, kind, state.actor(), rows_to_texts(rows)[:64]
     )

@@ -69,6 +69,12 @@ def parse_ref(ref: str) -> int | str:
     return int(ref) if ref.isdigit() else ref
 
 
+def split_name_ref(text: str, default: str) -> tuple[str, str]:
+    """``NAME@REF`` -> (name, ref); ``NAME`` alone -> (name, default)."""
+    name, _, ref = text.partition("@")
+    return name, ref or default
+
+
 def parse_input(raw: str) -> tuple[str, str]:
     """``ID[:role]`` -> (id, role); the role defaults to ``input``."""
     ident, sep, role = raw.partition(":")

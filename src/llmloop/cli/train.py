@@ -15,6 +15,7 @@ import typer
 import yaml
 
 from llmloop.cli.context import get_state
+from llmloop.cli.options import split_name_ref
 from llmloop.cli.output import print_json, say
 from llmloop.errors import ConfigError
 
@@ -46,11 +47,6 @@ def parse_settings(pairs: list[str], file: Path | None) -> dict[str, Any]:
                 raise ConfigError(f"{key}: '{part}' is not a mapping")
         target[parts[-1]] = yaml.safe_load(raw) if raw else ""
     return data
-
-
-def _ref(text: str, default: str = "champion") -> tuple[str, str]:
-    name, _, ref = text.partition("@")
-    return name, ref or default
 
 
 SET = typer.Option([], "--set", help="A setting as key=value (repeatable; dotted keys nest).")
@@ -98,9 +94,11 @@ def _train(
     as_json: bool,
 ) -> None:
     state = get_state(ctx)
-    base_name, base_ref = _ref(base)
-    data_name, data_ref = _ref(dataset, "latest")
-    eval_name, eval_ref = _ref(eval_dataset, "latest") if eval_dataset else (None, "latest")
+    base_name, base_ref = split_name_ref(base, "champion")
+    data_name, data_ref = split_name_ref(dataset, "latest")
+    eval_name, eval_ref = (
+        split_name_ref(eval_dataset, "latest") if eval_dataset else (None, "latest")
+    )
     version = state.container.training.finetune(
         base_name,
         data_name,
@@ -141,7 +139,7 @@ def hpo(
 ) -> None:
     """Optuna search (TPE + pruning; trials shared through the llmloop database)."""
     state = get_state(ctx)
-    base_name, base_ref = _ref(base)
+    base_name, base_ref = split_name_ref(base, "champion")
     version, summary = state.container.training.tune(
         base_name,
         dataset,

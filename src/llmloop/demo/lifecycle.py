@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from llmloop.config import Settings
 from llmloop.demo import support_data as data
+from llmloop.demo.server import Server
 from llmloop.services.actors import Actor, local_actor
 
 MODEL, DEPLOYMENT = "support-bot", "support"
@@ -38,45 +37,6 @@ BASE = {"steps": 120, "hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``llmloop serve`` in a thread of this process, on a free loopback port."""
-
-    def __init__(self, settings: Settings, container: Any) -> None:
-        import uvicorn
-
-        from llmloop.api.app import create_app
-
-        self.port = _free_port()
-        config = uvicorn.Config(
-            create_app(settings, container), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 async def traffic(url: str, key: str, tickets: list[dict[str, Any]], tag: str) -> dict[str, float]:

@@ -8,13 +8,12 @@ then prints the lineage graph and the audit log. The full lifecycle demo replace
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from typing import Any
 
 from llmloop.client import Client
 from llmloop.config import Settings, load_settings
+from llmloop.demo.server import Server
 
 TICKETS = [
     {"prompt": "My order #1042 has not arrived.", "response": "Sorry! I have re-sent order #1042."},
@@ -96,30 +95,6 @@ def walkthrough(client: Client, approver: Client, tag: str) -> dict[str, Any]:
     return {"dataset_version": dv.id, "model_version": mv2.id, "champion": champion}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve_in_thread(settings: Settings, port: int) -> Any:
-    import uvicorn
-
-    from llmloop.api.app import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.05)
-    return server, thread
-
-
 def main(settings: Settings | None = None) -> int:
     settings = settings or load_settings()
     _say(f"llmloop demo — store: {settings.database_url}")
@@ -128,15 +103,10 @@ def main(settings: Settings | None = None) -> int:
         walkthrough(me, reviewer, "sdk")
         admin = me.create_key("demo-admin", role="admin").secret
         second = me.create_key("demo-reviewer", role="admin").secret
-    port = _free_port()
-    _say(f"2) The same walkthrough over HTTP (llmloop serve on 127.0.0.1:{port})")
-    server, thread = _serve_in_thread(settings, port)
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with Server(settings) as server:
+        _say(f"2) The same walkthrough over HTTP (llmloop serve on {server.url})")
+        url = server.url
         with Client(url=url, api_key=admin) as me, Client(url=url, api_key=second) as reviewer:
             result = walkthrough(me, reviewer, "http")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     _say(f"done: champion of the HTTP walkthrough is v{result['champion']}")
     return 0
