@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -39,23 +38,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await container.gateway.manager.start()
-        checks = monitoring_routes.BackgroundChecks(container)  # scheduled drift and alerts
+        checks = monitoring_routes.BackgroundChecks(container)  # drift, alerts, triggers
         checks.start()
-        triggers = None
-        if settings.pipelines_dir:
-            from llmloop.services.actors import Actor
-            from llmloop.services.triggers import TriggerLoop
-
-            triggers = TriggerLoop(
-                container.triggers,
-                Path(settings.pipelines_dir),
-                Actor("pipeline-triggers", "editor"),
-                settings.pipeline_tick_s,
-            )
-            triggers.start()
         yield
-        if triggers is not None:
-            await triggers.aclose()
         await checks.aclose()
         if "gateway" in container.__dict__:
             await container.gateway.aclose()  # drain shadows, close engines, flush traces

@@ -29,6 +29,7 @@ from llmloop.errors import ConflictError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.annotation import queue_id
 from llmloop.services.monitoring import MonitoringService
+from llmloop.services.periodic import PeriodicTask
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
@@ -175,33 +176,17 @@ class AlertService:
         return False
 
 
-class AlertLoop:
+class AlertLoop(PeriodicTask):
     """Evaluates every rule every ``interval_s`` on the server's loop."""
 
+    name = "alert evaluation"
+
     def __init__(self, service: AlertService, interval_s: float) -> None:
-        self.service, self.interval_s = service, interval_s
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(interval_s)
+        self.service = service
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.service.evaluate()
-            except Exception:
-                log.exception("alert evaluation failed")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def tick(self) -> None:
+        await self.service.evaluate()
 
 
 def _rule(tx: Tx, name: str) -> Row:

@@ -28,6 +28,7 @@ from llmloop.drift.tests import ks_test, mmd_test, proportion_test
 from llmloop.errors import InvalidInputError
 from llmloop.services.actors import Actor
 from llmloop.services.datasets import DatasetService
+from llmloop.services.periodic import PeriodicTask
 from llmloop.services.trace_selection import select_traces
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, utcnow
@@ -201,27 +202,19 @@ class DriftService:
             return sorted(d for (d,) in tx.conn.execute(stmt) if d)
 
 
-class DriftScheduler:
+class DriftScheduler(PeriodicTask):
     """Every ``interval_s``: for each deployment with traffic, the last ``window_s`` of traces
     against the ``window_s`` before it. Start it on the server's loop; ``aclose`` stops it."""
 
     def __init__(self, service: DriftService, actor: Actor, interval_s: float, window_s: float):
-        self.service, self.actor = service, actor
-        self.interval_s, self.window_s = interval_s, window_s
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(interval_s)
+        self.service, self.actor, self.window_s = service, actor, window_s
         self.runs = 0
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+    name = "scheduled drift run"
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:
-                log.exception("scheduled drift run failed")
+    async def tick(self) -> None:
+        await asyncio.to_thread(self.run_once)
 
     def run_once(self, now: datetime | None = None) -> builtins.list[DriftReport]:
         now = now or datetime.now(UTC)
@@ -236,15 +229,6 @@ class DriftScheduler:
             reports.append(self.service.run(spec, self.actor))
         self.runs += 1
         return reports
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
 
 def _rate(

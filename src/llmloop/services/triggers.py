@@ -18,6 +18,7 @@ from typing import Any
 from llmloop.core.pipelines import PipelineSpec, Trigger
 from llmloop.errors import ConfigError, LlmloopError
 from llmloop.services.actors import Actor
+from llmloop.services.periodic import PeriodicTask
 from llmloop.services.pipelines import PipelineReport, load_pipeline
 
 log = logging.getLogger("llmloop.triggers")
@@ -95,26 +96,15 @@ class TriggerService:
         return reports
 
 
-class TriggerLoop:
+class TriggerLoop(PeriodicTask):
     """The server's background ticker (off unless ``pipelines_dir`` is set)."""
 
+    name = "pipeline trigger tick"
+
     def __init__(self, service: TriggerService, folder: Path, actor: Actor, every_s: float):
-        self.service, self.folder, self.actor, self.every_s = service, folder, actor, every_s
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(every_s)
+        self.service, self.folder, self.actor = service, folder, actor
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            specs = await asyncio.to_thread(self.service.load_dir, self.folder)
-            await asyncio.to_thread(self.service.tick, specs, self.actor)
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+    async def tick(self) -> None:
+        specs = await asyncio.to_thread(self.service.load_dir, self.folder)
+        await asyncio.to_thread(self.service.tick, specs, self.actor)

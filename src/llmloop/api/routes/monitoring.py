@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -23,6 +24,8 @@ from llmloop.services.actors import Actor
 from llmloop.services.alerts import AlertLoop
 from llmloop.services.container import Container
 from llmloop.services.drift import DriftScheduler
+from llmloop.services.periodic import PeriodicTask
+from llmloop.services.triggers import TriggerLoop
 
 router = APIRouter(tags=["monitoring"])
 Since = Annotated[str, Query(max_length=64, description="A duration back (1h) or ISO time.")]
@@ -37,19 +40,27 @@ def _range(since: str, until: str | None) -> tuple[datetime, datetime | None]:
 
 @router.get("/api/monitoring/summary", response_model=list[MetricsRow])
 def summary(
-    c: ContainerDep, _: ActorDep, since: Since = "1h", until: Until = None,
-    group_by: GroupBy = None, deployment: Deployment = None,
-) -> Any:  # fmt: skip
+    c: ContainerDep,
+    _: ActorDep,
+    since: Since = "1h",
+    until: Until = None,
+    group_by: GroupBy = None,
+    deployment: Deployment = None,
+) -> Any:
     start, end = _range(since, until)
     return c.monitoring.summary(start, end, group_by, deployment)
 
 
 @router.get("/api/monitoring/timeseries", response_model=list[MetricsRow])
 def timeseries(
-    c: ContainerDep, _: ActorDep, since: Since = "1h", until: Until = None,
+    c: ContainerDep,
+    _: ActorDep,
+    since: Since = "1h",
+    until: Until = None,
     bucket: Annotated[str, Query(max_length=16, description="Bucket size, e.g. 5m.")] = "5m",
-    group_by: GroupBy = None, deployment: Deployment = None,
-) -> Any:  # fmt: skip
+    group_by: GroupBy = None,
+    deployment: Deployment = None,
+) -> Any:
     start, end = _range(since, until)
     return c.monitoring.timeseries(start, parse_duration(bucket), end, group_by, deployment)
 
@@ -61,29 +72,47 @@ def run_drift(spec: DriftRunCreate, c: ContainerDep, actor: ActorDep) -> Any:
 
 @router.get("/api/drift/results", response_model=list[DriftResultPublic])
 def drift_results(
-    c: ContainerDep, _: ActorDep, deployment: Deployment = None,
+    c: ContainerDep,
+    _: ActorDep,
+    deployment: Deployment = None,
     metric: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-) -> Any:  # fmt: skip
+) -> Any:
     return c.drift.history(deployment, metric, parse_since(since) if since else None, limit)
 
 
 class BackgroundChecks:
-    """Scheduled drift and alert evaluation, each on when its Settings interval is above 0."""
+    """Scheduled drift, alert evaluation and pipeline triggers, each on when its setting is."""
 
     def __init__(self, container: Container) -> None:
         s = container.settings
         actor = Actor(name="llmloop-scheduler", role="editor")
-        self.drift = (DriftScheduler(container.drift, actor, s.drift_interval_s, s.drift_window_s)
-                      if s.drift_interval_s > 0 else None)  # fmt: skip
-        self.alerts = (AlertLoop(container.alerts, s.alert_interval_s)
-                       if s.alert_interval_s > 0 else None)  # fmt: skip
+        self.drift = (
+            DriftScheduler(container.drift, actor, s.drift_interval_s, s.drift_window_s)
+            if s.drift_interval_s > 0
+            else None
+        )
+        self.alerts = (
+            AlertLoop(container.alerts, s.alert_interval_s) if s.alert_interval_s > 0 else None
+        )
+        self.triggers = (
+            TriggerLoop(
+                container.triggers,
+                Path(s.pipelines_dir),
+                Actor("pipeline-triggers", "editor"),
+                s.pipeline_tick_s,
+            )
+            if s.pipelines_dir
+            else None
+        )
+
+    def _tasks(self) -> list[PeriodicTask]:
+        return [t for t in (self.drift, self.alerts, self.triggers) if t is not None]
 
     def start(self) -> None:
-        for task in (self.drift, self.alerts):
-            if task is not None:
-                task.start()
+        for task in self._tasks():
+            task.start()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(t.aclose() for t in (self.drift, self.alerts) if t is not None))
+        await asyncio.gather(*(t.aclose() for t in self._tasks()))
