@@ -1,12 +1,13 @@
-"""CPU serving: llmloop's hf engine vs `transformers serve --continuous-batching` vs the ceiling.
+"""CPU serving: llmloop's gateway + hf engine vs `transformers serve --continuous-batching`.
 
 Question: how many generated tokens per second does llmloop serve on CPU at 1, 16 and 64
 concurrent clients, each asking for NEW_TOKENS tokens at temperature 0 with a short prompt?
 
-* llmloop: the hf engine in-process (``serve_llmloop``; swap it for a gateway client later);
+* llmloop: ``llmloop serve``'s app (uvicorn, one process) with a deployment of the hf engine on
+  the model dir, auth and tracing on, driven over HTTP by the same client as the peer;
   ``ignore_eos`` keeps every answer at exactly NEW_TOKENS tokens.
 * peer: ``transformers serve --continuous-batching`` on the same local model dir, driven over
-  HTTP with the same concurrency (tokens counted from the reported usage).
+  HTTP with the same concurrency (tokens counted from the reported usage, as for llmloop).
 * ceiling: ``model.generate`` on one static batch of the same size (min_new_tokens fixed), the
   fastest plain transformers can go on this model without a server.
 
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,37 +52,137 @@ def build_model() -> Path:
 
 
 # -- llmloop ---------------------------------------------------------------------------------
-async def start_llmloop(model_dir: Path) -> tuple[Serve, Callable[[], Awaitable[None]]]:
-    """The llmloop side as one swappable function: clients -> tokens/s."""
-    from llmloop.core.chat import ChatMessage, EngineSpec, GenerationRequest, SamplingParams
-    from llmloop.engines.hf import HFEngine
-
-    options = {"max_batch_size": 64, "ignore_eos": True, "num_threads": THREADS}
-    engine = HFEngine(EngineSpec(kind="hf", model=str(model_dir), options=options))
-    await engine.start()
-    req = GenerationRequest(
-        model="bench",
-        messages=[ChatMessage(role="user", content=PROMPT)],
-        sampling=SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0),
-    )
-
-    async def serve_llmloop(clients: int) -> float:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(engine.chat(req) for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-        return sum(r.usage.completion_tokens for r in results) / elapsed
-
-    await serve_llmloop(2)  # warm-up
-    return serve_llmloop, engine.aclose
-
-
-# -- transformers serve ----------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def _http_side(session: Any, base: str, model: str, key: str = "") -> Serve:
+    """Clients -> tokens/s over HTTP: ``clients`` concurrent chat requests, usage counted."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": NEW_TOKENS,
+        "temperature": 0.0,
+    }
+
+    async def one() -> int:
+        async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as r:
+            payload = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"{base} answered {r.status}: {payload}")
+            return int(payload["usage"]["completion_tokens"])
+
+    async def serve(clients: int) -> float:
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(clients)))
+        return sum(counts) / (time.perf_counter() - start)
+
+    return serve
+
+
+async def _wait_healthy(session: Any, url: str, proc: subprocess.Popen[bytes]) -> str:
+    import aiohttp
+
+    for _ in range(240):
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return ""
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.5)
+    return "did not become healthy in 120 s"
+
+
+async def start_llmloop(model_dir: Path) -> tuple[Serve, Callable[[], Awaitable[None]]]:
+    """The gateway with an hf deployment, in its own process, as a user would run it."""
+    import json
+    import tempfile
+
+    import aiohttp
+
+    tmp = Path(tempfile.mkdtemp(prefix="cpu-serving-"))
+    options = {"max_batch_size": 64, "ignore_eos": True, "num_threads": THREADS}
+    (tmp / "deployments.yaml").write_text(
+        json.dumps(
+            {
+                "deployments": [
+                    {
+                        "name": "bench",
+                        "targets": [
+                            {"engine": {"kind": "hf", "model": str(model_dir), "options": options}}
+                        ],
+                        "admission": {"max_in_flight": 256, "max_queue": 1024},
+                    }
+                ]
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "LLMLOOP_HOME": str(tmp / "home"),
+        "LLMLOOP_LOG_LEVEL": "WARNING",
+        "LLMLOOP_DEPLOYMENTS_FILE": str(tmp / "deployments.yaml"),
+        "OMP_NUM_THREADS": str(THREADS),
+    }
+    make_key = (
+        "from llmloop.config import load_settings; from llmloop.services.container import "
+        "Container; from llmloop.core.governance import ApiKeyCreate; from "
+        "llmloop.services.actors import local_actor; c = Container(load_settings()); "
+        "print(c.keys.create(ApiKeyCreate(name='bench', role='viewer'), "
+        "local_actor()).secret)"
+    )
+    key = subprocess.run(
+        [sys.executable, "-c", make_key], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    port = _free_port()
+    log = open(ROOT / ".bench" / "llmloop_serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "llmloop.api.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=600)
+    )
+
+    async def stop() -> None:
+        await session.close()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    base = f"http://127.0.0.1:{port}"
+    why = await _wait_healthy(session, base + "/health", proc)
+    if why:
+        await stop()
+        raise SystemExit(f"llmloop serve {why}; see .bench/llmloop_serve.log")
+    serve = _http_side(session, base, "bench", key)
+    await serve(2)  # warm-up (the deployment loads its engine on first use)
+    return serve, stop
+
+
+# -- transformers serve ----------------------------------------------------------------------
 async def start_peer(model_dir: Path) -> tuple[Serve | None, Callable[[], Awaitable[None]], str]:
     """Start `transformers serve --continuous-batching`; None with a reason if it cannot."""
     import aiohttp
@@ -106,38 +208,11 @@ async def start_peer(model_dir: Path) -> tuple[Serve | None, Callable[[], Awaita
         log.close()
 
     base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            await stop()
-            return None, stop, f"transformers serve exited with {proc.returncode}"
-        try:
-            async with session.get(base + "/health") as response:
-                if response.status == 200:
-                    break
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.5)
-    else:
+    why = await _wait_healthy(session, base + "/health", proc)
+    if why:
         await stop()
-        return None, stop, "transformers serve did not become healthy in 120 s"
-
-    body = {
-        "model": str(model_dir),
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": NEW_TOKENS,
-        "temperature": 0.0,
-    }
-
-    async def one() -> int:
-        async with session.post(base + "/v1/chat/completions", json=body) as response:
-            payload = await response.json()
-            return int(payload["usage"]["completion_tokens"])
-
-    async def serve_peer(clients: int) -> float:
-        start = time.perf_counter()
-        counts = await asyncio.gather(*(one() for _ in range(clients)))
-        return sum(counts) / (time.perf_counter() - start)
-
+        return None, stop, f"transformers serve {why}"
+    serve_peer = _http_side(session, base, str(model_dir))
     await serve_peer(2)  # warm-up (loads the model)
     return serve_peer, stop, ""
 

@@ -11,6 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# In-process apps write traces from a thread: a writer process per test app would cost a
+# Python start-up each. The writer process (the default) has its own tests, and the e2e server
+# runs with it.
+os.environ.setdefault("LLMLOOP_TRACE_WRITER", "thread")
 
 _MARKER_DIRS = {"unit", "contract", "api", "cli", "e2e", "gpu"}
 

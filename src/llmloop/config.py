@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         description="Gateway trace writer: records held in memory; beyond it the oldest "
         "unwritten records are dropped and counted (the request path never waits).",
     )
+    trace_writer: str = Field(
+        default="process",
+        pattern="^(process|thread)$",
+        description="Gateway trace writer: 'process' inserts traces in a child process beside "
+        "the server (the server's event loop only hands over batches); 'thread' inserts them "
+        "from a worker thread of the server process.",
+    )
     trace_max_text: int = Field(
         default=4000, ge=0, description="Characters of request/response text kept per trace."
     )

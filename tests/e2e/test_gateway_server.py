@@ -61,7 +61,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
                                                  "options": {"delay_s": 0.1}}}]}]}))  # fmt: skip
     env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home"),
            "LLMLOOP_DEPLOYMENTS_FILE": str(deployments), "LLMLOOP_GATEWAY_RELOAD_S": "0",
-           "LLMLOOP_TRACE_FLUSH_MS": "60000", "LLMLOOP_TRACE_BATCH_SIZE": "100000"}  # fmt: skip
+           "LLMLOOP_TRACE_FLUSH_MS": "60000", "LLMLOOP_TRACE_BATCH_SIZE": "100000",
+           "LLMLOOP_TRACE_WRITER": "process"}  # fmt: skip
     settings = load_settings(env=env)
     container = Container(settings)
     key = container.keys.create(ApiKeyCreate(name="e2e", role="admin"), local_actor()).secret
@@ -83,6 +84,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def _trace_writer_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"trace_process" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def _count_traces(home: Path) -> int:
@@ -112,11 +127,14 @@ async def test_sigterm_drains_in_flight_and_loses_no_trace(server: Server) -> No
     slow = asyncio.create_task(client.chat.completions.create(
         model="slow", messages=[{"role": "user", "content": words}]))  # fmt: skip
     await asyncio.sleep(0.3)
+    writers = _trace_writer_children(server.proc.pid)
+    assert len(writers) == 1  # the writer process took the first batch (the server's default)
     server.proc.send_signal(signal.SIGTERM)
     answer = await slow
     assert answer.choices[0].message.content == words  # the in-flight request finished
     assert server.proc.wait(30) == 0
     assert _count_traces(server.home) == 22
+    assert not any(Path(f"/proc/{pid}").exists() for pid in writers)  # it left with the server
     await client.close()
 
 

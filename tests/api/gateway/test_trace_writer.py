@@ -4,13 +4,20 @@ and OpenTelemetry span export with GenAI attribute names."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
+import os
+import pickle
+import signal
+import struct
 from pathlib import Path
 
 import pytest
 
 from llmloop.core.traces import TraceRecord, new_trace_id
+from llmloop.services.gateway.trace_process import ProcessSink, _serve
 from llmloop.services.gateway.trace_query import TraceQuery
-from llmloop.services.gateway.tracing import SpanExporter, TraceWriter
+from llmloop.services.gateway.tracing import SinkGone, SpanExporter, TraceTable, TraceWriter
 from llmloop.store.registry import Store, utcnow
 
 
@@ -75,3 +82,104 @@ async def test_console_span_export_uses_gen_ai_names(
     await writer.aclose()
     out = capsys.readouterr().out
     assert '"gen_ai.request.model": "d"' in out and '"gen_ai.usage.input_tokens": 7' in out
+
+
+# -- the writer process (the server's default) ---------------------------------------------
+
+
+async def test_writer_process_stores_every_batch_and_exits_on_close(store: Store) -> None:
+    sink = ProcessSink(store.url, max_text=10)
+    sizes: list[int] = []
+    writer = TraceWriter(store, flush_ms=20, batch_size=50, sink=sink, on_flush=sizes.append)
+    records = [_record(i) for i in range(230)]
+    for rec in records:
+        writer.submit(rec)
+    await asyncio.sleep(0.1)
+    child = sink.proc
+    assert child is not None and child.pid != os.getpid()
+    await writer.aclose()
+    assert child.poll() == 0 and sink.proc is None  # stdin closed: the child finished and left
+    assert writer.written == 230 and sum(sizes) == 230 and max(sizes) <= 50
+    stored = TraceQuery(store).list(limit=1000)
+    assert sorted(r.id for r in stored) == sorted(r.id for r in records)
+    one = TraceQuery(store).get(records[7].id)
+    assert one is not None and one.input_tokens == 7 and one.request_text == "q" * 10
+    assert one.attributes["gen_ai.usage.input_tokens"] == 7
+
+
+async def test_writer_process_killed_falls_back_without_loss(store: Store) -> None:
+    sink = ProcessSink(store.url)
+    writer = TraceWriter(store, flush_ms=10, batch_size=20, sink=sink)
+    for i in range(40):
+        writer.submit(_record(i))
+    await asyncio.sleep(0.05)
+    while writer.written < 40:  # the child starts, then takes both batches
+        await asyncio.sleep(0.05)
+    assert sink.proc is not None
+    os.kill(sink.proc.pid, signal.SIGKILL)
+    for i in range(40, 100):
+        writer.submit(_record(i))
+    await writer.aclose()
+    assert writer.sink is sink  # a new child took the batches that followed
+    assert TraceQuery(store).count() == 100 and writer.written == 100
+
+
+async def test_a_batch_the_dead_process_had_stored_is_not_written_twice(store: Store) -> None:
+    table = TraceTable(store, 4000)
+
+    class DiesAfterCommit:
+        """Stores the batch, then dies before it can acknowledge it."""
+
+        calls = 0
+
+        def open(self) -> None:
+            pass
+
+        def write(self, batch: list[TraceRecord]) -> None:
+            self.calls += 1
+            table.insert(batch)
+            raise SinkGone("killed before the acknowledgement")
+
+        def close(self) -> None:  # pragma: no cover - never reached: the writer gave up on it
+            raise AssertionError
+
+    sink = DiesAfterCommit()
+    writer = TraceWriter(store, flush_ms=10_000, batch_size=10, sink=sink)
+    for i in range(50):
+        writer.submit(_record(i))
+    await writer.aclose()
+    assert TraceQuery(store).count() == 50 and writer.written == 50
+    assert sink.calls == 3 and writer.sink is None  # three deaths, then this process writes
+
+
+def test_child_answers_failed_for_a_batch_it_cannot_store(store: Store) -> None:
+    class Broken:
+        def insert(self, batch: list[TraceRecord], skip_existing: bool = False) -> int:
+            raise RuntimeError("disk full")
+
+    rows = [dataclasses.astuple(_record(i)) for i in range(3)]
+    payload = pickle.dumps(rows)
+    inp = io.BytesIO(struct.pack("<II", 9, len(payload)) + payload)
+    out = io.BytesIO()
+    _serve(inp, out, Broken(), None)  # type: ignore[arg-type]
+    assert struct.unpack("<II", out.getvalue()[:8])[1] == 2  # READY first
+    assert struct.unpack("<II", out.getvalue()[8:]) == (9, 1)  # batch 9: FAILED
+
+
+async def test_writer_process_exports_spans_to_stderr_not_its_answers(
+    store: Store, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sink = ProcessSink(store.url, exporter="console")
+    writer = TraceWriter(store, flush_ms=10_000, sink=sink)
+    writer.submit(_record(5))
+    await writer.aclose()
+    assert TraceQuery(store).count() == 1  # the protocol on stdout stayed intact
+    err = capfd.readouterr().err
+    assert '"gen_ai.usage.input_tokens": 5' in err
+
+
+def test_a_child_that_never_starts_is_reported_as_gone(store: Store) -> None:
+    sink = ProcessSink("sqlite:////nonexistent/dir/db.sqlite", start_timeout_s=60)
+    with pytest.raises(SinkGone):
+        sink.write([_record()])
+    assert sink.proc is None

@@ -21,6 +21,7 @@ from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import make_limit_backend
 from llmloop.services.gateway.pool import EnginePool
 from llmloop.services.gateway.service import GatewayService
+from llmloop.services.gateway.trace_process import ProcessSink
 from llmloop.services.gateway.tracing import SpanExporter, TraceWriter
 
 if TYPE_CHECKING:
@@ -31,10 +32,14 @@ def build_gateway(c: Container) -> GatewayService:
     s = c.settings
     metrics = GatewayMetrics()
     exporter = SpanExporter(s.otel_exporter, s.otel_endpoint) if s.otel_exporter != "none" else None
+    sink = (
+        ProcessSink(c.store.url, s.trace_max_text, s.otel_exporter, s.otel_endpoint)
+        if s.trace_writer == "process" else None
+    )  # fmt: skip
     writer = TraceWriter(
         c.store, flush_ms=s.trace_flush_ms, batch_size=s.trace_batch_size,
         max_queue=s.trace_queue_max, max_text=s.trace_max_text, exporter=exporter,
-        on_flush=lambda n: metrics.trace_batch.observe(n),
+        on_flush=lambda n: metrics.trace_batch.observe(n), sink=sink,
     )  # fmt: skip
     manager = DeploymentManager(
         c.deployments, c.models, c.artifacts, EnginePool(c.plugins),
