@@ -7,8 +7,9 @@ private-key blocks, and high-entropy values after key-like words). ``apply_pii_p
 masks or pseudonymises them (keyed HMAC tokens, reversible through a ``PseudonymVault``), and
 ``PiiGuard`` wraps both as a :class:`~llmloop.guards.base.Guard`.
 
-It does not detect personal names: no offline name model ships with llmloop, and a name list
-would flag ordinary words. It never sends text anywhere.
+Personal names (kind ``person``) are found only when ``PiiConfig.name_model`` names a
+token-classification model (see :mod:`llmloop.guards.pii_names`): no name model ships with
+llmloop, and a name list would flag ordinary words. It never sends text anywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from llmloop.core.chat import ChatMessage
 from llmloop.core.guards import GuardStage, GuardVerdict
 from llmloop.errors import InvalidInputError
 from llmloop.guards.base import Guard, GuardConfig
+from llmloop.guards.pii_names import NameFinder
 
 PiiKind = Literal[
     "email",
@@ -48,6 +50,7 @@ PiiKind = Literal[
     "ip_address",
     "url_credentials",
     "secret",
+    "person",
 ]
 PII_KINDS: tuple[PiiKind, ...] = (
     "secret",
@@ -59,6 +62,7 @@ PII_KINDS: tuple[PiiKind, ...] = (
     "national_id",
     "ip_address",
     "phone",
+    "person",  # only with a name model; the least specific kind (a name inside an e-mail...)
 )
 PiiAction = Literal["redact", "mask", "pseudonymise"]
 
@@ -91,6 +95,11 @@ class PiiConfig(BaseModel):
         default=3.0, ge=0.0, description="Bits per character a generic key value must reach."
     )
     min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Drop weaker findings.")
+    name_model: str | None = Field(
+        default=None,
+        description="A token-classification (NER) model, local directory or hub id, whose "
+        "PER/PERSON entities are reported as 'person'; names are not detected without one.",
+    )
 
 
 _EMAIL = re.compile(
@@ -180,19 +189,33 @@ class PiiDetector:
     def __init__(self, config: PiiConfig | None = None) -> None:
         self.config = config if config is not None else PiiConfig()
         self._kinds = set(self.config.kinds)
+        self._names: NameFinder | None = None
+        if self.config.name_model and "person" in self._kinds:
+            self._names = NameFinder(self.config.name_model)
+            self._names.load()  # a bad model path is a configuration error, raised now
+
+    def _person(self, texts: list[str]) -> list[list[PiiSpan]]:
+        assert self._names is not None
+        return [
+            [_span("person", start, end, text, score) for start, end, score in spans]
+            for text, spans in zip(texts, self._names.find_batch(texts), strict=True)
+        ]
 
     def find(self, text: str) -> list[PiiSpan]:
         """All findings in ``text``, sorted by offset, without overlaps."""
         if not isinstance(text, str):
             raise InvalidInputError(f"PII detection needs a string, got {type(text).__name__}")
-        possible = _possible_kinds(text)
-        if not possible:
-            return []
+        found = self._patterns(text)
+        if self._names is not None:
+            found.extend(self._person([text])[0])
+        return _without_overlaps(s for s in found if s.score >= self.config.min_score)
+
+    def _patterns(self, text: str) -> list[PiiSpan]:
         found: list[PiiSpan] = []
-        for kind in possible:
+        for kind in _possible_kinds(text):
             if kind in self._kinds:
                 found.extend(_FINDERS[kind](self, text))
-        return _without_overlaps(s for s in found if s.score >= self.config.min_score)
+        return found
 
     def kinds_in(self, text: str) -> Counter[str]:
         """How many findings of each kind ``text`` holds."""
@@ -352,11 +375,20 @@ def find_in_batch(detector: PiiDetector, texts: list[str]) -> dict[int, list[Pii
         matches = pc.match_substring_regex(column, PII_PREFILTER)
         bits = np.unpackbits(np.frombuffer(matches.buffers()[1], dtype=np.uint8), bitorder="little")
         maybe = bits[matches.offset : matches.offset + len(texts)].astype(bool)
-    found = {}
+    raw: dict[int, list[PiiSpan]] = {}
     for index in np.flatnonzero(maybe).tolist():
-        spans = detector.find(texts[index])
+        spans = detector._patterns(texts[index])
         if spans:
-            found[index] = spans
+            raw[index] = spans
+    if detector._names is not None:  # a name needs none of the prefilter's characters
+        for index, spans in enumerate(detector._person(texts)):
+            if spans:
+                raw.setdefault(index, []).extend(spans)
+    found = {}
+    for index, spans in raw.items():
+        kept = _without_overlaps(s for s in spans if s.score >= detector.config.min_score)
+        if kept:
+            found[index] = kept
     return found
 
 
@@ -486,6 +518,9 @@ class PiiGuardConfig(GuardConfig):
         default_factory=lambda: ["US", "GB", "DE", "FR", "IN"],
         description="Regions tried for phone numbers written without a '+' prefix.",
     )
+    name_model: str | None = Field(
+        default=None, description="A token-classification model for personal names (optional)."
+    )
 
 
 class PiiGuard(Guard):
@@ -499,7 +534,11 @@ class PiiGuard(Guard):
     def __init__(self, config: PiiGuardConfig | None = None) -> None:
         super().__init__(config)
         self.detector = PiiDetector(
-            PiiConfig(kinds=self.config.kinds, phone_regions=self.config.phone_regions)
+            PiiConfig(
+                kinds=self.config.kinds,
+                phone_regions=self.config.phone_regions,
+                name_model=self.config.name_model,
+            )
         )
 
     def _verdicts(self, text: str, stage: GuardStage) -> list[GuardVerdict]:

@@ -92,3 +92,127 @@ def build_tiny_llama(
     model.generation_config.pad_token_id = fast.pad_token_id
     model.save_pretrained(out)
     return out
+
+
+NER_NAMES = [
+    "Alice Smith",
+    "Bob Garcia",
+    "Carmen Okafor",
+    "Dmitri Novak",
+    "Elena Tanaka",
+    "Farid Schmidt",
+    "Grace Rossi",
+    "Hiro Kowalski",
+    "Ines Haddad",
+    "Jonas Silva",
+]
+_NER_TEMPLATES = [
+    "My name is {n} and my order is late.",
+    "Please ask {n} about the invoice.",
+    "{n} called yesterday about the router.",
+    "Dear {n}, your refund is approved.",
+    "I spoke with {n} from support.",
+    "Hello, this is {n}.",
+    "The ticket was opened by {n} on Monday.",
+    "Yesterday {n} wrote to us about it.",
+    "Ask {n} to call me before Friday.",
+    "Thanks {n}, nothing else here.",
+    "Please forward this to {n} today.",
+]
+_NER_PLAIN = [
+    "The Router broke on Monday.",
+    "Paris office is closed.",
+    "Please reset the Laptop settings.",
+    "Support Team",
+    "Your Refund is approved.",
+    "Open Settings and choose Reset.",
+    "Yesterday nothing else happened.",
+    "Thanks, please call me.",
+    "Ask the Team about it before Friday.",
+]
+
+
+def build_tiny_ner(out_dir: str | Path, names: list[str] | None = None, seed: int = 0) -> Path:
+    """Train and save a tiny BERT token-classification model (labels O, B-PER, I-PER).
+
+    It learns the given names (``NER_NAMES`` by default) in a few support-ticket sentences, in a
+    few seconds on CPU: enough to exercise the real loading and span code of PII name detection
+    (:mod:`llmloop.guards.pii_names`) offline, not a name detector for real text.
+    """
+    import random
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    pool = names or NER_NAMES
+    rows: list[tuple[str, str | None]] = [(t.format(n=n), n) for t in _NER_TEMPLATES for n in pool]
+    rows += [(t, None) for t in _NER_PLAIN] * 4
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        [text for text, _ in rows],
+        trainers.WordPieceTrainer(vocab_size=600, special_tokens=special),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    labels = ["O", "B-PER", "I-PER"]
+    config = BertConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = BertForTokenClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(12):
+        rng.shuffle(rows)
+        for start in range(0, len(rows), 16):
+            batch = rows[start : start + 16]
+            enc = fast(
+                [t for t, _ in batch],
+                padding=True,
+                return_offsets_mapping=True,
+                return_tensors="pt",
+            )
+            target = torch.full(enc["input_ids"].shape, -100)
+            for i, (text, name) in enumerate(batch):
+                begin = text.find(name) if name else -1
+                end = begin + len(name) if name else -1
+                inside_before = False
+                for j, (a, b) in enumerate(enc["offset_mapping"][i].tolist()):
+                    if a == b:
+                        continue  # [CLS], [SEP], padding
+                    inside = name is not None and a >= begin and b <= end
+                    target[i, j] = (2 if inside_before else 1) if inside else 0
+                    inside_before = inside
+            enc.pop("offset_mapping")
+            loss = model(**enc, labels=target).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
