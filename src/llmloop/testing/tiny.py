@@ -179,7 +179,6 @@ def build_tiny_ner(out_dir: str | Path, names: list[str] | None = None, seed: in
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
-        num_labels=3,
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
