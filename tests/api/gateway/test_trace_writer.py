@@ -183,3 +183,16 @@ def test_a_child_that_never_starts_is_reported_as_gone(store: Store) -> None:
     with pytest.raises(SinkGone):
         sink.write([_record()])
     assert sink.proc is None
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_the_setting_chooses_where_traces_are_written(tmp_path: Path, mode: str) -> None:
+    from llmloop.config import load_settings
+    from llmloop.services.container import Container
+
+    container = Container(load_settings({"home": str(tmp_path), "trace_writer": mode}, env={}))
+    try:
+        sink = container.gateway.writer.sink
+        assert isinstance(sink, ProcessSink) if mode == "process" else sink is None
+    finally:
+        container.close()
