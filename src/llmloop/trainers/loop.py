@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from transformers import (
 )
 
 from llmloop.trainers.base import Tracker, TrainerConfig, TrainResult
+
+# TRL still sets the renamed argument; transformers warns on every run (not the user's to fix).
+warnings.filterwarnings(
+    "ignore", message=r"`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # A checkpoint is complete once these are written (the trainer state is written last).
