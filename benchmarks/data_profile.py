@@ -168,8 +168,10 @@ def worker_llmloop(path: str, dedup: bool, core: bool = False) -> dict[str, obje
     start = time.perf_counter()
     # "core": only what ydata-profiling's minimal mode also measures (types, missing values,
     # lengths, duplicates) -- no PII, toxicity, languages or n-grams.
+    # The language model's decompressed copy is cached as the service caches it (under home).
+    cache = str(BENCH / "cache")
     config = ProfileConfig(pii=False, toxicity=False, language_sample=0, top_ngrams=0)
-    profiler = Profiler(config if core else None)
+    profiler = Profiler(config if core else ProfileConfig(cache_dir=cache))
     for batch in RowReader(path, LoadOptions(batch_size=20_000)):
         profiler.update(batch)
     profile = profiler.finish()
@@ -248,15 +250,10 @@ def ensure_peer() -> Path:
     )
     if probe is None or probe.returncode != 0:
         print("installing ydata-profiling into .bench/ydata (once) ...", flush=True)
-        subprocess.run(
-            [
-                sys.executable.replace(".venv/bin/python", "") or "python3",
-                "-m",
-                "venv",
-                str(PEER_VENV),
-            ],
-            check=False,
-        )
+        # The interpreter .venv was made from (sys.executable is .venv's own python).
+        base = Path(sys.base_prefix) / "bin" / "python3"
+        if base.exists():
+            subprocess.run([str(base), "-m", "venv", str(PEER_VENV)], check=False)
         if not python.exists():
             subprocess.run(["python3", "-m", "venv", str(PEER_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)

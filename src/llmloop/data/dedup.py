@@ -133,8 +133,15 @@ class MinHasher:
             dtype=np.uint64,
             count=int(lengths.sum()),
         )
+        return self.signatures_of_hashes(flat, lengths)
+
+    def signatures_of_hashes(self, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Signatures from the 32-bit word hashes of all rows in a row (``flat``, uint64) and
+        the words per row; a row without words must carry one word (hash 1, the empty text)."""
+        if not len(lengths):
+            return np.zeros((0, self.num_perm), dtype=np.uint64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        row_of = np.repeat(np.arange(len(lists)), lengths)
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
         remaining = (starts + lengths)[row_of] - np.arange(len(flat))
         padded = np.concatenate((flat, np.zeros(self.shingle_size, dtype=np.uint64)))
         combined = np.zeros(len(flat), dtype=np.uint64)
@@ -147,21 +154,22 @@ class MinHasher:
             (np.arange(len(flat)) == starts[row_of]) & (lengths[row_of] < self.shingle_size)
         )
         shingle_hashes = combined[valid]
-        counts = np.bincount(row_of[valid], minlength=len(lists))
+        counts = np.bincount(row_of[valid], minlength=len(lengths))
         offsets = np.concatenate(([0], np.cumsum(counts)))
-        out = np.empty((len(lists), self.num_perm), dtype=np.uint64)
-        # Small chunks keep the (shingles, num_perm) block in cache: 3-4x faster than big ones.
+        out = np.empty((self.num_perm, len(lengths)), dtype=np.uint64)
+        # Permutation-major blocks of a few thousand shingles stay in cache, and the minimum
+        # runs along contiguous rows: about twice as fast as the shingle-major layout.
         step = max(1, 8192 // self.num_perm)
-        for lo in range(0, len(lists), step):
-            hi = min(len(lists), lo + step)
+        for lo in range(0, len(lengths), step):
+            hi = min(len(lengths), lo + step)
             part = shingle_hashes[offsets[lo] : offsets[hi]]
             # Multiply-shift hashing (wrapping uint64 arithmetic): no modulo in the hot loop;
-            # in place, so one (shingles, num_perm) buffer instead of three.
-            hashed = np.multiply(part[:, None], self._a[None, :])
-            hashed += self._b[None, :]
+            # in place, so one (num_perm, shingles) buffer instead of three.
+            hashed = np.multiply(self._a[:, None], part[None, :])
+            hashed += self._b[:, None]
             hashed >>= np.uint64(32)
-            out[lo:hi] = np.minimum.reduceat(hashed, offsets[lo:hi] - offsets[lo], axis=0)
-        return out
+            out[:, lo:hi] = np.minimum.reduceat(hashed, offsets[lo:hi] - offsets[lo], axis=1)
+        return np.ascontiguousarray(out.T)
 
     def jaccard(self, left: np.ndarray, right: np.ndarray) -> float:
         """Estimated Jaccard similarity of two signatures."""

@@ -12,7 +12,7 @@ HF folders are read as the Arrow files they are; the ``datasets`` package is not
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal
 
@@ -25,7 +25,15 @@ import pyarrow.parquet as pa_parquet
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmloop.core.datasets import RecordShape
-from llmloop.data.shapes import Batch, Row, detect_shape, load_mapping, rename_columns, row_problem
+from llmloop.data.shapes import (
+    Batch,
+    Row,
+    detect_shape,
+    load_mapping,
+    rename_columns,
+    row_problem,
+    rows_all_valid,
+)
 from llmloop.errors import ConfigError, InvalidInputError
 
 FileFormat = Literal["auto", "jsonl", "csv", "parquet", "hf"]
@@ -38,6 +46,7 @@ _SUFFIXES: dict[str, FileFormat] = {
     ".pq": "parquet",
 }
 MAX_REPORTED_ERRORS = 100
+_JSONL_CHUNK_BYTES = 1 << 20  # lines read (and parsed in one loop) at a time
 
 
 class LoadOptions(BaseModel):
@@ -126,16 +135,12 @@ class RowReader:
             "parquet": self._parquet,
             "hf": self._hf,
         }
-        raw_batches = readers[fmt]()
         batch: Batch = []
-        for numbered in raw_batches:
-            for number, row in numbered:
-                accepted = self._accept(number, row)
-                if accepted is not None:
-                    batch.append(accepted)
-                if len(batch) >= self.options.batch_size:
-                    yield batch
-                    batch = []
+        for numbers, rows in readers[fmt]():
+            batch.extend(self._accept_many(numbers, rows))
+            while len(batch) >= self.options.batch_size:
+                yield batch[: self.options.batch_size]
+                batch = batch[self.options.batch_size :]
         if batch:
             yield batch
         if self.report.rows_read == 0:
@@ -146,6 +151,24 @@ class RowReader:
         """The rows one by one."""
         for batch in self:
             yield from batch
+
+    def _accept_many(self, numbers: Sequence[int], rows: list[Any]) -> list[Row]:
+        """The accepted rows of one chunk: whole-column checks when they settle it (no mapping,
+        every row a valid record of the known shape), else ``_accept`` row by row."""
+        start = 0
+        accepted: list[Row] = []
+        while start < len(rows) and not (self._shape and self.report.shape):
+            first = self._accept(numbers[start], rows[start])  # fixes the shape and columns
+            accepted.extend(() if first is None else (first,))
+            start += 1
+        if start == len(rows):
+            return accepted
+        rest = rows[start:] if start else rows
+        if not self.mapping and self._shape and rows_all_valid(rest, self._shape):
+            self.report.rows_read += len(rest)
+            return accepted + rest if accepted else rest
+        checked = (self._accept(n, row) for n, row in zip(numbers[start:], rest, strict=True))
+        return accepted + [row for row in checked if row is not None]
 
     def _accept(self, number: int, row: Any) -> Row | None:
         if not isinstance(row, dict):
@@ -203,44 +226,57 @@ class RowReader:
                 self.report.fallback_lines.append(number)
             return raw.decode(self.options.fallback_encoding, errors="replace")
 
-    def _jsonl(self) -> Iterator[list[tuple[int, Any]]]:
+    def _jsonl(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
         if self.options.fallback_encoding:
             try:
                 "".encode(self.options.fallback_encoding)
             except LookupError:
                 raise ConfigError(f"unknown fallback encoding {self.options.fallback_encoding!r}")
         utf8 = self.options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-        offset = 0
-        chunk: list[tuple[int, Any]] = []
+        number, offset = 1, 0
         with self._open() as handle:
-            for number, raw in enumerate(handle, start=1):
-                start, offset = offset, offset + len(raw)
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                if not raw.strip():
-                    continue
+            while lines := handle.readlines(_JSONL_CHUNK_BYTES):
+                if number == 1 and lines[0].startswith(b"\xef\xbb\xbf"):
+                    offset += 3
+                    lines[0] = lines[0][3:]
                 try:
-                    # orjson reads UTF-8 bytes directly; other encodings are decoded first.
-                    data = (
-                        orjson.loads(raw) if utf8 else json.loads(self._decode(raw, number, start))
-                    )
-                except orjson.JSONDecodeError as exc:
-                    if "utf-8" in str(exc).lower() or "surrogate" in str(exc).lower():
-                        data = self._retry_decoded(raw, number, start)
-                        if data is _BAD:
-                            continue
-                    else:
-                        self._refuse(number, f"malformed JSON: {exc}")
+                    # The usual chunk: every line one UTF-8 JSON value, parsed by a C-level loop.
+                    rows = [orjson.loads(raw) for raw in lines] if utf8 else None
+                except orjson.JSONDecodeError:  # blank, malformed or not UTF-8: line by line
+                    rows = None
+                if rows is not None:
+                    yield range(number, number + len(lines)), rows
+                else:
+                    yield self._jsonl_lines(lines, number, offset, utf8)
+                number += len(lines)
+                offset += sum(map(len, lines))
+
+    def _jsonl_lines(
+        self, lines: list[bytes], number: int, offset: int, utf8: bool
+    ) -> tuple[list[int], list[Any]]:
+        numbers: list[int] = []
+        rows: list[Any] = []
+        for number, raw in enumerate(lines, start=number):  # noqa: B020 -- a running count
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                # orjson reads UTF-8 bytes directly; other encodings are decoded first.
+                data = orjson.loads(raw) if utf8 else json.loads(self._decode(raw, number, start))
+            except orjson.JSONDecodeError as exc:
+                if "utf-8" in str(exc).lower() or "surrogate" in str(exc).lower():
+                    data = self._retry_decoded(raw, number, start)
+                    if data is _BAD:
                         continue
-                except json.JSONDecodeError as exc:
+                else:
                     self._refuse(number, f"malformed JSON: {exc}")
                     continue
-                chunk.append((number, data))
-                if len(chunk) >= self.options.batch_size:
-                    yield chunk
-                    chunk = []
-        if chunk:
-            yield chunk
+            except json.JSONDecodeError as exc:
+                self._refuse(number, f"malformed JSON: {exc}")
+                continue
+            numbers.append(number)
+            rows.append(data)
+        return numbers, rows
 
     def _retry_decoded(self, raw: bytes, number: int, offset: int) -> Any:
         text = self._decode(raw, number, offset)
@@ -250,14 +286,17 @@ class RowReader:
             self._refuse(number, f"malformed JSON: {exc}")
             return _BAD
 
-    def _arrow_csv(self) -> Iterator[list[tuple[int, Any]]]:
+    def _arrow_csv(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
         read = pa_csv.ReadOptions(encoding=self.options.encoding, block_size=1 << 22)
         convert = pa_csv.ConvertOptions(strings_can_be_null=False)
         handle = self._open()
         try:
             reader = pa_csv.open_csv(handle, read_options=read, convert_options=convert)
-            for chunk in self._arrow_batches(iter(reader)):
-                yield [(number, self._decode_cells(number, row)) for number, row in chunk]
+            for numbers, rows in self._arrow_batches(iter(reader)):
+                yield (
+                    numbers,
+                    [self._decode_cells(n, row) for n, row in zip(numbers, rows, strict=True)],
+                )
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
                 return
@@ -286,7 +325,7 @@ class RowReader:
                     self.report.fallback_lines.append(number)
         return row
 
-    def _parquet(self) -> Iterator[list[tuple[int, Any]]]:
+    def _parquet(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
         handle = self._open()
         try:
             try:
@@ -297,7 +336,7 @@ class RowReader:
         finally:
             handle.close()
 
-    def _hf(self) -> Iterator[list[tuple[int, Any]]]:
+    def _hf(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
         fs, root = fsspec.core.url_to_fs(self.source, **self.options.storage_options)
         root = root.rstrip("/")
         if fs.exists(f"{root}/dataset_dict.json"):
@@ -315,11 +354,13 @@ class RowReader:
             with fs.open(f"{root}/{entry['filename']}", "rb") as handle:
                 yield from self._arrow_batches(iter(pa_ipc.open_stream(handle)))
 
-    def _arrow_batches(self, batches: Iterator[pa.RecordBatch]) -> Iterator[list[tuple[int, Any]]]:
+    def _arrow_batches(
+        self, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[tuple[Sequence[int], list[Any]]]:
         number = 0
         for record_batch in batches:
             rows = record_batch.to_pylist()
-            yield [(number + i + 1, row) for i, row in enumerate(rows)]
+            yield range(number + 1, number + len(rows) + 1), rows
             number += len(rows)
 
 

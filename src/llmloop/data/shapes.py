@@ -3,7 +3,9 @@
 Recognises and validates the four training shapes (chat ``messages``, instruction
 ``prompt``/``response``, preference ``prompt``/``chosen``/``rejected``, plain ``text``; anything
 else is a ``table``), renames columns through a mapping, reaches the text fields of a row, and
-serialises rows canonically (sorted-key JSON lines) with a sha256 content hash.
+serialises rows canonically (sorted-key JSON lines) with a sha256 content hash. Batch forms
+(``rows_all_valid``, ``batch_texts``, ``field_types``) answer the same questions a column at a
+time with C-level ``map``s when the rows share their fields, and fall back to row by row.
 
 It does not read files (``loaders``) nor judge content (``profile``, ``steps``).
 """
@@ -11,7 +13,9 @@ It does not read files (``loaders``) nor judge content (``profile``, ``steps``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +63,24 @@ def row_problem(row: Mapping[str, Any], shape: RecordShape) -> str | None:
     return None
 
 
+def rows_all_valid(rows: Sequence[Any], shape: RecordShape) -> bool:
+    """``True`` when C-level checks over whole columns show every row is a valid ``shape``
+    record; ``False`` means "look row by row" (``row_problem``), not that a row is invalid."""
+    if not all(type(row) is dict for row in rows):
+        return False
+    if shape == "table":
+        return True
+    if shape == "chat":  # messages need a look inside each row
+        return False
+    try:
+        for name in REQUIRED_FIELDS[shape]:
+            if not set(map(type, map(itemgetter(name), rows))) <= {str}:
+                return False
+    except KeyError:  # a missing column
+        return False
+    return True
+
+
 def _messages_problem(messages: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "'messages' must be a non-empty list"
@@ -70,6 +92,38 @@ def _messages_problem(messages: Any) -> str | None:
         if not isinstance(message.get("content"), str):
             return f"messages[{i}].content must be a string"
     return None
+
+
+def json_type_of_class(cls: type) -> str:
+    """The JSON type name of values of Python class ``cls``."""
+    if cls is type(None):
+        return "null"
+    if issubclass(cls, bool):
+        return "boolean"
+    if issubclass(cls, int | float):
+        return "number"
+    if issubclass(cls, str):
+        return "string"
+    return "array" if issubclass(cls, list) else "object"
+
+
+def field_types(batch: Sequence[Any]) -> dict[str, Counter[type]]:
+    """Field name -> Python type -> rows, by C-level passes when rows share their fields."""
+    if all(type(row) is dict for row in batch):
+        layouts = Counter(map(tuple, batch))
+        if len(layouts) == 1:  # the usual case: one type Counter per column over map()s
+            names = next(iter(layouts))
+            return {name: Counter(map(type, map(itemgetter(name), batch))) for name in names}
+    pairs = Counter(
+        (name, type(value))
+        for row in batch
+        if isinstance(row, Mapping)
+        for name, value in row.items()
+    )
+    out: dict[str, Counter[type]] = {}
+    for (name, cls), count in pairs.items():
+        out.setdefault(name, Counter())[cls] += count
+    return out
 
 
 def load_mapping(mapping: Mapping[str, str] | str | Path | None) -> dict[str, str]:
@@ -114,6 +168,48 @@ def row_text(row: Mapping[str, Any]) -> str:
     if not parts:
         parts.extend(v for v in row.values() if isinstance(v, str))
     return "\n".join(parts)
+
+
+def batch_texts(rows: Sequence[Any]) -> list[str]:
+    """``row_text`` of each row ("" for a non-object): by whole columns when the rows share their
+    fields and each text column holds only strings or no strings (the usual case), else row by
+    row."""
+    if rows and all(type(row) is dict for row in rows):
+        layouts = set(map(tuple, rows))
+        if len(layouts) == 1 and "messages" not in (names := next(iter(layouts))):
+            texts = _texts_by_column(rows, names)
+            if texts is not None:
+                return texts
+    return [row_text(row) if isinstance(row, Mapping) else "" for row in rows]
+
+
+def _string_column(rows: Sequence[Row], name: str) -> bool | None:
+    """Strings in every row (``True``), in none (``False``), or a mix (``None``)."""
+    types = set(map(type, map(itemgetter(name), rows)))
+    if types == {str}:
+        return True
+    return None if any(issubclass(t, str) for t in types) else False
+
+
+def _texts_by_column(rows: Sequence[Row], names: tuple[str, ...]) -> list[str] | None:
+    # row_text's rules, a column at a time: the text fields that are strings, else every
+    # string value, in the row's own order.
+    chosen = [name for name in TEXT_FIELDS if name in names]
+    kinds = [_string_column(rows, name) for name in chosen]
+    if None in kinds:
+        return None
+    strings = [name for name, kind in zip(chosen, kinds, strict=True) if kind]
+    if not strings:
+        kinds = [_string_column(rows, name) for name in names]
+        if None in kinds:
+            return None
+        strings = [name for name, kind in zip(names, kinds, strict=True) if kind]
+    columns = [list(map(itemgetter(name), rows)) for name in strings]
+    if not columns:
+        return [""] * len(rows)
+    if len(columns) == 1:
+        return columns[0]
+    return ["\n".join(parts) for parts in zip(*columns, strict=True)]
 
 
 def map_text(row: Row, fn: Callable[[str], str]) -> Row:

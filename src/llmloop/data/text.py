@@ -6,26 +6,30 @@ a hub), ``py3langid`` for languages (its model ships inside the package), and
 (or, for the profile, a note instead of a number).
 
 Batch paths keep per-row Python out of the hot loop: the regex tokenizer counts ASCII rows with
-numpy over the batch's UTF-8 bytes (non-ASCII rows with the regex), toxicity from pre-split
-words evaluates alt-profanity-check's stored weights with numpy (no scikit-learn import), and
-``prefetch_language_model`` decompresses py3langid's model in a thread while rows are read.
+numpy over the batch's UTF-8 bytes (``batchtext``; non-ASCII rows with the regex), and toxicity
+from pre-split words (lists of ``str``, or UTF-8 words in one flat list as ``batchtext`` makes
+them) evaluates alt-profanity-check's stored weights with numpy (no scikit-learn import).
+Languages live in ``languages`` (re-exported here).
 
 It does not decide anything about rows; the profile and the steps do.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-from collections import Counter
 from collections.abc import Sequence
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
+from llmloop.data.batchtext import _REGEX_TOKEN as _REGEX_TOKEN
+from llmloop.data.batchtext import BatchText
+from llmloop.data.batchtext import column_values as column_values
+from llmloop.data.batchtext import text_column as text_column
+from llmloop.data.languages import detect_language as detect_language
+from llmloop.data.languages import detect_languages as detect_languages
+from llmloop.data.languages import prefetch_language_model as prefetch_language_model
 from llmloop.errors import ConfigError, MissingExtraError
 
-_REGEX_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 TOXICITY_MAX_CHARS = 2000
 
 
@@ -61,127 +65,9 @@ class TextTokenizer:
         return [len(e.ids) for e in encodings]
 
 
-# ``_REGEX_TOKEN`` on ASCII text, byte by byte: Python's \w there is [A-Za-z0-9_], its \s
-# [\t\n\v\f\r \x1c-\x1f]. Non-ASCII rows are counted by Python.
-_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-_SPACE_BYTES = frozenset(b"\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f")
-
-
-def _ascii_token_counts(column: Any) -> Any:
-    """Tokens per row (right for the ASCII rows): word-byte runs plus other non-space bytes."""
-    import numpy as np
-
-    n = len(column)
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64)[
-        column.offset : column.offset + n + 1
-    ]
-    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[: offsets[-1]]
-    kind = np.zeros(256, dtype=np.uint8)  # 0 other, 1 word, 2 space
-    kind[list(_WORD_BYTES)] = 1
-    kind[list(_SPACE_BYTES)] = 2
-    classes = kind[data]
-    word, space = classes == 1, classes == 2
-    starts = word.copy()
-    starts[1:] &= ~word[:-1]
-    first = offsets[:-1][offsets[:-1] < len(data)]
-    starts[first] = word[first]  # a row's first byte starts a word even after the last row's
-    tokens = starts | ~(word | space)
-    totals = np.concatenate(([0], np.cumsum(tokens, dtype=np.int64)))
-    return totals[offsets[1:]] - totals[offsets[:-1]]
-
-
-def text_column(texts: Sequence[str]) -> Any:
-    """``texts`` as a pyarrow ``large_string`` array, or ``None`` if one holds a lone surrogate.
-
-    Built from buffers: ``pa.array(list)`` and ``to_numpy`` import pandas (about 0.4 s).
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    try:
-        encoded = [t.encode() for t in texts]
-    except UnicodeEncodeError:
-        return None
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-    data = pa.py_buffer(b"".join(encoded))
-    return pa.LargeStringArray.from_buffers(len(encoded), pa.py_buffer(offsets), data)
-
-
-def column_values(array: Any) -> Any:
-    """A numpy copy of a null-free boolean or integer pyarrow array (read from its buffers)."""
-    import numpy as np
-    import pyarrow as pa
-
-    values = array.buffers()[1]
-    if pa.types.is_boolean(array.type):
-        bits = np.unpackbits(np.frombuffer(values, dtype=np.uint8), bitorder="little")
-        return bits[array.offset : array.offset + len(array)].astype(bool)
-    dtype = np.dtype(array.type.to_pandas_dtype())
-    return np.frombuffer(values, dtype=dtype)[array.offset : array.offset + len(array)].copy()
-
-
 def _regex_token_counts(texts: Sequence[str]) -> list[int]:
     """``len(_REGEX_TOKEN.findall(t))`` of each text, counted in C for the ASCII rows."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    column = text_column(texts)
-    if not texts or column is None:  # lone surrogates cannot become UTF-8: count in Python
-        return [len(_REGEX_TOKEN.findall(t)) for t in texts]
-    counts = _ascii_token_counts(column)
-    ascii_rows = column_values(pc.string_is_ascii(column))
-    for index in np.flatnonzero(~ascii_rows).tolist():
-        counts[index] = len(_REGEX_TOKEN.findall(texts[index]))
-    return [int(c) for c in counts.tolist()]
-
-
-_PREFETCH: list[threading.Thread] = []
-
-
-def prefetch_language_model() -> None:
-    """Start loading py3langid's model in a background thread (LZMA decompression, about half a
-    second, runs without the GIL), so that it overlaps reading the rows; no-op if missing."""
-    if _PREFETCH:
-        return
-
-    def load() -> None:
-        try:
-            from py3langid import langid
-
-            langid._get_identifier()
-        except Exception:  # reported by detect_languages on use
-            pass
-
-    thread = threading.Thread(target=load, name="llmloop-langid-load", daemon=True)
-    _PREFETCH.append(thread)
-    thread.start()
-
-
-def detect_language(text: str) -> str:
-    """ISO 639-1 code of the language of ``text`` (``und`` when it has no letters)."""
-    if not any(ch.isalpha() for ch in text):
-        return "und"
-    try:
-        import py3langid
-    except ImportError:
-        raise MissingExtraError("data", "Language detection (py3langid)")
-    code, _ = py3langid.classify(text)
-    return str(code)
-
-
-def detect_languages(texts: Sequence[str]) -> tuple[dict[str, float], list[str]]:
-    """Share of each language over ``texts`` and notes on anything not measured."""
-    if not texts:
-        return {}, []
-    for thread in _PREFETCH:
-        thread.join()  # one model load, not two racing ones
-    try:
-        counts = Counter(detect_language(t) for t in texts)
-    except MissingExtraError as exc:
-        return {}, [f"languages not measured: {exc.detail}"]
-    total = sum(counts.values())
-    return {code: n / total for code, n in counts.most_common()}, []
+    return [int(c) for c in BatchText(list(texts)).regex_tokens().tolist()]
 
 
 def toxicity_scores(texts: Sequence[str], words: Sequence[list[str]] | None = None) -> list[float]:
@@ -215,6 +101,7 @@ class _ToxicityWeights:
         import numpy as np
 
         self.vocabulary = vocabulary
+        self._utf8: dict[bytes, int] | None = None
         self.idf = np.asarray(idf, dtype=np.float64)
         self.coef = np.stack([np.ravel(m[0]) for m in models])  # (models, vocabulary)
         self.intercept = np.array([float(np.ravel(m[1])[0]) for m in models])
@@ -224,28 +111,47 @@ class _ToxicityWeights:
     def scores(self, words: Sequence[list[str]]) -> Any:
         import numpy as np
 
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        return self.scores_of_flat(list(chain.from_iterable(words)), lengths, self.vocabulary)
+
+    def scores_of_utf8(self, flat: Sequence[bytes], lengths: Any) -> Any:
+        """``scores`` from all rows' words as UTF-8 in one list and a count per row."""
+        if self._utf8 is None:
+            self._utf8 = {word.encode(): i for word, i in self.vocabulary.items()}
+        return self.scores_of_flat(flat, lengths, self._utf8)
+
+    def scores_of_flat(self, flat: Sequence[Any], lengths: Any, vocabulary: dict[Any, int]) -> Any:
+        import numpy as np
+
         # TfidfVectorizer(token_pattern=r"\b\w\w+\b", lowercase) == lower-cased \w+ tokens of
         # 2+ characters; single characters and stop words are absent from its vocabulary.
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        flat = list(chain.from_iterable(words))
-        ids = np.fromiter(
-            map(self.vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat)
-        )
-        rows = np.repeat(np.arange(len(words), dtype=np.int64), lengths)
+        n = len(lengths)
+        ids = np.fromiter(map(vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
         known = ids >= 0
         keys, counts = np.unique(rows[known] * len(self.idf) + ids[known], return_counts=True)
         row, col = np.divmod(keys, len(self.idf))
         values = counts * self.idf[col]
-        norms = np.sqrt(np.bincount(row, values * values, minlength=len(words)))
+        norms = np.sqrt(np.bincount(row, values * values, minlength=n))
         norms[norms == 0] = 1.0
         decision = (
-            np.stack([np.bincount(row, values * c[col], minlength=len(words)) for c in self.coef])
+            np.stack([np.bincount(row, values * c[col], minlength=n) for c in self.coef])
             / norms[None, :]
             + self.intercept[:, None]
         )
         # sklearn's _SigmoidCalibration: p = 1 / (1 + exp(a * f + b)); the ensemble averages.
         probability = 1.0 / (1.0 + np.exp(self.a[:, None] * decision + self.b[:, None]))
         return probability.mean(axis=0)
+
+
+def toxicity_scores_of_utf8(
+    texts: Sequence[str], flat: Sequence[bytes], lengths: Any
+) -> list[float]:
+    """``toxicity_scores`` of ``texts`` given their words as ``BatchText.words`` has them."""
+    weights = _toxicity_weights()
+    if weights is None:
+        return toxicity_scores(texts)
+    return weights.scores_of_utf8(flat, lengths).tolist()  # type: ignore[no-any-return]
 
 
 _WEIGHTS: list[_ToxicityWeights | None] = []
