@@ -69,7 +69,7 @@ from llmloop.data.shapes import (
 )
 from llmloop.data.text import TextTokenizer, toxicity_scores_of_utf8
 from llmloop.errors import InvalidInputError
-from llmloop.guards.pii import PiiDetector, find_in_batch
+from llmloop.guards.pii import PiiConfig, PiiDetector, find_in_batch
 
 __all__ = [
     "DataProfile",
@@ -119,7 +119,11 @@ class Profiler:
     def __init__(self, config: ProfileConfig | None = None) -> None:
         self.config = config if config is not None else ProfileConfig()
         self.tokenizer = TextTokenizer(self.config.tokenizer)
-        self.pii = PiiDetector() if self.config.pii else None
+        self.pii = (
+            PiiDetector(PiiConfig(name_model=self.config.pii_name_model))
+            if self.config.pii
+            else None
+        )
         self.hasher = MinHasher(num_perm=self.config.num_perm, seed=1)
         self.bands, _ = lsh_params(self.config.near_dup_threshold, self.config.num_perm)
         self.rows = 0

@@ -30,6 +30,11 @@ class ProfileConfig(BaseModel):
         default=32, ge=8, le=512, description="MinHash permutations (more: finer, slower)."
     )
     pii: bool = Field(default=True, description="Count PII hits by kind.")
+    pii_name_model: str | None = Field(
+        default=None,
+        description="A token-classification (NER) model directory: also count personal names "
+        "(slower: the model reads every row).",
+    )
     toxicity: bool = Field(default=True, description="Score toxicity (alt-profanity-check).")
     toxicity_threshold: float = Field(default=0.8, ge=0, le=1, description="Toxic above this.")
     ngram_sizes: list[int] = Field(default_factory=lambda: [2, 3], description="n of the n-grams.")

@@ -368,6 +368,10 @@ class PiiStepConfig(StepConfig):
     )
     kinds: list[PiiKind] | None = Field(default=None, description="Kinds handled; all if unset.")
     key: str | None = Field(default=None, description="Secret key for 'pseudonymise' (HMAC).")
+    name_model: str | None = Field(
+        default=None,
+        description="A token-classification (NER) model directory for personal names.",
+    )
 
     @model_validator(mode="after")
     def _key_for_pseudonyms(self) -> PiiStepConfig:
@@ -386,7 +390,10 @@ class PiiStep(Step):
     def __init__(self, config: PiiStepConfig | None = None) -> None:
         super().__init__(config)
         kinds = self.config.kinds
-        self.detector = PiiDetector(PiiConfig(kinds=kinds) if kinds is not None else PiiConfig())
+        names = {"name_model": self.config.name_model}
+        self.detector = PiiDetector(
+            PiiConfig(kinds=kinds, **names) if kinds is not None else PiiConfig(**names)
+        )
         self.vault = PseudonymVault()
 
     def _fix(self, text: str) -> str:

@@ -136,7 +136,9 @@ class DataService:
 
         actor.require("editor")
         dv = self.c.datasets.get_version(dataset, version)
-        profiler = Profiler(ProfileConfig.model_validate(config or {}))
+        # The unpacked language model is cached under home, like the rest of llmloop's caches.
+        raw = {"cache_dir": str(self.c.settings.home / "cache"), **(config or {})}
+        profiler = Profiler(ProfileConfig.model_validate(raw))
         for batch in self.batches(dv):
             profiler.update(batch)
         profile = profiler.finish()

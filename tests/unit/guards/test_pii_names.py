@@ -88,3 +88,25 @@ def test_guard_redacts_names_in_generated_text(ner_dir: Path) -> None:
     verdicts = guard.check_output("Please forward this to Jonas Silva today.", final=True)
     assert [v.rule_id for v in verdicts] == ["pii.person"]
     assert verdicts[0].redacted == "Please forward this to [PERSON] today."
+
+
+def test_recipe_and_profile_take_the_name_model(ner_dir: Path) -> None:
+    from llmloop.data.profile import ProfileConfig, profile_rows
+    from llmloop.data.recipes import apply_recipe
+
+    rows = [
+        {"text": "Dear Carmen Okafor, your refund is approved."},
+        {"text": "The Router broke on Monday."},
+        {"text": "Ask Dmitri Novak to call me before Friday."},
+    ]
+    recipe = {"steps": [{"pii": {"action": "redact", "name_model": str(ner_dir)}}]}
+    out, report = apply_recipe(recipe, [rows])
+    assert [r["text"] for r in out] == [
+        "Dear [PERSON], your refund is approved.",
+        "The Router broke on Monday.",
+        "Ask [PERSON] to call me before Friday.",
+    ]
+    assert report.steps[0].rows_changed == 2
+    profile = profile_rows([rows], ProfileConfig(pii_name_model=str(ner_dir)))
+    assert profile.pii_counts == {"person": 2}
+    assert profile_rows([rows]).pii_counts == {}  # without the model, names are not counted
