@@ -131,7 +131,8 @@ def hpo(
     search: list[str] = typer.Option(
         [],
         "--search",
-        help="Study setting (n_trials=12, pruner=median, cost_metric=wall_time_s, ...).",
+        help="Study setting (n_trials=12, pruner=successive_halving, max_train_tokens=200000, "
+        "cost_metric=wall_time_s, ...).",
     ),
     space: list[str] = typer.Option([], "--space", help="Search space setting as key=value."),
     pairs: list[str] = SET,

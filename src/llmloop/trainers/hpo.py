@@ -2,8 +2,13 @@
 
 A declared :class:`SearchSpace` (learning rate, LoRA rank/alpha, epochs, batch size) is sampled
 by Optuna's TPE sampler (or exhaustively by its grid sampler); each trial runs ``run_sft`` with a
-callback that reports the eval loss at every evaluation so a median or Hyperband pruner can stop
-hopeless trials early. In multi-objective mode the study minimises eval loss *and* a cost
+callback that reports the eval loss at every evaluation so a median, successive-halving or
+Hyperband pruner can stop hopeless trials early. Over a discrete space TPE often proposes a
+configuration it already tried; such a repeat reuses the earlier trial's outcome instead of
+training the same thing again (same parameters and seed train the same), costs nothing and does
+not count toward ``n_trials``. ``max_train_tokens`` caps the compute of the whole search: a trial
+is pruned before a step that would pass it and no trial starts once it is spent. In
+multi-objective mode the study minimises eval loss *and* a cost
 (training seconds or tokens) and keeps the Pareto front (Optuna cannot prune multi-objective
 trials, so none are pruned). ``storage_url`` is any SQLAlchemy URL: trials then live in Optuna's
 RDB storage and several workers can share one study. ``backend="ray"`` runs the same search with
@@ -16,8 +21,10 @@ for the service to record as child runs; it does not record runs itself.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,12 +95,33 @@ class HPOConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_trials: int = Field(12, ge=1, le=10_000, description="Trials to run (grid: its size).")
+    n_trials: int = Field(
+        12, ge=1, le=10_000, description="Trials to train (grid: its size); repeats are free."
+    )
     timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this.")
     sampler: Literal["tpe", "grid"] = Field("tpe", description="TPE, or the exhaustive grid.")
     n_startup_trials: int = Field(4, ge=0, description="Random trials before TPE models.")
-    pruner: Literal["median", "hyperband", "none"] = Field("median", description="Pruner.")
-    pruner_warmup_steps: int = Field(0, ge=0, description="Steps before a trial can be pruned.")
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = Field(
+        "median", description="Pruner: median, successive halving (ASHA), Hyperband or none."
+    )
+    pruner_warmup_steps: int = Field(
+        0, ge=0, description="Steps before a trial can be pruned (halving: the first rung)."
+    )
+    pruner_reduction_factor: int = Field(
+        3, ge=2, description="Successive halving / Hyperband: 1 in N trials climbs each rung."
+    )
+    reuse_repeats: bool = Field(
+        True,
+        description="Reuse an earlier trial's result when the sampler repeats its parameters "
+        "(same parameters and seed train the same); repeats cost nothing and do not count "
+        "toward n_trials.",
+    )
+    max_train_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Compute budget in training tokens over all trials: a trial is pruned "
+        "before a step that would pass it, and no trial starts once it is spent.",
+    )
     cost_metric: Literal["none", "wall_time_s", "train_tokens"] = Field(
         "none", description="Second objective to minimise (multi-objective) or none."
     )
@@ -110,6 +138,8 @@ class HPOConfig(BaseModel):
             raise ConfigError("storage_url needs a study_name so workers can share the study")
         if self.backend == "ray" and self.cost_metric != "none":
             raise ConfigError("the ray backend searches a single objective (cost_metric='none')")
+        if self.backend == "ray" and self.max_train_tokens is not None:
+            raise ConfigError("the ray backend has no token budget (max_train_tokens)")
         return self
 
 
@@ -125,6 +155,9 @@ class TrialRecord(BaseModel):
     duration_s: float = Field(description="Wall seconds the trial took.")
     steps: int = Field(0, description="Training steps the trial ran before finishing or pruning.")
     train_tokens: int = Field(0, description="Training tokens the trial consumed.")
+    repeat_of: int | None = Field(
+        None, description="The earlier trial whose result this repeat reused (no training)."
+    )
 
 
 class HPOResult(BaseModel):
@@ -140,6 +173,7 @@ class HPOResult(BaseModel):
         default_factory=list, description="Trial numbers on the Pareto front (multi-objective)."
     )
     total_steps: int = Field(description="Training steps summed over all trials (compute used).")
+    total_train_tokens: int = Field(0, description="Training tokens summed over all trials.")
 
 
 def apply_params(base: SFTConfig, params: dict[str, Any]) -> SFTConfig:
@@ -156,6 +190,38 @@ def apply_params(base: SFTConfig, params: dict[str, Any]) -> SFTConfig:
     return SFTConfig(**{**base.model_dump(), **update, "resume": False})
 
 
+# A sampler that proposes only repeats for this many times n_trials has converged.
+_MAX_REPEATS_PER_TRIAL = 10
+
+
+@dataclass
+class _Spending:
+    """What a search has spent: trained trials, free repeats and training tokens."""
+
+    budget: float
+    trials: int = 0
+    repeats: int = 0
+    tokens: int = 0
+    largest_step: float = 0.0
+
+    def add(self, tokens: int, steps: int) -> None:
+        """Count a trained trial's tokens and remember its average step size."""
+        self.tokens += tokens
+        if steps:
+            self.largest_step = max(self.largest_step, tokens / steps)
+
+    def exhausted(self) -> bool:
+        """True when what is left of the budget may not pay for one more step."""
+        return self.budget - self.tokens < max(1.0, self.largest_step)
+
+
+def _space_size(space: SearchSpace) -> float:
+    """How many distinct configurations ``space`` holds (inf with a continuous range)."""
+    if isinstance(space.learning_rate, FloatRange):
+        return math.inf
+    return math.prod(len(choices) for choices in space.choices().values())
+
+
 def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if isinstance(space.learning_rate, FloatRange):
@@ -166,23 +232,64 @@ def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     return params
 
 
-def _pruning_callback(trial: Any) -> Any:
-    """A transformers callback reporting eval loss to ``trial`` and pruning when told to."""
+def _trial_callbacks(trial: Any, prune: bool, token_allowance: float) -> list[Any]:
+    """Transformers callbacks for one trial: report eval loss to ``trial`` and prune when the
+    pruner says so (``prune``); prune once the trial trained on ``token_allowance`` tokens."""
     import optuna
     from transformers import TrainerCallback
+
+    def note(state: Any) -> None:
+        trial.set_user_attr("steps", state.global_step)
+        trial.set_user_attr("train_tokens", int(state.num_input_tokens_seen or 0))
 
     class OptunaPruning(TrainerCallback):
         def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             loss = (kw.get("metrics") or {}).get("eval_loss")
             if loss is None:
                 return
-            trial.set_user_attr("steps", state.global_step)
-            trial.set_user_attr("train_tokens", int(state.num_input_tokens_seen or 0))
+            note(state)
             trial.report(float(loss), state.global_step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {state.global_step}")
 
-    return OptunaPruning()
+    class TokenBudget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            tokens, step = int(state.num_input_tokens_seen or 0), max(1, state.global_step)
+            # Stop before a step of this trial's average size would go past the budget.
+            if state.global_step < state.max_steps and tokens + tokens / step > token_allowance:
+                note(state)
+                raise optuna.TrialPruned(f"compute budget spent at step {state.global_step}")
+
+    callbacks: list[Any] = [OptunaPruning()] if prune else []
+    if token_allowance < float("inf"):
+        callbacks.append(TokenBudget())
+    return callbacks
+
+
+def _earlier_run(study: Any, trial: Any, params: dict[str, Any]) -> Any:
+    """The finished, trained trial that ran ``params`` before ``trial``, or None."""
+    from optuna.trial import TrialState
+
+    for earlier in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+    ):
+        attrs = earlier.user_attrs
+        if earlier.number != trial.number and "repeat_of" not in attrs and earlier.params == params:
+            return earlier
+    return None
+
+
+def _replay(trial: Any, earlier: Any) -> float | tuple[float, ...]:
+    """Give ``trial`` the outcome of ``earlier`` (same parameters) without training."""
+    import optuna
+
+    trial.set_user_attr("repeat_of", earlier.number)
+    if earlier.state == optuna.trial.TrialState.PRUNED:
+        for step, value in sorted(earlier.intermediate_values.items()):
+            trial.report(value, step)
+        raise optuna.TrialPruned(f"repeats pruned trial {earlier.number}")
+    values = tuple(earlier.values)
+    return values[0] if len(values) == 1 else values
 
 
 def _make_study(config: HPOConfig, space: SearchSpace) -> Any:
@@ -201,7 +308,15 @@ def _make_study(config: HPOConfig, space: SearchSpace) -> Any:
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.pruner_warmup_steps
         )
     elif config.pruner == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, config.pruner_warmup_steps))
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=max(1, config.pruner_warmup_steps),
+            reduction_factor=config.pruner_reduction_factor,
+        )
+    elif config.pruner == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=max(1, config.pruner_warmup_steps),
+            reduction_factor=config.pruner_reduction_factor,
+        )
     multi = config.cost_metric != "none"
     return optuna.create_study(
         study_name=config.study_name or f"llmloop-hpo-{int(time.time())}",
@@ -223,6 +338,7 @@ def _record(trial: Any) -> TrialRecord:
         duration_s=(end - start).total_seconds() if start and end else 0.0,
         steps=int(trial.user_attrs.get("steps", 0)),
         train_tokens=int(trial.user_attrs.get("train_tokens", 0)),
+        repeat_of=trial.user_attrs.get("repeat_of"),
     )
 
 
@@ -259,17 +375,33 @@ def run_hpo(
     study = _make_study(config, space)
     multi = config.cost_metric != "none"
 
+    spending = _Spending(budget=float(config.max_train_tokens or math.inf))
+
     def objective(trial: optuna.Trial) -> float | tuple[float, float]:
         params = _suggest(trial, space)
+        earlier = _earlier_run(study, trial, params) if config.reuse_repeats else None
+        if earlier is not None:
+            spending.repeats += 1
+            return _replay(trial, earlier)  # type: ignore[return-value]
+        spending.trials += 1
         trial_config = apply_params(base_config, params)
         trial_out = Path(out_dir) / f"trial-{trial.number}"
         run_tracker = trial_tracker(trial.number, params) if trial_tracker else NullTracker()
-        callbacks = [] if multi else [_pruning_callback(trial)]
-        result = run_sft(
-            trial_config, base_model_dir, train_rows, eval_rows, trial_out, run_tracker, callbacks
-        )
-        trial.set_user_attr("steps", result.steps)
-        trial.set_user_attr("train_tokens", result.train_tokens)
+        callbacks = _trial_callbacks(trial, not multi, spending.budget - spending.tokens)
+        try:
+            result = run_sft(
+                trial_config,
+                base_model_dir,
+                train_rows,
+                eval_rows,
+                trial_out,
+                run_tracker,
+                callbacks,
+            )
+            trial.set_user_attr("steps", result.steps)
+            trial.set_user_attr("train_tokens", result.train_tokens)
+        finally:  # a pruned trial's callbacks noted what it trained
+            spending.add(*(int(trial.user_attrs.get(k, 0)) for k in ("train_tokens", "steps")))
         loss = result.metrics["eval_loss"]
         tracker.log_metrics({"trial_eval_loss": loss}, step=trial.number)
         if not multi:
@@ -277,12 +409,24 @@ def run_hpo(
         cost = result.wall_time_s if config.cost_metric == "wall_time_s" else result.train_tokens
         return loss, float(cost)
 
-    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_s)
+    # With repeats reused, a finite space has no new trial left after its size.
+    n_trials = min(config.n_trials, _space_size(space)) if config.reuse_repeats else config.n_trials
+
+    def stop_when_done(study: optuna.Study, _trial: Any) -> None:
+        converged = spending.repeats >= _MAX_REPEATS_PER_TRIAL * config.n_trials
+        if spending.trials >= n_trials or spending.exhausted() or converged:
+            study.stop()
+
+    study.optimize(objective, timeout=config.timeout_s, callbacks=[stop_when_done])
     records = [_record(t) for t in study.trials]
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trained = [t for t in study.trials if "repeat_of" not in t.user_attrs]
+    finished = [t for t in trained if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
         raise InvalidInputError("no trial finished; see the trial records for failures")
-    front = study.best_trials if multi else [study.best_trial]
+    if multi:
+        front = [t for t in study.best_trials if "repeat_of" not in t.user_attrs]
+    else:
+        front = [min(finished, key=lambda t: t.values[0])]
     best = min(front, key=lambda t: t.values[0])
     return HPOResult(
         study_name=study.study_name,
@@ -291,4 +435,5 @@ def run_hpo(
         trials=records,
         pareto_front=[t.number for t in front] if multi else [],
         total_steps=sum(r.steps for r in records),
+        total_train_tokens=sum(r.train_tokens for r in records),
     )

@@ -74,14 +74,16 @@ def test_tpe_with_pruning_in_shared_sqlite_storage(
         tracker,
         trial_tracker=child,
     )
-    assert [t.number for t in result.trials] == [0, 1, 2, 3]
-    assert [n for n, _ in children] == [0, 1, 2, 3]
+    # Four trials train; a proposal repeating one of them reuses its result (no child run).
+    trained = [t for t in result.trials if t.repeat_of is None]
+    assert [n for n, _ in children] == [t.number for t in trained] and len(trained) == 4
+    assert [t.number for t in result.trials] == list(range(len(result.trials)))
     states = {t.state for t in result.trials}
     assert states <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states
     complete = [t for t in result.trials if t.state == "COMPLETE"]
     assert result.best_values[0] == min(t.values[0] for t in complete if t.values)
     assert result.best_params["learning_rate"] in [1e-5, 1e-3, 2e-2]
-    for trial in result.trials:
+    for trial in trained:
         assert 0 < trial.steps <= 4 and trial.train_tokens > 0 and trial.duration_s > 0
         assert trial.steps == 4 or trial.state == "PRUNED"
     assert result.total_steps == sum(t.steps for t in result.trials)
@@ -96,7 +98,7 @@ def test_tpe_with_pruning_in_shared_sqlite_storage(
         tmp_path,
         tracker,
     )
-    assert len(again.trials) == 5 and again.study_name == "s1"
+    assert sum(t.repeat_of is None for t in again.trials) == 5 and again.study_name == "s1"
 
 
 def test_multi_objective_keeps_a_pareto_front(
@@ -151,3 +153,81 @@ def test_ray_backend_runs_the_same_search(
     assert all(0 < t.steps <= 2 and t.train_tokens > 0 for t in result.trials)
     best = [t for t in result.trials if t.params == result.best_params]
     assert best and best[0].state == "COMPLETE" and best[0].steps == 2
+
+
+def test_repeated_proposals_reuse_the_earlier_trial(
+    base_dir: Path, tickets: list[dict[str, Any]], ticket_eval: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # Two configurations: seeded TPE proposes one twice before the other (seed 0).
+    space = SearchSpace(learning_rate=[1e-5, 2e-2])
+    config = HPOConfig(
+        n_trials=2, n_startup_trials=1, pruner="successive_halving", pruner_warmup_steps=2
+    )
+    children: list[int] = []
+
+    def child(number: int, params: dict[str, Any]) -> RecordingTracker:
+        children.append(number)
+        return RecordingTracker()
+
+    result = run_hpo(
+        config, space, BASE, base_dir, tickets, ticket_eval[:4], tmp_path, RecordingTracker(), child
+    )
+    trained = [t for t in result.trials if t.repeat_of is None]
+    repeats = [t for t in result.trials if t.repeat_of is not None]
+    assert [t.number for t in trained] == children  # repeats train nothing, get no child run
+    assert len(trained) == 2 and trained[0].params != trained[1].params
+    assert repeats, "seed 0 proposes a configuration twice"
+    by_number = {t.number: t for t in result.trials}
+    for repeat in repeats:
+        earlier = by_number[repeat.repeat_of or 0]
+        assert earlier.repeat_of is None and earlier.number < repeat.number
+        assert (repeat.params, repeat.state, repeat.values) == (
+            earlier.params,
+            earlier.state,
+            earlier.values,
+        )
+        assert repeat.steps == 0 and repeat.train_tokens == 0
+    assert result.total_train_tokens == sum(t.train_tokens for t in trained)
+    # Without reuse the same proposals all train.
+    again = run_hpo(
+        config.model_copy(update={"reuse_repeats": False}),
+        space,
+        BASE,
+        base_dir,
+        tickets,
+        ticket_eval[:4],
+        tmp_path / "again",
+        RecordingTracker(),
+    )
+    assert len(again.trials) == 2 and all(t.repeat_of is None for t in again.trials)
+    assert all(t.train_tokens > 0 for t in again.trials)
+
+
+def test_token_budget_stops_the_search(
+    base_dir: Path, tickets: list[dict[str, Any]], ticket_eval: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # The learning rate does not change what a trial trains on: every trial costs the same.
+    space = SearchSpace(learning_rate=[1e-5, 1e-4, 1e-3, 1e-2, 2e-2])
+    one = run_hpo(
+        HPOConfig(n_trials=1, pruner="none"),
+        space,
+        BASE,
+        base_dir,
+        tickets,
+        ticket_eval[:4],
+        tmp_path / "one",
+        RecordingTracker(),
+    )
+    per_trial = one.total_train_tokens
+    budget = int(2.6 * per_trial)
+    config = HPOConfig(n_trials=5, pruner="none", max_train_tokens=budget)
+    result = run_hpo(
+        config, space, BASE, base_dir, tickets, ticket_eval[:4], tmp_path, RecordingTracker()
+    )
+    trained = [t for t in result.trials if t.repeat_of is None]
+    assert result.total_train_tokens <= budget
+    assert [t.state for t in trained] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [t.train_tokens for t in trained[:2]] == [per_trial, per_trial]
+    assert 0 < trained[2].steps < BASE.max_steps  # cut before a step would pass the budget
+    with pytest.raises(ConfigError, match="token budget"):
+        HPOConfig(backend="ray", max_train_tokens=1000)
