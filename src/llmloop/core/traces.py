@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ModelWrapValidatorHandler, model_validator
 
 from llmloop.core.base import Value
 
@@ -36,6 +36,41 @@ def new_trace_id() -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "tr_" + "".join(reversed(chars))
+
+
+def column_attributes(trace: Any) -> dict[str, Any]:
+    """The OpenTelemetry GenAI (and llmloop.*) attributes that a trace's own fields give.
+
+    ``trace`` is a :class:`TraceRecord` or a :class:`TracePublic`: the store keeps only the
+    attributes beyond these (a record's ``extra``), and readers merge them back.
+    """
+    attrs: dict[str, Any] = {
+        "gen_ai.system": GEN_AI_SYSTEM,
+        "gen_ai.operation.name": trace.operation,
+        "gen_ai.request.model": trace.request_model,
+        "gen_ai.response.model": trace.response_model,
+        "gen_ai.usage.input_tokens": trace.input_tokens,
+        "gen_ai.usage.output_tokens": trace.output_tokens,
+        "llmloop.deployment": trace.deployment,
+        "llmloop.target": trace.target,
+        "llmloop.trace.kind": trace.kind,
+        "llmloop.status": trace.status,
+        "llmloop.latency_ms": trace.latency_ms,
+        "llmloop.cost": trace.cost,
+        "llmloop.cache_hit": trace.cache_hit,
+        "llmloop.stream": trace.stream,
+    }
+    if trace.finish_reason is not None:
+        attrs["gen_ai.response.finish_reasons"] = [trace.finish_reason]
+    if trace.user:
+        attrs["gen_ai.request.user"] = trace.user
+    if trace.model_version_id:
+        attrs["llmloop.model_version_id"] = trace.model_version_id
+    if trace.ttft_ms is not None:
+        attrs["llmloop.ttft_ms"] = trace.ttft_ms
+    if trace.error:
+        attrs["error.type"] = trace.error[:200]
+    return attrs
 
 
 @dataclass(slots=True)
@@ -72,34 +107,7 @@ class TraceRecord:
 
     def attributes(self) -> dict[str, Any]:
         """The record as OpenTelemetry GenAI (and llmloop.*) attributes."""
-        attrs: dict[str, Any] = {
-            "gen_ai.system": GEN_AI_SYSTEM,
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.request.model": self.request_model,
-            "gen_ai.response.model": self.response_model,
-            "gen_ai.usage.input_tokens": self.input_tokens,
-            "gen_ai.usage.output_tokens": self.output_tokens,
-            "llmloop.deployment": self.deployment,
-            "llmloop.target": self.target,
-            "llmloop.trace.kind": self.kind,
-            "llmloop.status": self.status,
-            "llmloop.latency_ms": self.latency_ms,
-            "llmloop.cost": self.cost,
-            "llmloop.cache_hit": self.cache_hit,
-            "llmloop.stream": self.stream,
-        }
-        if self.finish_reason is not None:
-            attrs["gen_ai.response.finish_reasons"] = [self.finish_reason]
-        if self.user:
-            attrs["gen_ai.request.user"] = self.user
-        if self.model_version_id:
-            attrs["llmloop.model_version_id"] = self.model_version_id
-        if self.ttft_ms is not None:
-            attrs["llmloop.ttft_ms"] = self.ttft_ms
-        if self.error:
-            attrs["error.type"] = self.error[:200]
-        attrs.update(self.extra)
-        return attrs
+        return {**column_attributes(self), **self.extra}
 
     def to_row(self, max_text: int) -> dict[str, Any]:
         """The record as a ``traces`` table row, texts cut to ``max_text`` characters."""
@@ -120,7 +128,8 @@ class TraceRecord:
 
 
 class TracePublic(Value):
-    """A stored trace as the API returns it."""
+    """A stored trace as the API returns it; ``attributes`` are complete (the stored extras
+    merged over the attributes its fields give)."""
 
     id: str
     at: datetime
@@ -149,3 +158,10 @@ class TracePublic(Value):
     attributes: dict[str, Any] = Field(default_factory=dict)
     request_text: str = ""
     response_text: str = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _complete_attributes(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        trace = handler(data)
+        attributes = {**column_attributes(trace), **trace.attributes}
+        return trace.model_copy(update={"attributes": attributes})

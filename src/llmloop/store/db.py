@@ -44,6 +44,8 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Statement journals of multi-row inserts in memory, not a temp file per statement.
+            cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")

@@ -17,14 +17,28 @@ import pytest
 from llmloop.core.traces import TraceRecord, new_trace_id
 from llmloop.services.gateway.trace_process import ProcessSink, _serve
 from llmloop.services.gateway.trace_query import TraceQuery
-from llmloop.services.gateway.tracing import SinkGone, SpanExporter, TraceTable, TraceWriter
+from llmloop.services.gateway.tracing import (
+    SinkGone,
+    SpanExporter,
+    TraceRow,
+    TraceTable,
+    TraceWriter,
+)
 from llmloop.store.registry import Store, utcnow
 
 
 def _record(i: int = 0) -> TraceRecord:
-    return TraceRecord(id=new_trace_id(), at=utcnow(), operation="chat", deployment="d",
-                       request_model="d", input_tokens=i, output_tokens=2,
-                       request_text="q" * 50, response_text="a")  # fmt: skip
+    return TraceRecord(
+        id=new_trace_id(),
+        at=utcnow(),
+        operation="chat",
+        deployment="d",
+        request_model="d",
+        input_tokens=i,
+        output_tokens=2,
+        request_text="q" * 50,
+        response_text="a",
+    )
 
 
 @pytest.fixture
@@ -34,8 +48,7 @@ def store(tmp_path: Path) -> Store:
 
 async def test_batches_and_flushes_everything_on_close(store: Store) -> None:
     sizes: list[int] = []
-    writer = TraceWriter(store, flush_ms=10_000, batch_size=40, max_text=10,
-                         on_flush=sizes.append)  # fmt: skip
+    writer = TraceWriter(store, flush_ms=10_000, batch_size=40, max_text=10, on_flush=sizes.append)
     for i in range(100):
         writer.submit(_record(i))
     await asyncio.sleep(0.05)  # the batch-size trigger wrote full batches already
@@ -51,7 +64,7 @@ async def test_full_queue_drops_oldest_and_counts(store: Store) -> None:
     records = [_record(i) for i in range(8)]
     for rec in records:
         writer.submit(rec)
-    assert writer.dropped == 3 and [r.id for r in writer.queue] == [r.id for r in records[3:]]
+    assert writer.dropped == 3 and [r[0] for r in writer.queue] == [r.id for r in records[3:]]
     await writer.aclose()
     assert TraceQuery(store).count() == 5
 
@@ -61,7 +74,7 @@ async def test_failed_write_is_retried(store: Store, monkeypatch: pytest.MonkeyP
     real = writer._write
     calls = {"n": 0}
 
-    def flaky(batch: list[TraceRecord]) -> None:
+    def flaky(batch: list[TraceRow]) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("database went away")
@@ -88,9 +101,11 @@ async def test_console_span_export_uses_gen_ai_names(
 
 
 async def test_writer_process_stores_every_batch_and_exits_on_close(store: Store) -> None:
-    sink = ProcessSink(store.url, max_text=10)
+    sink = ProcessSink(store.url)
     sizes: list[int] = []
-    writer = TraceWriter(store, flush_ms=20, batch_size=50, sink=sink, on_flush=sizes.append)
+    writer = TraceWriter(
+        store, flush_ms=20, batch_size=50, max_text=10, sink=sink, on_flush=sizes.append
+    )
     records = [_record(i) for i in range(230)]
     for rec in records:
         writer.submit(rec)
@@ -135,7 +150,7 @@ async def test_a_batch_the_dead_process_had_stored_is_not_written_twice(store: S
         def open(self) -> None:
             pass
 
-        def write(self, batch: list[TraceRecord]) -> None:
+        def write(self, batch: list[TraceRow]) -> None:
             self.calls += 1
             table.insert(batch)
             raise SinkGone("killed before the acknowledgement")
@@ -157,8 +172,8 @@ def test_child_answers_failed_for_a_batch_it_cannot_store(store: Store) -> None:
         def insert(self, batch: list[TraceRecord], skip_existing: bool = False) -> int:
             raise RuntimeError("disk full")
 
-    rows = [dataclasses.astuple(_record(i)) for i in range(3)]
-    payload = pickle.dumps(rows)
+    table = TraceTable(store, 4000)
+    payload = pickle.dumps([table.row(_record(i)) for i in range(3)])
     inp = io.BytesIO(struct.pack("<II", 9, len(payload)) + payload)
     out = io.BytesIO()
     _serve(inp, out, Broken(), None)  # type: ignore[arg-type]
@@ -196,3 +211,47 @@ def test_the_setting_chooses_where_traces_are_written(tmp_path: Path, mode: str)
         assert isinstance(sink, ProcessSink) if mode == "process" else sink is None
     finally:
         container.close()
+
+
+def test_sqlite_bulk_rows_are_what_sqlalchemy_would_store(store: Store) -> None:
+    records = [
+        TraceRecord(
+            id=new_trace_id(),
+            at=utcnow(),
+            operation="chat",
+            deployment="d",
+            user="bob",
+            stream=True,
+            ttft_ms=1.5,
+            cache_hit=True,
+            finish_reason="stop",
+            guard_verdicts=[{"guard": "pii", "action": "block", "score": 0.9}],
+            request_text="é" * 30,
+            response_text="ok",
+            extra={"x": 10**30, "y": [1]},
+        ),
+        TraceRecord(
+            id=new_trace_id(),
+            at=utcnow().replace(microsecond=0),
+            operation="chat",
+            user="",
+            guard_verdicts=[],
+            parent_id="tr_parent",
+            kind="shadow",
+        ),
+        TraceRecord(id=new_trace_id(), at=utcnow(), operation="embeddings"),
+    ]
+    bulk, generic = TraceTable(store, max_text=20), TraceTable(store, max_text=20)
+    assert bulk._bulk is not None
+    generic._bulk, generic.sqlite = None, False  # the SQLAlchemy path, from datetime values
+    bulk.insert([bulk.row(r) for r in records])
+    twins = [dataclasses.replace(r, id=r.id + "-twin") for r in records]
+    generic.insert([generic.row(r) for r in twins])
+    with store.engine.connect() as conn:
+        raw = {r[0]: r[1:] for r in conn.exec_driver_sql("SELECT * FROM traces").fetchall()}
+    for rec in records:
+        assert raw[rec.id] == raw[rec.id + "-twin"]
+    read = {r.id: r for r in TraceQuery(store).list(limit=10)}
+    assert read[records[0].id].guard_verdicts == records[0].guard_verdicts
+    assert read[records[0].id].attributes["x"] == 10**30
+    assert read[records[1].id].at == records[1].at

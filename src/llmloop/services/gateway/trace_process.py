@@ -4,12 +4,12 @@ The gateway's event loop runs on one thread, and every microsecond of Python the
 runs in that process (building rows, serialising attributes, binding parameters) is taken from
 requests through the GIL, with a hand-off between threads on top. :class:`ProcessSink` moves
 that work into a child process (``python -m llmloop.services.gateway.trace_process``): the
-server only pickles each batch's field tuples (about a microsecond a record) and writes them to
-the child's stdin; the child inserts them in one transaction, exports the spans when an exporter
-is configured, and answers with an acknowledgement.
+server only pickles each batch of rows (tuples of plain values, about a microsecond each) and
+writes them to the child's stdin; the child inserts them in one transaction, exports the spans
+when an exporter is configured, and answers with an acknowledgement.
 
 Protocol, both ways little-endian ``<II`` headers: the parent sends ``(batch id, payload
-length)`` then the pickled ``list[tuple]`` of :class:`TraceRecord` fields; the child answers
+length)`` then the pickled ``list`` of :data:`TraceRow`; the child answers
 ``(batch id, status)`` once the batch is committed (``OK``) or its insert failed (``FAILED``:
 the parent keeps the batch and retries, as it does in-process). The child ignores SIGINT and
 SIGTERM and exits when its stdin closes, after the batch in hand, so a server's shutdown
@@ -19,9 +19,7 @@ writer fall back to writing in-process, skipping records the child had stored al
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import operator
 import os
 import pickle
 import select
@@ -32,18 +30,15 @@ import sys
 import threading
 from typing import IO, Any
 
-from llmloop.core.traces import TraceRecord
-from llmloop.services.gateway.tracing import SinkGone, SpanExporter, TraceTable
+from llmloop.services.gateway.tracing import SinkGone, SpanExporter, TraceRow, TraceTable
 
 log = logging.getLogger("llmloop.gateway.traces")
 
 _HEADER = struct.Struct("<II")
 OK, FAILED, READY = 0, 1, 2
-_FIELDS = [f.name for f in dataclasses.fields(TraceRecord)]
-_values = operator.attrgetter(*_FIELDS)
 #: The child's settings travel in the environment (a database URL may hold a password, which
 #: a command line would show to every user of the machine).
-ENV_URL, ENV_MAX_TEXT = "LLMLOOP_TRACE_SINK_URL", "LLMLOOP_TRACE_SINK_MAX_TEXT"
+ENV_URL = "LLMLOOP_TRACE_SINK_URL"
 ENV_EXPORTER, ENV_ENDPOINT = "LLMLOOP_TRACE_SINK_EXPORTER", "LLMLOOP_TRACE_SINK_ENDPOINT"
 
 
@@ -54,7 +49,6 @@ class ProcessSink:
     def __init__(
         self,
         url: str,
-        max_text: int = 4000,
         exporter: str = "none",
         endpoint: str = "",
         ack_timeout_s: float = 120.0,
@@ -63,7 +57,6 @@ class ProcessSink:
         self.env = {
             **os.environ,
             ENV_URL: url,
-            ENV_MAX_TEXT: str(max_text),
             ENV_EXPORTER: exporter,
             ENV_ENDPOINT: endpoint,
         }
@@ -101,8 +94,8 @@ class ProcessSink:
         self._kill()
         return self._start()
 
-    def write(self, batch: list[TraceRecord]) -> None:
-        payload = pickle.dumps([_values(rec) for rec in batch], protocol=pickle.HIGHEST_PROTOCOL)
+    def write(self, batch: list[TraceRow]) -> None:
+        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             proc = self._running()
             assert proc.stdin is not None
@@ -172,17 +165,17 @@ def _serve(inp: IO[bytes], out: IO[bytes], table: TraceTable, exporter: Any) -> 
         payload = inp.read(size)
         if len(payload) < size:
             return
-        records = [TraceRecord(*values) for values in pickle.loads(payload)]
+        rows = pickle.loads(payload)
         try:
-            table.insert(records)
+            table.insert(rows)
             status = OK
         except Exception:
-            log.exception("writing %d traces failed", len(records))
+            log.exception("writing %d traces failed", len(rows))
             status = FAILED
         out.write(_HEADER.pack(batch_id, status))
         out.flush()
         if status == OK and exporter is not None:
-            exporter.export(records)
+            exporter.export(rows)
 
 
 def main() -> int:
@@ -199,7 +192,7 @@ def main() -> int:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     store = Store(os.environ[ENV_URL], auto_create_empty=False)
-    table = TraceTable(store, int(os.environ[ENV_MAX_TEXT]))
+    table = TraceTable(store, max_text=0)  # rows arrive cut already
     try:
         _serve(sys.stdin.buffer, answers, table, exporter)
     except BrokenPipeError:

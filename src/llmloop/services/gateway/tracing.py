@@ -1,11 +1,11 @@
 """The trace writer: an asynchronous, batched, bounded writer of gateway trace records.
 
-``submit`` is a non-blocking append from the request path. A background task flushes every
-``flush_ms`` or as soon as ``batch_size`` records wait, with one bulk insert per batch run in a
-worker thread (the store is synchronous SQLAlchemy). That thread shares the GIL with the request
-path, so a row is made cheaply: ``attributes`` are serialised with orjson (the dialect's
-``json.dumps`` was the costliest part of a row). The queue is bounded: when it is full the
-oldest unwritten record is dropped and counted, so a slow database never slows requests.
+``submit`` is a non-blocking append from the request path: the record becomes a row of plain
+values at once (``TraceTable.row``; queued objects would cost every garbage collection). A
+background task flushes every ``flush_ms`` or as soon as ``batch_size`` rows wait: each batch
+goes to the writer process (``trace_process.py``, the server's default) or is inserted from a
+worker thread, in multi-row statements on SQLite. The queue is bounded: when it is full the
+oldest unwritten row is dropped and counted, so a slow database never slows requests.
 ``aclose`` flushes everything left, so a clean shutdown loses nothing. Spans are exported through
 the OpenTelemetry SDK when an exporter is configured. Nothing here decides what a trace holds.
 """
@@ -19,12 +19,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
 
-from llmloop.core.traces import TraceRecord
+from llmloop.core.traces import TracePublic, TraceRecord
 from llmloop.errors import require_extra
 from llmloop.store import tables as t
 from llmloop.store.registry import Store
@@ -45,48 +46,17 @@ class _DumpedJSON(sa.types.TypeDecorator[Any]):
 
 #: Times a sink may die (it is restarted for the next batch) before the writer stops using it.
 _SINK_RETRIES = 3
-#: Rows converted and inserted per step of a batch (about a millisecond of the GIL).
-_CHUNK = 32
-#: The bulk insert of trace rows, ``attributes`` (always a dict, read through JSON paths only)
-#: bound as orjson text; ``guard_verdicts`` keeps the dialect's serialiser, because analytics
-#: match its text (``"action": "block"``) and ``None`` stays a JSON null.
-_INSERT = t.traces.insert().values(attributes=sa.bindparam("attributes", type_=_DumpedJSON()))
-
-
-class _MultiRowInsert:
-    """SQLite's bulk path: one ``INSERT ... VALUES (...), (...)`` per chunk of rows.
-
-    ``executemany`` steps the statement once per row, and the driver releases and re-takes the
-    GIL around every step: at thousands of rows a second that hand-off, contended by the event
-    loop's thread, cost more than the insert itself. One multi-row statement per chunk takes
-    the GIL back once. Values go through the columns' own bind processors for this dialect, so
-    the stored text is what SQLAlchemy would have written.
-    """
-
-    def __init__(self, dialect: sa.Dialect) -> None:
-        columns = list(t.traces.columns)
-        self.names = [c.name for c in columns]
-        types = [_DumpedJSON() if c.name == "attributes" else c.type for c in columns]
-        self.processors = [
-            (i, proc) for i, typ in enumerate(types)
-            if (proc := typ.dialect_impl(dialect).bind_processor(dialect)) is not None
-        ]  # fmt: skip
-        quote = dialect.identifier_preparer.quote
-        self.head = f"INSERT INTO traces ({', '.join(quote(n) for n in self.names)}) VALUES "
-        self.group = "(" + ", ".join("?" * len(self.names)) + ")"
-        self.sql: dict[int, str] = {}
-
-    def __call__(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        params: list[Any] = []
-        for row in rows:
-            values = [row[name] for name in self.names]
-            for i, proc in self.processors:
-                values[i] = proc(values[i])
-            params.extend(values)
-        sql = self.sql.get(len(rows))
-        if sql is None:
-            sql = self.sql[len(rows)] = self.head + ", ".join([self.group] * len(rows))
-        conn.exec_driver_sql(sql, tuple(params))
+#: Rows inserted per step of a batch (about a millisecond of the GIL).
+_CHUNK = 128
+#: One trace as the values of a ``traces`` row, in column order (see ``TraceTable.row``).
+TraceRow = tuple[Any, ...]
+_COLUMNS = [c.name for c in t.traces.columns]
+_ID = _COLUMNS.index("id")
+#: The generic insert (PostgreSQL): both JSON columns arrive as JSON text already.
+_INSERT = t.traces.insert().values(
+    attributes=sa.bindparam("attributes", type_=_DumpedJSON()),
+    guard_verdicts=sa.bindparam("guard_verdicts", type_=_DumpedJSON()),
+)
 
 
 def _dump_attributes(attrs: dict[str, Any]) -> str:
@@ -96,43 +66,111 @@ def _dump_attributes(attrs: dict[str, Any]) -> str:
         return json.dumps(attrs, default=str)
 
 
-class TraceTable:
-    """Inserts trace records into the store's ``traces`` table, in chunks.
+class _SQLiteBulk:
+    """SQLite's bulk path: one ``INSERT ... VALUES (...), (...)`` per chunk, on the driver.
 
+    ``executemany`` steps the statement once per row, and the driver releases and re-takes the
+    GIL around every step: at thousands of rows a second that hand-off, contended by the event
+    loop's thread, cost more than the insert itself. One multi-row statement per chunk takes
+    the GIL back once; the rows are already the values SQLAlchemy would bind.
+    """
+
+    def __init__(self) -> None:
+        quoted = ", ".join(f'"{name}"' for name in _COLUMNS)
+        self.head = f"INSERT INTO traces ({quoted}) VALUES "
+        self.group = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+        self.sql: dict[int, str] = {}
+
+    def __call__(self, conn: sa.Connection, rows: list[TraceRow]) -> None:
+        params: list[Any] = []
+        for row in rows:
+            params.extend(row)
+        sql = self.sql.get(len(rows))
+        if sql is None:
+            sql = self.sql[len(rows)] = self.head + ", ".join([self.group] * len(rows))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+        finally:
+            cursor.close()
+
+
+class TraceTable:
+    """Trace records as rows of the store's ``traces`` table, and their bulk insert.
+
+    ``row`` turns a record into a tuple of plain values as soon as it is submitted: a queued
+    tuple of strings and numbers is left alone by the garbage collector, where thousands of
+    queued record objects (each with its dicts) were rescanned by every collection. On SQLite
+    the values are the text SQLAlchemy would bind (DATETIME as ``YYYY-MM-DD HH:MM:SS.ffffff``
+    without offset, JSON through ``json.dumps``, ``None`` as ``'null'``; a test keeps the two
+    paths equal) and go straight to the driver; elsewhere they go through SQLAlchemy.
     Used by the writer's thread and by the writer process alike. ``skip_existing`` leaves out
-    records whose id is already stored: after a writer process died, the batch it held may or
-    may not have been committed, and writing it again must not fail on the primary key.
+    rows whose id is already stored: after a writer process died, the batch it held may or may
+    not have been committed, and writing it again must not fail on the primary key.
     """
 
     def __init__(self, store: Store, max_text: int) -> None:
         self.store = store
         self.max_text = max_text
-        dialect = store.engine.dialect
-        self._bulk = _MultiRowInsert(dialect) if dialect.name == "sqlite" else None
+        self.sqlite = store.engine.dialect.name == "sqlite"
+        self._bulk = _SQLiteBulk() if self.sqlite else None
 
-    def insert(self, batch: list[TraceRecord], skip_existing: bool = False) -> int:
+    def row(self, rec: TraceRecord) -> TraceRow:
+        cut = self.max_text
+        verdicts = rec.guard_verdicts
+        return (
+            rec.id,
+            rec.at.isoformat(" ", "microseconds")[:26] if self.sqlite else rec.at,
+            rec.kind,
+            rec.parent_id,
+            rec.operation,
+            rec.deployment,
+            rec.request_model,
+            rec.response_model,
+            rec.model_version_id,
+            rec.target[:256],
+            rec.key_id,
+            (rec.user or None) and rec.user[:256],
+            rec.status,
+            rec.http_status,
+            rec.error,
+            rec.stream,
+            rec.latency_ms,
+            rec.ttft_ms,
+            rec.input_tokens,
+            rec.output_tokens,
+            rec.cost,
+            rec.cache_hit,
+            rec.finish_reason,
+            "null" if verdicts is None else json.dumps(verdicts, default=str),
+            _dump_attributes(rec.extra),  # the rest of the attributes are the columns
+            rec.request_text[:cut],
+            rec.response_text[:cut],
+        )
+
+    def insert(self, rows: list[TraceRow], skip_existing: bool = False) -> int:
         with self.store.transaction() as tx:
             if skip_existing:
-                ids = [rec.id for rec in batch]
+                ids = [row[_ID] for row in rows]
                 stmt = sa.select(t.traces.c.id).where(t.traces.c.id.in_(ids))
                 stored = set(tx.conn.execute(stmt).scalars())
-                batch = [rec for rec in batch if rec.id not in stored]
-            for i in range(0, len(batch), _CHUNK):
-                rows = [rec.to_row(self.max_text) for rec in batch[i : i + _CHUNK]]
-                for row in rows:
-                    row["attributes"] = _dump_attributes(row["attributes"])
+                rows = [row for row in rows if row[_ID] not in stored]
+            for i in range(0, len(rows), _CHUNK):
+                chunk = rows[i : i + _CHUNK]
                 if self._bulk is not None:
-                    self._bulk(tx.conn, rows)
+                    self._bulk(tx.conn, chunk)
                 else:
-                    tx.conn.execute(_INSERT, rows)
+                    tx.conn.execute(
+                        _INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in chunk]
+                    )
                 # Give the GIL back between chunks: the event loop's thread never waits for a
                 # whole batch (or a 5 ms switch interval) behind this one.
                 time.sleep(0)
-        return len(batch)
+        return len(rows)
 
 
 class SpanExporter:
-    """Turns trace records into OpenTelemetry spans (console or OTLP), off the request path."""
+    """Turns trace rows into OpenTelemetry spans (console or OTLP), off the request path."""
 
     def __init__(self, kind: str, endpoint: str = "") -> None:
         from opentelemetry.sdk.resources import Resource
@@ -153,16 +191,25 @@ class SpanExporter:
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("llmloop.gateway")
 
-    def export(self, records: list[TraceRecord]) -> None:
-        for rec in records:
-            start_ns = int(rec.at.timestamp() * 1e9)
-            end_ns = start_ns + int(rec.latency_ms * 1e6)
-            name = f"{rec.operation} {rec.request_model}"
-            span = self.tracer.start_span(name, start_time=start_ns, attributes={
-                k: v for k, v in rec.attributes().items()
-                if isinstance(v, str | bool | int | float | list)
-            })  # fmt: skip
-            span.set_attribute("llmloop.trace_id", rec.id)
+    def export(self, rows: list[TraceRow]) -> None:
+        for row in rows:
+            fields = dict(zip(_COLUMNS, row, strict=True))
+            if isinstance(fields["at"], str):  # SQLite's text form, UTC
+                fields["at"] = datetime.fromisoformat(fields["at"]).replace(tzinfo=UTC)
+            fields["guard_verdicts"] = orjson.loads(fields["guard_verdicts"])
+            fields["attributes"] = orjson.loads(fields["attributes"])
+            trace = TracePublic.model_validate(fields)
+            start_ns = int(trace.at.timestamp() * 1e9)
+            end_ns = start_ns + int(trace.latency_ms * 1e6)
+            attrs = trace.attributes
+            span = self.tracer.start_span(
+                f"{trace.operation} {trace.request_model}",
+                start_time=start_ns,
+                attributes={
+                    k: v for k, v in attrs.items() if isinstance(v, str | bool | int | float | list)
+                },
+            )
+            span.set_attribute("llmloop.trace_id", trace.id)
             span.end(end_time=end_ns)
 
     def shutdown(self) -> None:
@@ -175,7 +222,7 @@ class TraceSink(Protocol):
     def open(self) -> None:
         """Get ready ahead of the first batch; raise :class:`SinkGone` when it cannot."""
 
-    def write(self, batch: list[TraceRecord]) -> None:
+    def write(self, batch: list[TraceRow]) -> None:
         """Store ``batch``; raise :class:`SinkGone` when the sink cannot go on."""
 
     def close(self) -> None:
@@ -207,7 +254,7 @@ class TraceWriter:
         self.on_flush = on_flush
         self.sink = sink
         self.table = TraceTable(store, max_text)
-        self.queue: deque[TraceRecord] = deque()
+        self.queue: deque[TraceRow] = deque()
         self.dropped = 0
         self.written = 0
         self._wake: asyncio.Event | None = None
@@ -218,11 +265,11 @@ class TraceWriter:
         self._sink_failures = 0
 
     def submit(self, record: TraceRecord) -> None:
-        """Queue one record; never blocks and never raises."""
+        """Queue one record (as its row); never blocks and never raises."""
         if len(self.queue) >= self.max_queue:
             self.queue.popleft()
             self.dropped += 1
-        self.queue.append(record)
+        self.queue.append(self.table.row(record))
         if self._task is None and not self._closing:
             self.start()
         if len(self.queue) >= self.batch_size and self._wake is not None:
@@ -263,7 +310,7 @@ class TraceWriter:
             total += len(batch)
         return total
 
-    def _write(self, batch: list[TraceRecord]) -> None:
+    def _write(self, batch: list[TraceRow]) -> None:
         """One batch, in a worker thread: to the sink when there is one, else to the store."""
         with self._lock:
             if self.sink is not None:
@@ -273,9 +320,11 @@ class TraceWriter:
                     self._sink_failures += 1
                     if self._sink_failures >= _SINK_RETRIES:
                         self.sink = None
-                    log.warning("trace writer process gone (%s); this batch is written in this "
-                                "process%s", exc, ", and all that follow" if self.sink is None
-                                else "")  # fmt: skip
+                    log.warning(
+                        "trace writer process gone (%s); this batch is written in this process%s",
+                        exc,
+                        ", and all that follow" if self.sink is None else "",
+                    )
                     self._recovering = True
                 else:
                     self._written(len(batch))

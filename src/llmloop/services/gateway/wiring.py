@@ -33,7 +33,7 @@ def build_gateway(c: Container) -> GatewayService:
     metrics = GatewayMetrics()
     exporter = SpanExporter(s.otel_exporter, s.otel_endpoint) if s.otel_exporter != "none" else None
     sink = (
-        ProcessSink(c.store.url, s.trace_max_text, s.otel_exporter, s.otel_endpoint)
+        ProcessSink(c.store.url, s.otel_exporter, s.otel_endpoint)
         if s.trace_writer == "process" else None
     )  # fmt: skip
     writer = TraceWriter(
