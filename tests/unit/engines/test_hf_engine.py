@@ -252,10 +252,18 @@ async def test_a_full_queue_is_overloaded_and_close_fails_what_is_left(
     from llmloop.errors import OverloadedError, UpstreamError
 
     engine = await make_engine(tiny_model_dir, max_batch_size=1, max_queue=1, ignore_eos=True)
+    scheduler = engine._scheduler
     running = asyncio.ensure_future(engine.chat(completion(PROMPTS[0], 400)))
-    await asyncio.sleep(0.2)  # the first row is decoding; the next one waits
-    waiting = asyncio.ensure_future(engine.chat(completion(PROMPTS[1], 5)))
-    await asyncio.sleep(0.05)
+    for _ in range(400):  # until the first row decodes
+        await asyncio.sleep(0.002)
+        if scheduler.batch.rows:
+            break
+    waiting = asyncio.ensure_future(engine.chat(completion(PROMPTS[1], 400)))
+    for _ in range(400):  # until the second row waits for the only slot
+        await asyncio.sleep(0.002)
+        if len(scheduler._inbox) + len(scheduler._waiting) >= 1:
+            break
+    assert not running.done() and not waiting.done()
     with pytest.raises(OverloadedError):
         await engine.chat(completion(PROMPTS[2], 5))
     await engine.aclose()

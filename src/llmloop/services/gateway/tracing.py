@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -181,7 +182,7 @@ class SpanExporter:
         if kind == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-            exporter = ConsoleSpanExporter()
+            exporter = ConsoleSpanExporter(out=sys.stdout)  # today's stdout, not import time's
         else:
             require_extra("opentelemetry.exporter.otlp", "otel", "OTLP span export")
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
