@@ -12,7 +12,9 @@ Run: ``.venv/bin/python benchmarks/gateway_overhead.py [--quick] [--limits redis
 [--no-tracing]`` from the repository root. Targets: ratio (llmloop rps / LiteLLM rps) >= 20, p50
 added <= 0.6 ms, TTFT added p99 <= 2 ms, and with ``--no-tracing`` (a second llmloop process whose
 trace writer keeps one record and writes once a minute, i.e. no trace rows written, measured in
-the same rounds) ``tracing_ratio`` = rps with tracing / rps without >= 0.97.
+the same rounds, in ABBA pairs of half-length loads) ``tracing_ratio`` = rps with tracing / rps
+without >= 0.97, and ``tracing_cpu_ratio`` = CPU per request without / with tracing (each server
+with its trace writer process; steadier than rps on a shared machine).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LITELLM_VENV = ROOT / ".bench" / "litellm"
-CHAT = {"model": "mock", "messages": [{"role": "user", "content": "hello from the benchmark"}],
-        "max_tokens": 16}  # fmt: skip
+CHAT = {
+    "model": "mock",
+    "messages": [{"role": "user", "content": "hello from the benchmark"}],
+    "max_tokens": 16,
+}
 
 LOADGEN = r"""
 import asyncio, json, sys, time
@@ -102,6 +107,26 @@ asyncio.run(serve_forever(EchoEngine(EngineSpec(kind="echo", model="mock")), int
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the trace writer process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    total = own(pid)
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    total += own(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -141,8 +166,9 @@ def start(
     cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out,
-                            stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    return subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -155,9 +181,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def load(url: str, key: str, conns: int, seconds: float, stream: bool = False) -> dict[str, float]:
-    out = subprocess.run([PY, "-c", LOADGEN, url, key, str(conns), str(seconds),
-                          "1" if stream else "0", json.dumps(CHAT)],
-                         check=True, capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [
+            PY,
+            "-c",
+            LOADGEN,
+            url,
+            key,
+            str(conns),
+            str(seconds),
+            "1" if stream else "0",
+            json.dumps(CHAT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -166,31 +205,76 @@ def start_llmloop(
     tmp: Path, upstream: str, limits: str, tracing: bool = True
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     deployments = tmp / "deployments.yaml"
-    deployments.write_text(json.dumps({"deployments": [{
-        "name": "mock", "targets": [{"engine": {"kind": "openai", "model": "mock",
-                                                "options": {"base_url": upstream}}}],
-        "admission": {"max_in_flight": 1024, "max_queue": 4096}}]}))  # fmt: skip
-    env = {"LLMLOOP_HOME": str(tmp / "home"), "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
-           "LLMLOOP_LOG_LEVEL": "WARNING"}  # fmt: skip
+    deployments.write_text(
+        json.dumps(
+            {
+                "deployments": [
+                    {
+                        "name": "mock",
+                        "targets": [
+                            {
+                                "engine": {
+                                    "kind": "openai",
+                                    "model": "mock",
+                                    "options": {"base_url": upstream},
+                                }
+                            }
+                        ],
+                        "admission": {"max_in_flight": 1024, "max_queue": 4096},
+                    }
+                ]
+            }
+        )
+    )
+    env = {
+        "LLMLOOP_HOME": str(tmp / "home"),
+        "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
+        "LLMLOOP_LOG_LEVEL": "WARNING",
+    }
     if not tracing:  # the writer holds one record and flushes once a minute: nothing is written
         tmp = tmp / "no-tracing"
         tmp.mkdir(exist_ok=True)
-        env.update({"LLMLOOP_HOME": str(tmp / "home"), "LLMLOOP_TRACE_QUEUE_MAX": "1",
-                    "LLMLOOP_TRACE_FLUSH_MS": "60000"})  # fmt: skip
+        env.update(
+            {
+                "LLMLOOP_HOME": str(tmp / "home"),
+                "LLMLOOP_TRACE_QUEUE_MAX": "1",
+                "LLMLOOP_TRACE_FLUSH_MS": "60000",
+            }
+        )
     if limits == "redis":
         env["LLMLOOP_REDIS_URL"] = "redis://127.0.0.1:6379/15"
     key_limits = "{}" if limits == "none" else "{'rpm': 10**9, 'tpm': 10**12}"
-    make_key = ("from llmloop.config import load_settings; from llmloop.services.container import "
-                "Container; from llmloop.core.governance import ApiKeyCreate; from "
-                "llmloop.services.actors import local_actor; c = Container(load_settings()); "
-                "print(c.keys.create(ApiKeyCreate(name='bench', role='viewer', limits="
-                f"{key_limits}), local_actor()).secret)")  # fmt: skip
-    key = subprocess.run([PY, "-c", make_key], env={**os.environ, **env}, check=True,
-                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    make_key = (
+        "from llmloop.config import load_settings; from llmloop.services.container import "
+        "Container; from llmloop.core.governance import ApiKeyCreate; from "
+        "llmloop.services.actors import local_actor; c = Container(load_settings()); "
+        "print(c.keys.create(ApiKeyCreate(name='bench', role='viewer', limits="
+        f"{key_limits}), local_actor()).secret)"
+    )
+    key = subprocess.run(
+        [PY, "-c", make_key], env={**os.environ, **env}, check=True, capture_output=True, text=True
+    ).stdout.strip()
     port = free_port()
-    proc = start([PY, "-m", "uvicorn", "llmloop.api.app:create_app", "--factory", "--port",
-                  str(port), "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
-                  "--http", "httptools"], env, tmp / "llmloop.log")  # fmt: skip
+    proc = start(
+        [
+            PY,
+            "-m",
+            "uvicorn",
+            "llmloop.api.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ],
+        env,
+        tmp / "llmloop.log",
+    )
     wait_ready(f"http://127.0.0.1:{port}/health")
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", key
 
@@ -199,15 +283,30 @@ def start_litellm(
     binary: Path, tmp: Path, upstream: str
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     config = tmp / "litellm.yaml"
-    config.write_text(json.dumps({
-        "model_list": [{"model_name": "mock", "litellm_params": {
-            "model": "openai/mock", "api_base": upstream, "api_key": "unused"}}],
-        "general_settings": {"master_key": "sk-bench"},
-        "litellm_settings": {"telemetry": False}}))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "mock",
+                        "litellm_params": {
+                            "model": "openai/mock",
+                            "api_base": upstream,
+                            "api_key": "unused",
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": "sk-bench"},
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
     port = free_port()
-    proc = start([str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"],
-                 {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
-                 tmp / "litellm.log")  # fmt: skip
+    proc = start(
+        [str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
+        tmp / "litellm.log",
+    )
     wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout_s=240)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", "sk-bench"
 
@@ -221,9 +320,12 @@ def main() -> None:
         action="store_true",
         help="also measure llmloop with its trace writer off: tracing_ratio",
     )
-    parser.add_argument("--limits", choices=("redis", "store", "none"), default="redis",
-                        help="per-key limit backend of llmloop (default: redis, as in a "
-                        "multi-worker deployment)")  # fmt: skip
+    parser.add_argument(
+        "--limits",
+        choices=("redis", "store", "none"),
+        default="redis",
+        help="per-key limit backend of llmloop (default: redis, as in a multi-worker deployment)",
+    )
     args = parser.parse_args()
     rounds, secs = (1, 3.0) if args.quick else (3, 8.0)
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
@@ -258,9 +360,14 @@ def main() -> None:
             add("errors", res["errors"])
             if lite:
                 add("litellm_rps", load(lite[1], lite[2], 32, secs)["rps"])
-            if quiet:
-                add("rps_no_tracing", load(quiet[1], quiet[2], 32, secs)["rps"])
-                add("rps_tracing", load(llm_url, llm_key, 32, secs)["rps"])
+            if quiet:  # ABBA pairs: drift on the shared machine hits both sides alike
+                for first_quiet in (True, False, False, True):
+                    order = [(quiet, "no_tracing"), ((llm_proc, llm_url, llm_key), "tracing")]
+                    for (proc, url, key), name in order if first_quiet else order[::-1]:
+                        before = cpu_seconds(proc.pid)
+                        res = load(url, key, 32, secs / 2)
+                        add(f"rps_{name}", res["rps"])
+                        add(f"cpu_us_{name}", (cpu_seconds(proc.pid) - before) / res["n"] * 1e6)
             bare1 = load(bare_url, "x", 1, secs)
             llm1 = load(llm_url, llm_key, 1, secs)
             add("p50_added_ms", llm1["p50"] - bare1["p50"])
@@ -280,17 +387,28 @@ def main() -> None:
         ratio = med["rps"] / lite_rps if lite else float("nan")
         # Both sides measured back to back (tracing after no-tracing) in each round.
         tracing_ratio = (
-            statistics.median(a / b for a, b in zip(rows["rps_tracing"], rows["rps_no_tracing"],
-                                                    strict=True)) if quiet else float("nan")
-        )  # fmt: skip
-        print(f"RESULT ratio={ratio:.1f} rps={med['rps']:.0f} litellm_rps={lite_rps:.0f} "
-              f"bare_rps={med['bare_rps']:.0f} p50_added_ms={med['p50_added_ms']:.3f} "
-              f"p99_added_ms={med['p99_added_ms']:.3f} "
-              f"ttft_added_p99_ms={med['ttft_added_p99_ms']:.3f} errors={med['errors']:.0f} "
-              f"ttft_added_p50_ms={med['ttft_added_p50_ms']:.3f} limits={args.limits} "
-              "target_ratio=20 target_p50_added_ms=0.6 target_ttft_added_p99_ms=2"
-              + (f" tracing_ratio={tracing_ratio:.3f} target_tracing_ratio=0.97" if quiet
-                 else ""))  # fmt: skip
+            statistics.median(
+                a / b for a, b in zip(rows["rps_tracing"], rows["rps_no_tracing"], strict=True)
+            )
+            if quiet
+            else float("nan")
+        )
+        # CPU per request of each server (with its trace writer process): steadier than rps.
+        cpu_ratio = med["cpu_us_no_tracing"] / med["cpu_us_tracing"] if quiet else float("nan")
+        print(
+            f"RESULT ratio={ratio:.1f} rps={med['rps']:.0f} litellm_rps={lite_rps:.0f} "
+            f"bare_rps={med['bare_rps']:.0f} p50_added_ms={med['p50_added_ms']:.3f} "
+            f"p99_added_ms={med['p99_added_ms']:.3f} "
+            f"ttft_added_p99_ms={med['ttft_added_p99_ms']:.3f} errors={med['errors']:.0f} "
+            f"ttft_added_p50_ms={med['ttft_added_p50_ms']:.3f} limits={args.limits} "
+            "target_ratio=20 target_p50_added_ms=0.6 target_ttft_added_p99_ms=2"
+            + (
+                f" tracing_ratio={tracing_ratio:.3f} tracing_cpu_ratio={cpu_ratio:.3f} "
+                "target_tracing_ratio=0.97"
+                if quiet
+                else ""
+            )
+        )
     finally:
         for proc in reversed(procs):
             stop(proc)
