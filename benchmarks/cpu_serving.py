@@ -83,6 +83,31 @@ def _http_side(session: Any, base: str, model: str, key: str = "") -> Serve:
     return serve
 
 
+async def _launch(
+    cmd: list[str], env: dict[str, str], port: int, log_name: str
+) -> tuple[Any, str, Callable[[], Awaitable[None]], str]:
+    """Start a server process; (client session, base URL, stop, why it is not healthy or "")."""
+    import aiohttp
+
+    log = open(ROOT / ".bench" / log_name, "w")  # noqa: SIM115 - closed by stop()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=600)
+    )
+
+    async def stop() -> None:
+        await session.close()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    base = f"http://127.0.0.1:{port}"
+    return session, base, stop, await _wait_healthy(session, base + "/health", proc)
+
+
 async def _wait_healthy(session: Any, url: str, proc: subprocess.Popen[bytes]) -> str:
     import aiohttp
 
@@ -103,8 +128,6 @@ async def start_llmloop(model_dir: Path) -> tuple[Serve, Callable[[], Awaitable[
     """The gateway with an hf deployment, in its own process, as a user would run it."""
     import json
     import tempfile
-
-    import aiohttp
 
     tmp = Path(tempfile.mkdtemp(prefix="cpu-serving-"))
     options = {"max_batch_size": 64, "ignore_eos": True, "num_threads": THREADS}
@@ -141,39 +164,19 @@ async def start_llmloop(model_dir: Path) -> tuple[Serve, Callable[[], Awaitable[
         [sys.executable, "-c", make_key], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
     port = _free_port()
-    log = open(ROOT / ".bench" / "llmloop_serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "llmloop.api.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=600)
-    )
-
-    async def stop() -> None:
-        await session.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-    base = f"http://127.0.0.1:{port}"
-    why = await _wait_healthy(session, base + "/health", proc)
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "llmloop.api.app:create_app",
+        "--factory",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    session, base, stop, why = await _launch(cmd, env, port, "llmloop_serve.log")
     if why:
         await stop()
         raise SystemExit(f"llmloop serve {why}; see .bench/llmloop_serve.log")
@@ -185,30 +188,13 @@ async def start_llmloop(model_dir: Path) -> tuple[Serve, Callable[[], Awaitable[
 # -- transformers serve ----------------------------------------------------------------------
 async def start_peer(model_dir: Path) -> tuple[Serve | None, Callable[[], Awaitable[None]], str]:
     """Start `transformers serve --continuous-batching`; None with a reason if it cannot."""
-    import aiohttp
 
     port = _free_port()
     binary = Path(sys.executable).parent / "transformers"
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "HF_HUB_OFFLINE": "1"}
     cmd = [str(binary), "serve", str(model_dir), "--continuous-batching", "--device", "cpu"]
     cmd += ["--port", str(port)]
-    log = open(ROOT / ".bench" / "transformers_serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=600)
-    )
-
-    async def stop() -> None:
-        await session.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-    base = f"http://127.0.0.1:{port}"
-    why = await _wait_healthy(session, base + "/health", proc)
+    session, base, stop, why = await _launch(cmd, env, port, "transformers_serve.log")
     if why:
         await stop()
         return None, stop, f"transformers serve {why}"
