@@ -65,3 +65,21 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     graph = json.loads(cli("lineage", champion["id"], "--direction", "up", "--json"))
     types = {n["type"] for n in graph["nodes"]}
     assert {"trace", "dataset_version", "run", "model_version"} <= types
+
+
+def test_a_second_demo_runs_in_a_new_home(tmp_path: Path) -> None:
+    """`make demo` twice: the lifecycle's names are taken, so the second run moves to a new home."""
+    from llmloop.config import load_settings
+    from llmloop.core.datasets import DatasetCreate
+    from llmloop.demo import _fresh_for_lifecycle
+    from llmloop.services.actors import local_actor
+    from llmloop.services.container import Container
+
+    settings = load_settings({"home": str(tmp_path / "home"), "pii_key": "k"}, env={})
+    assert _fresh_for_lifecycle(settings) is settings  # a first run stays where it is
+    container = Container(settings)
+    container.datasets.create(DatasetCreate(name="support-tickets"), local_actor())
+    container.close()
+    fresh = _fresh_for_lifecycle(settings)
+    assert fresh.home.parent == settings.home / "demo-runs" and fresh.pii_key == "k"
+    assert str(fresh.home) in fresh.database_url and fresh.database_url != settings.database_url
