@@ -254,14 +254,23 @@ class TrainingService:
         kind = "finetune" if method == "sft" else "dpo"
         run = self._start(f"{kind}/{out_model}", kind, cfg.model_dump(mode="json"), inputs, actor)
         try:
-            result = train(
-                cfg,
-                base_dir,
-                rows,
-                eval_rows,
-                self._workdir(run.id),
-                RunTracker(self.c, run.id, actor),
-            )
+            tracker = RunTracker(self.c, run.id, actor)
+            if cfg.processes > 1 or cfg.accelerate_config:
+                from llmloop.trainers.launch import run_launched
+
+                result = run_launched(
+                    method,
+                    cfg,
+                    base_dir,
+                    rows,
+                    eval_rows,
+                    self._workdir(run.id),
+                    tracker,
+                    cfg.processes,
+                    cfg.accelerate_config,
+                )
+            else:
+                result = train(cfg, base_dir, rows, eval_rows, self._workdir(run.id), tracker)
             return self._register(
                 run,
                 result,

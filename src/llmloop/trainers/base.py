@@ -132,6 +132,18 @@ class TrainerConfig(BaseModel):
     use_chat_template: bool = Field(
         True, description="Render instruction and preference rows through the chat template."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Data-parallel processes (one per GPU, or CPU processes) started with "
+        "torchrun; 1 trains in the calling process.",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="An accelerate config file (several nodes, FSDP, DeepSpeed): the run is "
+        "started with `accelerate launch --config_file` instead of torchrun.",
+    )
 
     @model_validator(mode="after")
     def _check_patience(self) -> TrainerConfig:

@@ -360,6 +360,11 @@ def run_hpo(
     """
     if not eval_rows:
         raise InvalidInputError("hyperparameter search needs eval rows to score trials")
+    if base_config.processes > 1 or base_config.accelerate_config:
+        raise ConfigError(
+            "search trials train in one process each (processes=1); run trials "
+            "side by side with the ray backend instead"
+        )
     if config.sampler == "grid":
         config = config.model_copy(update={"n_trials": len(space.grid())})
     tracker.log_params({"hpo": config.model_dump(mode="json"), "space": space.model_dump()})

@@ -187,14 +187,17 @@ def train_and_save(
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall_time = tracking.elapsed_s()
     state = trainer.state
+    main = trainer.is_world_process_zero()  # with several processes, rank 0 writes the outputs
     if config.lora is not None:
         adapter_dir, merged, tokenizer_dir = out_dir / "adapter", None, out_dir / "adapter"
         peft_model: Any = trainer.model
-        peft_model.save_pretrained(adapter_dir)
+        if main:
+            peft_model.save_pretrained(adapter_dir)
     else:
         adapter_dir, merged, tokenizer_dir = None, out_dir / "model", out_dir / "model"
-        trainer.save_model(str(merged))
-    tokenizer.save_pretrained(tokenizer_dir)
+        trainer.save_model(str(merged))  # writes on rank 0 only
+    if main:
+        tokenizer.save_pretrained(tokenizer_dir)
     metrics = {k: v for k, v in tracking.last_metrics.items() if k.startswith("train_")}
     losses = [e["loss"] for e in state.log_history if "loss" in e]
     if losses:

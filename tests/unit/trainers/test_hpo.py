@@ -231,3 +231,19 @@ def test_token_budget_stops_the_search(
     assert 0 < trained[2].steps < BASE.max_steps  # cut before a step would pass the budget
     with pytest.raises(ConfigError, match="token budget"):
         HPOConfig(backend="ray", max_train_tokens=1000)
+
+
+def test_trials_train_in_one_process_each(tmp_path: Path) -> None:
+    base = SFTConfig(max_steps=1, processes=2)
+    space = SearchSpace(learning_rate=[1e-3])
+    with pytest.raises(ConfigError, match="one process each"):
+        run_hpo(
+            HPOConfig(),
+            space,
+            base,
+            tmp_path,
+            [{"text": "a"}],
+            [{"text": "b"}],
+            tmp_path,
+            RecordingTracker(),
+        )

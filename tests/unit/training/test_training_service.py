@@ -10,7 +10,7 @@ import pytest
 
 from llmloop.config import load_settings
 from llmloop.core.datasets import DatasetVersionCreate
-from llmloop.errors import InvalidInputError, NotFoundError
+from llmloop.errors import InvalidInputError, LlmloopError, NotFoundError
 from llmloop.services.actors import local_actor
 from llmloop.services.container import Container
 
@@ -78,3 +78,47 @@ def test_bad_training_input_fails_cleanly(trained: tuple[Container, dict[str, st
         c.training.finetune("no-model", "tickets", "x", me)
     with pytest.raises(InvalidInputError, match="method"):
         c.training.finetune("tiny-base", "tickets", "x", me, method="ppo")
+
+
+def test_finetune_on_two_processes_registers_one_version(
+    trained: tuple[Container, dict[str, str]],
+) -> None:
+    """Data-parallel training (torchrun, two gloo processes on CPU): rank 0's result becomes one
+    model version; its metrics reach the run while it trains."""
+    c, ids = trained
+    me = local_actor()
+    before = len(c.models.list_versions("support-bot"))
+    tuned = c.training.finetune(
+        "tiny-base",
+        "tickets",
+        "support-bot",
+        me,
+        config={"max_steps": 3, "batch_size": 4, "lora": {"r": 4}, "processes": 2},
+    )
+    assert len(c.models.list_versions("support-bot")) == before + 1
+    assert tuned.format == "peft-lora" and tuned.base_model == ids["base"]
+    assert tuned.params["processes"] == 2 and tuned.metrics["train_tokens"] > 0
+    assert tuned.run_id is not None
+    series = c.runs.metric_series(tuned.run_id)
+    assert len(series["loss"]) == 3  # one point per step, streamed from rank 0
+    with pytest.raises(LlmloopError, match="distributed training failed"):
+        c.training.finetune(
+            "tiny-base",
+            "tickets",
+            "support-bot",
+            me,
+            config={
+                "max_steps": 1,
+                "processes": 2,
+                "lora": {"r": 4, "target_modules": ["no_such_module"]},
+            },
+        )
+    assert len(c.models.list_versions("support-bot")) == before + 1  # nothing half-registered
+    with pytest.raises(LlmloopError, match="is not a file"):
+        c.training.finetune(
+            "tiny-base",
+            "tickets",
+            "support-bot",
+            me,
+            config={"max_steps": 1, "accelerate_config": "/nonexistent.yaml"},
+        )
