@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 
 from llmloop.core.ids import new_id
 from llmloop.core.traces import TraceRecord
-from llmloop.store import tables as t
+from llmloop.services.gateway.tracing import TraceTable
 
 
 def _traces(app: FastAPI, n: int, **kw: object) -> list[str]:
     now = datetime.now(UTC)
-    rows = [
+    traces = [
         TraceRecord(
             id=new_id("trace"),
             at=now - timedelta(seconds=i),
@@ -24,13 +24,13 @@ def _traces(app: FastAPI, n: int, **kw: object) -> list[str]:
             latency_ms=100.0 + i,
             request_text=f"user: question number {i} about invoices",
             response_text=f"answer {i}",
-            **kw,
-        ).to_row(4000)  # type: ignore[arg-type]
+            **kw,  # type: ignore[arg-type]
+        )
         for i in range(n)
     ]
-    with app.state.container.store.transaction() as tx:
-        tx.insert_many(t.traces, rows)
-    return [r["id"] for r in rows]
+    table = TraceTable(app.state.container.store, max_text=4000)
+    table.insert([table.row(trace) for trace in traces])
+    return [trace.id for trace in traces]
 
 
 def test_feedback_round_trip(client: TestClient, app: FastAPI, keys: dict[str, str]) -> None:

@@ -109,23 +109,6 @@ class TraceRecord:
         """The record as OpenTelemetry GenAI (and llmloop.*) attributes."""
         return {**column_attributes(self), **self.extra}
 
-    def to_row(self, max_text: int) -> dict[str, Any]:
-        """The record as a ``traces`` table row, texts cut to ``max_text`` characters."""
-        return {
-            "id": self.id, "at": self.at, "kind": self.kind, "parent_id": self.parent_id,
-            "operation": self.operation, "deployment": self.deployment,
-            "request_model": self.request_model, "response_model": self.response_model,
-            "model_version_id": self.model_version_id, "target": self.target[:256],
-            "key_id": self.key_id, "user": (self.user or None) and self.user[:256],
-            "status": self.status, "http_status": self.http_status, "error": self.error,
-            "stream": self.stream, "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms,
-            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-            "cost": self.cost, "cache_hit": self.cache_hit, "finish_reason": self.finish_reason,
-            "guard_verdicts": self.guard_verdicts, "attributes": self.attributes(),
-            "request_text": self.request_text[:max_text],
-            "response_text": self.response_text[:max_text],
-        }  # fmt: skip
-
 
 class TracePublic(Value):
     """A stored trace as the API returns it; ``attributes`` are complete (the stored extras

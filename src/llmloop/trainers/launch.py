@@ -110,10 +110,10 @@ def run_launched(
     log_path = job / "launch.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        seen = 0
+        offset = 0
         while True:
             done = proc.poll() is not None
-            seen = _forward_metrics(job / "metrics.jsonl", seen, tracker)
+            offset = _forward_metrics(job / "metrics.jsonl", offset, tracker)
             if done:
                 break
             if tracker.should_stop():
@@ -129,17 +129,19 @@ def run_launched(
     return TrainResult.model_validate_json(result.read_text())
 
 
-def _forward_metrics(path: Path, seen: int, tracker: Tracker) -> int:
-    """Pass lines of ``path`` after the first ``seen`` to ``tracker``; return lines seen."""
+def _forward_metrics(path: Path, offset: int, tracker: Tracker) -> int:
+    """Pass the complete lines of ``path`` after byte ``offset`` to ``tracker``; return the
+    offset after them (a line still being written waits for the next call)."""
     if not path.is_file():
-        return seen
-    text = path.read_text()
-    lines = text.splitlines()
-    complete = lines if text.endswith("\n") else lines[:-1]  # a line being written waits
-    for line in complete[seen:]:
+        return offset
+    with path.open("rb") as file:
+        file.seek(offset)
+        new = file.read()
+    complete = new[: new.rfind(b"\n") + 1]
+    for line in complete.splitlines():
         entry = json.loads(line)
         tracker.log_metrics(entry["metrics"], entry["step"])
-    return max(seen, len(complete))
+    return offset + len(complete)
 
 
 def _read_rows(path: str | None) -> list[dict[str, Any]] | None:
@@ -154,28 +156,21 @@ def main(job_file: str) -> int:
     spec = json.loads(Path(job_file).read_text())
     rank = int(os.environ.get("RANK", "0"))
     tracker: Tracker = _FileTracker(job, write=rank == 0)
+    config_cls: Any
     if spec["method"] == "sft":
-        from llmloop.trainers.sft import SFTConfig, run_sft
-
-        result = run_sft(
-            SFTConfig.model_validate(spec["config"]),
-            spec["base_model_dir"],
-            _read_rows(spec["train"]) or [],
-            _read_rows(spec["eval"]),
-            spec["out_dir"],
-            tracker,
-        )
+        from llmloop.trainers.sft import SFTConfig as config_cls
+        from llmloop.trainers.sft import run_sft as train
     else:
-        from llmloop.trainers.dpo import DPOConfig, run_dpo
-
-        result = run_dpo(
-            DPOConfig.model_validate(spec["config"]),
-            spec["base_model_dir"],
-            _read_rows(spec["train"]) or [],
-            _read_rows(spec["eval"]),
-            spec["out_dir"],
-            tracker,
-        )
+        from llmloop.trainers.dpo import DPOConfig as config_cls
+        from llmloop.trainers.dpo import run_dpo as train  # type: ignore[assignment]
+    result = train(
+        config_cls.model_validate(spec["config"]),
+        spec["base_model_dir"],
+        _read_rows(spec["train"]) or [],
+        _read_rows(spec["eval"]),
+        spec["out_dir"],
+        tracker,
+    )
     if rank == 0:
         (job / "result.json").write_text(result.model_dump_json())
     return 0
