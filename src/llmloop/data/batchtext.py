@@ -18,7 +18,6 @@ import hashlib
 import re
 import zlib
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -125,7 +124,9 @@ class BatchText:
         else:
             self.ascii = column_values(pc.string_is_ascii(self.column))
         self._counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._words: tuple[list[bytes], np.ndarray] | None = None
+        self._ids: tuple[list[bytes], np.ndarray, np.ndarray] | None = None
+        #: Per byte of the column: is it a word byte, does it start a word (``_ascii_counts``).
+        self._word_bytes: tuple[np.ndarray, np.ndarray] | None = None
 
     def _ascii_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(regex tokens, words, non-space bytes) per row, right for the ASCII rows."""
@@ -154,6 +155,7 @@ class BatchText:
                 return np.where(sized, np.add.reduceat(flags, begin, dtype=np.int64), 0)
 
             self._counts = (per_row(starts | ~(word | space)), per_row(starts), per_row(~space))
+            self._word_bytes = (word[:-1], starts[:-1])
         return self._counts
 
     def regex_tokens(self) -> np.ndarray:
@@ -172,38 +174,83 @@ class BatchText:
 
     def words(self) -> tuple[list[bytes], np.ndarray]:
         """The lower-cased ``\\w+`` words of every row, UTF-8, in one list; and words per row."""
-        if self._words is None:
-            texts = self.texts
-            lengths = self._ascii_counts()[1].copy()
-            if self.ascii.all():
-                joined = "\n".join(texts)
-            else:
-                joined = "\n".join(texts[i] for i in np.flatnonzero(self.ascii).tolist())
-                lengths[~self.ascii] = 0
-            flat = joined.encode("ascii").lower().translate(_ASCII_NON_WORD).split()
-            if not self.ascii.all():
-                flat = self._splice(flat, lengths)
-            self._words = (flat, lengths)
-        return self._words
+        vocabulary, ids, lengths = self.word_ids()
+        return [vocabulary[i] for i in ids.tolist()], lengths
 
-    def _splice(self, flat: list[bytes], lengths: np.ndarray) -> list[bytes]:
+    def word_ids(self) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+        """The words of ``words()`` as (distinct words, each word's index in them, words per
+        row), without a Python object per word.
+
+        ASCII rows: their bytes lower-cased with non-word bytes as spaces (one C-level
+        ``translate`` over the batch), split on whitespace and dictionary-encoded by pyarrow.
+        Non-ASCII rows (the rare case) take Python's regex and are spliced in.
+        """
+        if self._ids is None:
+            self._ids = self._ascii_word_ids()
+            if not self.ascii.all():
+                self._ids = self._splice(*self._ids)
+        return self._ids
+
+    def _ascii_word_ids(self) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(self.texts)
+        if self.column is None or not self.ascii.any():
+            return [], np.zeros(0, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        lengths = self._ascii_counts()[1].copy()
+        assert self._word_bytes is not None
+        word, starts = self._word_bytes
+        buffers = self.column.buffers()
+        offsets = np.frombuffer(buffers[1], dtype=np.int64)[: n + 1]
+        if not self.ascii.all():  # the other rows' bytes hold no words here
+            inside = np.repeat(self.ascii, np.diff(offsets))
+            word, starts = word & inside, starts & inside
+            lengths[~self.ascii] = 0
+        # The word bytes, lower-cased, end to end: with each word's length, a string column.
+        data = bytes(memoryview(buffers[2] or b"")[: int(offsets[-1])]).lower()
+        packed = np.frombuffer(data, dtype=np.uint8)[word]
+        # A word ends where the next byte is no word byte or starts a word (the next row's).
+        last = word.copy()
+        last[:-1] &= ~word[1:] | starts[1:]
+        word_sizes = np.flatnonzero(last) - np.flatnonzero(starts) + 1
+        ends = np.zeros(len(word_sizes) + 1, dtype=np.int64)
+        np.cumsum(word_sizes, out=ends[1:])
+        flat = pa.LargeStringArray.from_buffers(
+            len(word_sizes), pa.py_buffer(ends), pa.py_buffer(packed)
+        )
+        # (Arrays cross to numpy by their buffers: pa.array and to_numpy import pandas.)
+        encoded = pc.dictionary_encode(flat)
+        ids = column_values(encoded.indices).astype(np.int64)
+        vocabulary = encoded.dictionary.cast(pa.large_binary()).to_pylist()
+        return vocabulary, ids, lengths
+
+    def _splice(
+        self, vocabulary: list[bytes], ids: np.ndarray, lengths: np.ndarray
+    ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         # The non-ASCII rows' words (Python's regex) go in between the ASCII rows' words.
-        before = np.cumsum(lengths) - lengths  # ASCII words before each row
-        pieces: list[list[bytes]] = []
-        cursor = 0
-        for i in np.flatnonzero(~self.ascii).tolist():
+        index = {word: i for i, word in enumerate(vocabulary)}
+        rows = np.flatnonzero(~self.ascii)
+        extra: list[int] = []
+        for i in rows.tolist():
             found = _WORD.findall(self.texts[i].lower())
             words = [w.encode("utf-8", "surrogatepass") for w in found]
-            pieces.append(flat[cursor : int(before[i])])
-            pieces.append(words)
-            cursor = int(before[i])
+            for word in words:
+                if word not in index:
+                    index[word] = len(vocabulary)
+                    vocabulary.append(word)
+            extra.extend(index[w] for w in words)
             lengths[i] = len(words)
-        pieces.append(flat[cursor:])
-        return list(chain.from_iterable(pieces))
+        before = np.cumsum(lengths) - lengths  # words before each row
+        at = np.repeat(before[rows] - np.cumsum(lengths[rows]) + lengths[rows], lengths[rows])
+        return vocabulary, np.insert(ids, at, np.asarray(extra, dtype=np.int64)), lengths
 
     def word_keys(self) -> np.ndarray:
         """The 64-bit key of every word of ``words()`` (uint64)."""
-        flat, _ = self.words()
+        vocabulary, ids, _ = self.word_ids()
         if len(_KEYS) > _WORD_KEYS_SIZE:
             _KEYS.clear()
-        return np.fromiter(map(_KEYS.__getitem__, flat), dtype=np.uint64, count=len(flat))
+        keys = np.fromiter(
+            map(_KEYS.__getitem__, vocabulary), dtype=np.uint64, count=len(vocabulary)
+        )
+        return keys[ids]

@@ -203,12 +203,18 @@ class RowReader:
         return [e.model_dump() for e in self.report.errors]
 
     def _open(self, path: str | None = None) -> IO[bytes]:
+        target = path or self.source
         try:
-            return fsspec.open(path or self.source, "rb", **self.options.storage_options).open()  # type: ignore[no-any-return]
+            if "://" not in target and not self.options.storage_options:
+                # A plain local path: the OS's file (fsspec's local layer only adds imports).
+                return open(target, "rb")
+            return fsspec.open(target, "rb", **self.options.storage_options).open()  # type: ignore[no-any-return]
         except FileNotFoundError:
-            raise InvalidInputError(f"no such file: {path or self.source}")
+            raise InvalidInputError(f"no such file: {target}")
+        except IsADirectoryError:
+            raise InvalidInputError(f"cannot open {target}: it is a folder")
         except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot open {path or self.source}: {exc}")
+            raise InvalidInputError(f"cannot open {target}: {exc}")
 
     def _decode(self, raw: bytes, number: int, offset: int) -> str:
         try:

@@ -1,6 +1,7 @@
 """Top word n-grams of a stream, counted as 64-bit keys with numpy.
 
-``NgramCounter`` takes each batch's words (UTF-8, one flat list with the row each ends in) and
+``NgramCounter`` takes each batch's words (indices into its distinct UTF-8 words, with the row
+each ends in) and
 their deterministic 64-bit keys (``batchtext``), counts n-gram keys with ``np.unique`` and keeps
 the text of the current top ones only. It does not split text into words.
 """
@@ -27,13 +28,16 @@ class NgramCounter:
         self.counts = np.zeros(0, dtype=np.int64)
         self.texts: dict[int, str] = {}
 
-    def update(self, flat: Sequence[bytes], hashes: np.ndarray, row_end: np.ndarray) -> None:
-        """Count the n-grams of ``flat`` (words, UTF-8) that end inside their own row (word
-        ``i``'s row ends before word ``row_end[i]``); ``hashes`` are the words' 64-bit keys."""
+    def update(
+        self, words: Sequence[bytes], ids: np.ndarray, hashes: np.ndarray, row_end: np.ndarray
+    ) -> None:
+        """Count the n-grams of the word sequence ``ids`` (indices into ``words``, distinct
+        UTF-8 words) that end inside their own row (word ``i``'s row ends before word
+        ``row_end[i]``); ``hashes`` are the sequence's 64-bit word keys."""
         n = self.n
-        if len(flat) < n:
+        if len(ids) < n:
             return
-        starts = np.arange(len(flat) - n + 1)
+        starts = np.arange(len(ids) - n + 1)
         valid = starts + n <= row_end[: len(starts)]  # the window ends inside its own row
         keys = np.zeros(len(starts), dtype=np.uint64)
         with np.errstate(over="ignore"):
@@ -59,7 +63,8 @@ class NgramCounter:
         for key in self.keys[order[: self.keep_text]].tolist():
             if key not in self.texts:
                 at = int(np.flatnonzero((keys == np.uint64(key)) & valid)[0])
-                self.texts[key] = b" ".join(flat[at : at + n]).decode("utf-8", "surrogatepass")
+                gram = b" ".join(words[i] for i in ids[at : at + n].tolist())
+                self.texts[key] = gram.decode("utf-8", "surrogatepass")
 
     def top(self, k: int) -> list[tuple[str, int]]:
         """The ``k`` most frequent n-grams and their counts (ties: by key)."""

@@ -6,44 +6,41 @@ by kind (``guards.pii``), toxicity (alt-profanity-check, batched), HTML markup, 
 (ftfy's badness heuristic), empty and shape-invalid rows, top word n-grams, and a few sample
 rows per finding (the result types live in ``profile_models``). Memory is bounded: per row only
 a length, a 64-bit exact key (the hash of its normalised words) and MinHash band keys are kept;
-languages are detected on a reservoir sample, n-grams counted over the first ``ngram_rows``
-rows.
+languages are detected on a uniform sample, n-grams counted over the first ``ngram_rows`` rows.
 
-Per-row work is done per batch, over whole columns (``batchtext.BatchText``): rows' texts are
-taken a column at a time (``shapes.batch_texts``), lengths, tokens, empty rows, words and their
-64-bit keys come from numpy over the batch's UTF-8 buffer, exact duplicates are row keys checked
-with ``np.unique`` and one set, MinHash runs on word hashes already computed, cheap C-level
-tests over the column (pyarrow) pick the few rows that need a Python regex (PII, HTML) or a
-heuristic (mojibake only looks at non-ASCII rows), and n-grams are counted as 64-bit keys
-(``ngrams``). Python runs per row only for the rows a finding needs (and for non-ASCII rows).
-Keys are deterministic (crc32 and BLAKE2b of words, never Python's salted ``hash``).
+The per-row measures of a part of the stream are ``profile_scan``'s (``Scanner.scan`` gives a
+``PartScan``); ``Profiler`` merges parts in row order and owns what depends on earlier rows:
+exact duplicates (a set of row keys), near duplicates (all band keys, at the end), samples,
+the language sample (the ``language_sample`` rows with the smallest row-index hash) and the
+toxicity estimate. With ``processes`` > 1 on Linux, each large batch after the first
+``ngram_rows`` rows is cut into that many parts: this process scans the first while forked
+helper processes scan the others (the GIL allows one core per process), one batch behind, so a
+helper works while this process reads the next batch. The profile is the same either way.
 
 Sampling: the toxicity classifier scores every one of the first ``full_scan_rows`` rows and,
 after them, a uniform random sample (``model_sample_rate``, drawn by a hash of the row index, so
 independent of content and reproducible). Below the threshold the count is exact; above it the
 ``toxic`` finding is an estimate (``Finding.estimated``) with the rows scored
 (``Finding.sample_size``) and a 95% interval of the rate (``Finding.ci95``, Wilson's interval on
-the sampled part). Languages are shares of a reservoir sample (``language_sample_size`` rows,
-intervals in ``language_ci95``). Every other count is over every row.
+the sampled part). Languages are shares of the sample (intervals in ``language_ci95``). Every
+other count is over every row.
 
 It does not change rows (``steps``) or render anything (``report``).
 """
 
 from __future__ import annotations
 
-import re
+import multiprocessing
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from itertools import chain
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
-from ftfy.badness import is_bad
 
-from llmloop.data.batchtext import BatchText, column_values, row_keys
-from llmloop.data.dedup import MinHasher, band_keys, candidate_duplicates, lsh_params
+from llmloop.data.dedup import candidate_duplicates
 from llmloop.data.languages import detect_languages, prefetch_language_model
 from llmloop.data.ngrams import NgramCounter
 from llmloop.data.profile_models import (
@@ -57,19 +54,10 @@ from llmloop.data.profile_models import (
     sampled_rows,
     wilson_interval,
 )
-from llmloop.data.shapes import (
-    Batch,
-    batch_texts,
-    detect_shape,
-    field_types,
-    json_type_of_class,
-    row_problem,
-    row_text,
-    rows_all_valid,
-)
-from llmloop.data.text import TextTokenizer, toxicity_scores_of_utf8
+from llmloop.data.profile_scan import PartScan, Scanner, scan_worker
+from llmloop.data.shapes import Batch, batch_texts, detect_shape, row_text
+from llmloop.data.toxicity_weights import toxicity_weights
 from llmloop.errors import InvalidInputError
-from llmloop.guards.pii import PiiConfig, PiiDetector, find_in_batch
 
 __all__ = [
     "DataProfile",
@@ -81,28 +69,57 @@ __all__ = [
     "Profiler",
     "SampleRow",
     "profile_rows",
+    "sampled_rows",
     "wilson_interval",
 ]
-
-_HTML = re.compile(r"</?(?:[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>|&(?:[a-z]+|#\d+);")
-_LOW32 = np.uint64(0xFFFFFFFF)
-
 
 #: Rows (from the start) whose text is kept for samples of findings known only at the end.
 SAMPLE_TEXT_ROWS = 20_000
 
 
-class _InlineExecutor(Executor):
-    """Runs each task at once in the caller's thread (``threads=1``)."""
+class _Helper:
+    """A forked process scanning parts (``profile_scan.scan_worker``), one job at a time: a job
+    is sent only after the previous answer is read, so neither side blocks on a full pipe."""
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
+    def __init__(self, scanner: Scanner) -> None:
+        context = multiprocessing.get_context("fork")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=scan_worker, args=(child, scanner), name="llmloop-profile", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.job: tuple[Batch, int] | None = None  # rows and base of the job in flight
+
+    def send(self, rows: Batch, base: int, shape: str | None, cut: float) -> None:
+        self.connection.send((rows, base, shape, cut))
+        self.job = (rows, base)
+
+    def receive(self) -> PartScan:
+        self.job = None
+        kind, value = self.connection.recv()
+        if kind == "error":
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        try:
+            self.connection.send(None)
+        except OSError:
+            pass
+        self.connection.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
 
 
 class Profiler:
-    """Accumulates a profile batch by batch; ``finish`` returns the ``DataProfile``."""
+    """Accumulates a profile batch by batch; ``finish`` returns the ``DataProfile``.
+
+    Use it as a context manager (or call ``close``) when a stream may stop before ``finish``:
+    that ends the helper processes at once instead of at exit.
+    """
 
     FINDINGS = (
         "exact_duplicate",
@@ -118,226 +135,219 @@ class Profiler:
 
     def __init__(self, config: ProfileConfig | None = None) -> None:
         self.config = config if config is not None else ProfileConfig()
-        self.tokenizer = TextTokenizer(self.config.tokenizer)
-        self.pii = (
-            PiiDetector(PiiConfig(name_model=self.config.pii_name_model))
-            if self.config.pii
+        self.scanner = Scanner(self.config)
+        self.tokenizer = self.scanner.tokenizer
+        # MinHash is numpy that releases the GIL: with threads > 1 it runs beside the rest of
+        # the batch (results are the same either way; they are collected in batch order).
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="llmloop-minhash")
+            if self.config.threads > 1
             else None
         )
-        self.hasher = MinHasher(num_perm=self.config.num_perm, seed=1)
-        self.bands, _ = lsh_params(self.config.near_dup_threshold, self.config.num_perm)
-        self.rows = 0
+        self.scanner.pool = self._pool
+        self.rows = 0  # rows received
+        self.merged = 0  # rows merged (the parts in flight come after)
         self.shape: str | None = None
         self.types: dict[str, Counter[str]] = {}
         self.chars: list[np.ndarray] = []
         self.tokens: list[np.ndarray] = []
-        # MinHash is numpy that releases the GIL: with threads > 1 it runs beside the rest of
-        # the batch (results are the same either way; they are collected in batch order).
-        self._pool: Executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="llmloop-minhash")
-            if self.config.threads > 1
-            else _InlineExecutor()
-        )
-        self.band_keys: list[Future[np.ndarray]] = []
+        self.band_keys: list[Any] = []
         self.seen_exact: set[int] = set()
         self.not_near: list[np.ndarray] = []
         self.pii_counts: Counter[str] = Counter()
         self.ngrams = {n: NgramCounter(n, self.config.top_ngrams) for n in self.config.ngram_sizes}
         self.findings = {name: Finding() for name in self.FINDINGS}
-        self.reservoir: list[str] = []
         self.short_texts: dict[int, str] = {}
-        self._rng = np.random.default_rng(self.config.seed)
-        self._eligible = 0  # non-empty rows offered to the language reservoir
+        self._eligible = 0  # non-empty rows (each offered to the language sample)
+        self._language_priority = np.zeros(0)
+        self._language_texts: list[str] = []
         # Toxicity: (rows, rows scored, toxic rows) before and after ``full_scan_rows``.
         self.model_full = [0, 0, 0]
         self.model_rest = [0, 0, 0]
+        self._helpers: list[_Helper] | None = None  # started at the first batch worth splitting
         if self.config.language_sample:
             prefetch_language_model(self.config.cache_dir)
+        if self.config.toxicity:
+            toxicity_weights(self.config.cache_dir)  # loaded once, from the cache when there
+
+    def __enter__(self) -> Profiler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the helper processes and thread (``finish`` does it too); no more rows."""
+        self._end_helpers()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _end_helpers(self) -> None:
+        helpers, self._helpers = self._helpers or [], []
+        for helper in helpers:
+            helper.close()
 
     def update(self, batch: Batch) -> None:
         """Add one batch of rows."""
         if not batch:
             return
-        base = self.rows
-        text = BatchText(batch_texts(batch))
-        self._fields_and_validity(batch, base)
-        self.chars.append(text.chars.astype(np.int32))
-        if self.config.tokenizer is None:
-            self.tokens.append(text.regex_tokens().astype(np.int32))
-        else:
-            self.tokens.append(np.asarray(self.tokenizer.count(text.texts), dtype=np.int32))
-        empty = text.empty()
-        self._duplicates(text, empty, base)
-        self._content(text, empty, base)
-        self.rows += len(batch)
-
-    def _sample(self, finding: str, row: int, text: str, detail: str = "") -> None:
-        entry = self.findings[finding]
-        entry.count += 1
-        if len(entry.samples) < self.config.samples_per_finding:
-            snippet = text[: self.config.sample_chars]
-            entry.samples.append(SampleRow(row=row, text=snippet, detail=detail))
-
-    def _record(self, finding: str, rows: np.ndarray, text: BatchText, base: int) -> None:
-        """Count ``rows`` (indices in the batch) under ``finding``; sample the first ones."""
-        entry = self.findings[finding]
-        entry.count += len(rows)
-        room = max(0, self.config.samples_per_finding - len(entry.samples))
-        for i in rows[:room].tolist():
-            snippet = text.texts[i][: self.config.sample_chars]
-            entry.samples.append(SampleRow(row=base + i, text=snippet))
-
-    def _fields_and_validity(self, batch: Batch, base: int) -> None:
-        # One C-level Counter over (field, Python type) pairs; JSON type names per distinct pair.
-        for name, types in field_types(batch).items():
-            counter = self.types.setdefault(name, Counter())
-            for cls, count in types.items():
-                counter[json_type_of_class(cls)] += count
         if self.shape is None:
             first = next((row for row in batch if isinstance(row, Mapping)), None)
             self.shape = detect_shape(first) if first is not None else None
-        if self.shape is not None and rows_all_valid(batch, self.shape):  # type: ignore[arg-type]
-            return
-        for i, row in enumerate(batch):
-            if not isinstance(row, Mapping):
-                self._sample("invalid", base + i, repr(row), "not an object")
-                continue
-            problem = row_problem(row, self.shape)  # type: ignore[arg-type]
-            if problem is not None:
-                self._sample("invalid", base + i, row_text(row), problem)
+        base = self.rows
+        self.rows += len(batch)
+        # The previous batch's helper parts come before this batch's rows.
+        self._collect()
+        helpers = self._helpers_for(batch, base)
+        size = -(-len(batch) // (len(helpers) + 1))
+        parts = [(batch[k : k + size], base + k) for k in range(0, len(batch), size)]
+        try:
+            for helper, (rows, start) in zip(helpers, parts[1:], strict=True):
+                helper.send(rows, start, self.shape, self._language_cut())
+        except OSError:  # a helper is gone: every part of this batch is scanned here
+            self._end_helpers()
+            helpers = []
+        ngrams = self.ngrams if base < self.config.ngram_rows else None
+        for rows, start in parts if not helpers else parts[:1]:
+            scan = self.scanner.scan(rows, start, self.shape, self._language_cut(), ngrams)
+            self._merge(scan, rows)
 
-    def _duplicates(self, text: BatchText, empty: np.ndarray, base: int) -> None:
+    def _helpers_for(self, batch: Batch, base: int) -> list[_Helper]:
+        cfg = self.config
+        parts = min(cfg.processes, len(batch) // cfg.split_rows)
+        if parts < 2 or (cfg.top_ngrams and base < cfg.ngram_rows):
+            return []  # n-grams are counted here, over whole batches
+        if self._helpers is None:
+            self._helpers = []
+            if _can_fork() and cfg.tokenizer is None and cfg.pii_name_model is None:
+                try:
+                    for _ in range(cfg.processes - 1):
+                        self._helpers.append(_Helper(self.scanner))
+                except (OSError, AssertionError):  # no processes here (a daemon, a limit)
+                    self._end_helpers()
+        return self._helpers[: parts - 1]
+
+    def _collect(self) -> None:
+        """Merge the parts the helpers are scanning, in row order."""
+        for helper in self._helpers or []:
+            if helper.job is None:
+                continue
+            rows, base = helper.job
+            try:
+                scan = helper.receive()
+            except (EOFError, OSError):  # the helper died: scan its part here, go on alone
+                self._end_helpers()
+                scan = self.scanner.scan(rows, base, self.shape, self._language_cut())
+            except BaseException:
+                self._end_helpers()
+                raise
+            self._merge(scan, rows)
+
+    def _language_cut(self) -> float:
+        # Rows with a larger priority than the current sample's largest cannot get in.
+        full = len(self._language_priority) >= self.config.language_sample
+        return float(self._language_priority.max()) if full and self.config.language_sample else 1.0
+
+    def _record(self, finding: str, indices: np.ndarray, rows: Batch, base: int) -> None:
+        """Count ``indices`` (rows of the part) under ``finding``; sample the first ones."""
+        entry = self.findings[finding]
+        entry.count += len(indices)
+        room = max(0, self.config.samples_per_finding - len(entry.samples))
+        for i in indices[:room].tolist():
+            row = rows[i]
+            text = row_text(row) if isinstance(row, Mapping) else ""
+            entry.samples.append(SampleRow(row=base + i, text=text[: self.config.sample_chars]))
+
+    def _merge(self, scan: PartScan, rows: Batch) -> None:
+        base = scan.base
+        for name, counts in scan.types.items():
+            self.types.setdefault(name, Counter()).update(counts)
+        self.chars.append(scan.chars)
+        self.tokens.append(scan.tokens)
+        self._duplicates(scan, rows)
+        for name, tally in scan.tallies.items():
+            entry = self.findings[name]
+            entry.count += tally.count
+            room = max(0, self.config.samples_per_finding - len(entry.samples))
+            entry.samples.extend(tally.samples[:room])
+        self.pii_counts.update(scan.pii_counts)
+        for total, part in (
+            (self.model_full, scan.toxicity[0]),
+            (self.model_rest, scan.toxicity[1]),
+        ):
+            for i in range(3):
+                total[i] += part[i]
+        self._sample_languages(scan)
+        keep = max(0, min(scan.rows, SAMPLE_TEXT_ROWS - base))
+        if keep:
+            chars = self.config.sample_chars
+            texts = batch_texts(rows[:keep])
+            self.short_texts.update(
+                zip(range(base, base + keep), (t[:chars] for t in texts), strict=True)
+            )
+        self.merged += scan.rows
+
+    def _duplicates(self, scan: PartScan, rows: Batch) -> None:
         # Empty rows and exact duplicates are counted once, not again as near duplicates.
-        _, lengths = text.words()
-        word_keys = text.word_keys()
-        candidates = np.flatnonzero(~empty)
-        keys = row_keys(word_keys, lengths)[candidates]
-        _, first = np.unique(keys, return_index=True)  # first occurrence of each in the batch
+        candidates = np.flatnonzero(~scan.empty)
+        keys = scan.keys[candidates]
+        _, first = np.unique(keys, return_index=True)  # first occurrence of each in the part
         repeated = np.ones(len(keys), dtype=bool)
         repeated[first] = False
         seen = self.seen_exact
         earlier = np.fromiter(map(seen.__contains__, keys.tolist()), dtype=bool, count=len(keys))
         seen.update(keys[first].tolist())
         duplicates = candidates[repeated | earlier]
-        self._record("empty", np.flatnonzero(empty), text, base)
-        self._record("exact_duplicate", duplicates, text, base)
-        skip = empty.copy()
+        self._record("empty", np.flatnonzero(scan.empty), rows, scan.base)
+        self._record("exact_duplicate", duplicates, rows, scan.base)
+        skip = scan.empty.copy()
         skip[duplicates] = True
         self.not_near.append(skip)
-        # MinHash on the words' crc32 (the low half of their keys); no words: one word, hash 1.
-        hashes, counts = word_keys & _LOW32, lengths
-        if not lengths.all():
-            wordless = lengths == 0
-            hashes = np.insert(hashes, (np.cumsum(lengths) - lengths)[wordless], np.uint64(1))
-            counts = np.maximum(lengths, 1)
-        self.band_keys.append(self._pool.submit(self._band_keys, hashes, counts))
-        if len(self.band_keys) > 2:  # bounded: at most two batches' words wait in the queue
-            self.band_keys[-3].result()
-        keep = max(0, min(len(text.texts), SAMPLE_TEXT_ROWS - len(self.short_texts)))
-        chars = self.config.sample_chars
-        self.short_texts.update(
-            zip(range(base, base + keep), (t[:chars] for t in text.texts[:keep]), strict=True)
-        )
+        self.band_keys.append(scan.band_keys)
+        if len(self.band_keys) > 2 and isinstance(self.band_keys[-3], Future):
+            self.band_keys[-3].result()  # bounded: at most two parts' words wait in the queue
 
-    def _band_keys(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        return band_keys(self.hasher.signatures_of_hashes(hashes, counts), self.bands)
-
-    def _content(self, text: BatchText, empty: np.ndarray, base: int) -> None:
-        cfg, texts = self.config, text.texts
-        for i in np.flatnonzero(~text.ascii).tolist():  # mojibake needs non-ASCII characters
-            if is_bad(texts[i]):
-                self._sample("mojibake", base + i, texts[i])
-        markup = (
-            column_values(pc.match_substring_regex(text.column, "[<&]"))
-            if text.column is not None
-            else np.ones(len(texts), dtype=bool)
-        )
-        for i in np.flatnonzero(markup).tolist():
-            if _HTML.search(texts[i]):
-                self._sample("html", base + i, texts[i])
-        self._languages(texts, empty)
-        if self.pii is not None:
-            for i, spans in sorted(find_in_batch(self.pii, texts).items()):
-                kinds = sorted({s.kind for s in spans})
-                self.pii_counts.update(s.kind for s in spans)
-                self._sample("pii", base + i, texts[i], ", ".join(kinds))
-        if cfg.top_ngrams:
-            self._count_ngrams(text, max(0, cfg.ngram_rows - base))
-        if cfg.toxicity:
-            self._toxicity(text, base)
-
-    def _languages(self, texts: list[str], empty: np.ndarray) -> None:
-        # Reservoir sampling (algorithm R) over the non-empty rows, random draws made per batch.
+    def _sample_languages(self, scan: PartScan) -> None:
         size = self.config.language_sample
         if not size:
             return
-        eligible = np.flatnonzero(~empty)
-        seen = self._eligible + np.arange(len(eligible))
-        slots = np.floor(self._rng.random(len(eligible)) * (seen + 1)).astype(np.int64)
-        filling = seen < size
-        self.reservoir.extend(texts[i][:500] for i in eligible[filling].tolist())
-        replacing = ~filling & (slots < size)  # later rows replace a slot with odds size/(seen+1)
-        for i, slot in zip(eligible[replacing].tolist(), slots[replacing].tolist(), strict=True):
-            self.reservoir[slot] = texts[i][:500]
-        self._eligible += len(eligible)
-
-    def _count_ngrams(self, text: BatchText, rows: int) -> None:
-        if rows <= 0:
-            return
-        flat, lengths = text.words()
-        lengths = lengths[:rows]
-        words = int(lengths.sum())
-        row_end = np.repeat(np.cumsum(lengths), lengths)
-        keys = text.word_keys()[:words]
-        for counter in self.ngrams.values():
-            counter.update(flat[:words] if words < len(flat) else flat, keys, row_end)
-
-    def _toxicity(self, text: BatchText, base: int) -> None:
-        chosen = sampled_rows(base, len(text.texts), self.config)
-        picked = np.flatnonzero(chosen)
-        flat, lengths = text.words()
-        if len(picked) < len(text.texts):
-            ends = np.cumsum(lengths)
-            starts = ends - lengths
-            flat = list(
-                chain.from_iterable(
-                    flat[s:e]
-                    for s, e in zip(starts[picked].tolist(), ends[picked].tolist(), strict=True)
-                )
-            )
-        texts = [text.texts[i] for i in picked.tolist()]
-        scores = np.asarray(toxicity_scores_of_utf8(texts, flat, lengths[picked]), dtype=float)
-        full = self.config.full_scan_rows
-        in_full = base + picked < full
-        toxic = scores >= self.config.toxicity_threshold
-        for part, mask in ((self.model_full, in_full), (self.model_rest, ~in_full)):
-            part[1] += int(mask.sum())
-            part[2] += int((toxic & mask).sum())
-        entry = self.findings["toxic"]
-        entry.count += int(toxic.sum())
-        room = max(0, self.config.samples_per_finding - len(entry.samples))
-        for i in np.flatnonzero(toxic)[:room].tolist():
-            row, snippet = int(picked[i]), texts[i][: self.config.sample_chars]
-            detail = f"score {scores[i]:.2f}"
-            entry.samples.append(SampleRow(row=base + row, text=snippet, detail=detail))
-        rows_in_full = max(0, min(len(text.texts), full - base))
-        self.model_full[0] += rows_in_full
-        self.model_rest[0] += len(text.texts) - rows_in_full
+        self._eligible += int((~scan.empty).sum())
+        priorities, texts = scan.languages
+        self._language_priority = np.concatenate((self._language_priority, priorities))
+        self._language_texts.extend(texts)
+        if len(self._language_priority) > size:
+            keep = np.sort(np.argpartition(self._language_priority, size)[:size])
+            self._language_priority = self._language_priority[keep]
+            self._language_texts = [self._language_texts[i] for i in keep.tolist()]
 
     def finish(self) -> DataProfile:
         """The profile of everything added so far."""
+        try:
+            self._collect()
+        finally:
+            self._end_helpers()
         if self.rows == 0:
+            self.close()
             raise InvalidInputError("cannot profile an empty dataset")
         chars = np.concatenate(self.chars)
         tokens = np.concatenate(self.tokens)
-        self._near_duplicates()
+        # Near duplicates are numpy sorts (no GIL): in the MinHash thread, after its last
+        # signatures, while this thread classifies the language sample.
+        near = self._pool.submit(self._near_flags) if self._pool is not None else None
+        languages, notes = detect_languages(self._language_texts)
+        self._near_duplicates(near.result() if near is not None else self._near_flags())
+        self.close()
         self._outliers(chars)
         for finding in self.findings.values():
             finding.rate = finding.count / self.rows
-        languages, notes = detect_languages(self.reservoir)
         language_ci95: dict[str, tuple[float, float]] = {}
-        if len(self.reservoir) < self._eligible:
-            n = len(self.reservoir)
+        if len(self._language_texts) < self._eligible:
+            n = len(self._language_texts)
             language_ci95 = {k: wilson_interval(round(v * n), n) for k, v in languages.items()}
             notes.append(
                 f"languages are shares of a uniform sample of {n} of {self._eligible} non-empty "
@@ -369,7 +379,7 @@ class Profiler:
             chars=self._stats(chars),
             tokens=self._stats(tokens),
             languages=languages,
-            language_sample_size=len(self.reservoir),
+            language_sample_size=len(self._language_texts),
             language_ci95=language_ci95,
             pii_counts=dict(self.pii_counts),
             top_ngrams={
@@ -399,9 +409,12 @@ class Profiler:
             f"{finding.ci95[0]:.2%}-{finding.ci95[1]:.2%}"
         )
 
-    def _near_duplicates(self) -> None:
-        keys = np.concatenate([future.result() for future in self.band_keys])
-        later = candidate_duplicates(keys) & ~np.concatenate(self.not_near)
+    def _near_flags(self) -> np.ndarray:
+        """Per row: a near duplicate of an earlier row (and neither empty nor exact)?"""
+        keys = np.concatenate([k.result() if isinstance(k, Future) else k for k in self.band_keys])
+        return candidate_duplicates(keys) & ~np.concatenate(self.not_near)  # type: ignore[no-any-return]
+
+    def _near_duplicates(self, later: np.ndarray) -> None:
         finding = self.findings["near_duplicate"]
         finding.count = int(later.sum())
         for index in np.flatnonzero(later)[: self.config.samples_per_finding]:
@@ -442,7 +455,12 @@ class Profiler:
 
 def profile_rows(batches: Iterable[Batch], config: ProfileConfig | None = None) -> DataProfile:
     """Profile a stream of batches in one pass."""
-    profiler = Profiler(config)
-    for batch in batches:
-        profiler.update(batch)
-    return profiler.finish()
+    with Profiler(config) as profiler:
+        for batch in batches:
+            profiler.update(batch)
+        return profiler.finish()
+
+
+def _can_fork() -> bool:
+    # Linux only: elsewhere forking a process with threads is unsafe or unsupported.
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()

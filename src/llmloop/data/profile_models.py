@@ -10,6 +10,7 @@ It measures nothing itself: ``profile.Profiler`` fills these.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,16 @@ class ProfileConfig(BaseModel):
         le=2,
         description="2: MinHash signatures run in a second thread beside the rest of each batch "
         "(numpy releases the GIL); 1: all in the caller's thread. Same results either way.",
+    )
+    processes: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="Processes scanning each large batch (Linux: forked helpers scan parts of "
+        "it beside this one; default: 2, or 1 on one CPU). Same results either way.",
+    )
+    split_rows: int = Field(
+        default=4096, ge=1, description="Fewest rows per process when a batch is split."
     )
     cache_dir: str | None = Field(
         default=None,

@@ -138,10 +138,10 @@ class DataService:
         dv = self.c.datasets.get_version(dataset, version)
         # The unpacked language model is cached under home, like the rest of llmloop's caches.
         raw = {"cache_dir": str(self.c.settings.home / "cache"), **(config or {})}
-        profiler = Profiler(ProfileConfig.model_validate(raw))
-        for batch in self.batches(dv):
-            profiler.update(batch)
-        profile = profiler.finish()
+        with Profiler(ProfileConfig.model_validate(raw)) as profiler:
+            for batch in self.batches(dv):
+                profiler.update(batch)
+            profile = profiler.finish()
         html = render_report(profile, title=f"{dataset} v{dv.version}")
         ref = self.c.artifacts.put(html.encode("utf-8"), name="profile.html")
         facts = profile.model_dump(mode="json")

@@ -15,7 +15,7 @@ from llmloop.data.dedup import words_of
 from llmloop.data.loaders import LoadOptions, RowReader
 from llmloop.data.profile import ProfileConfig, profile_rows
 from llmloop.data.shapes import batch_texts, row_problem, row_text, rows_all_valid
-from llmloop.data.text import _REGEX_TOKEN
+from llmloop.data.text import _REGEX_TOKEN, detect_language
 
 EDGES = ["", "  ", "\t\n", "ab", "", "!!", "a\ud800b", "Héllo Wörld", "\u3000", "x_y 12", ""]
 
@@ -96,12 +96,26 @@ def test_minhash_thread_gives_the_same_profile(tmp_path: Path) -> None:
     assert np.isclose(one.rate("exact_duplicate"), 550 / 900)
 
 
-def test_cached_language_model_classifies_alike(tmp_path: Path) -> None:
-    from llmloop.data.languages import _cached_identifier
+def test_batched_language_model_classifies_like_py3langid(tmp_path: Path) -> None:
+    from llmloop.data.languages import _BatchModel, _cached_arrays
 
     langid = __import__("py3langid.langid", fromlist=["langid"])
-    texts = ["The weather is lovely today.", "Ceci est une phrase en français.", "Das ist gut."]
-    direct = [langid.classify(t) for t in texts]
+    texts = [
+        "The weather is lovely today.",
+        "Ceci est une phrase en français.",
+        "Das ist gut.",
+        "これは日本語の文です。",
+        "Привет, как дела?",
+        "¿Dónde está la biblioteca?",
+        "HELLO WORLD THIS IS UPPER CASE",
+        "مرحبا بالعالم",
+        "Olá, tudo bem com você?",
+        "x" * 900,
+        "a\ud800 lone surrogate",
+    ]
+    direct = [langid.classify(t)[0] for t in texts]
     for _ in range(2):  # written, then read back
-        cached = _cached_identifier(tmp_path / "cache", langid)
-        assert [cached.classify(t) for t in texts] == direct
+        model = _BatchModel(_cached_arrays(tmp_path / "cache"))
+        assert model.classify(texts) == direct
+    assert [detect_language(t) for t in texts] == direct
+    assert detect_language("1234 5678") == "und"

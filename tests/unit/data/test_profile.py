@@ -162,3 +162,98 @@ def test_batched_token_counts_match_the_regex() -> None:
     texts += ["", "ab", "cd", "", "!!", "a\ud800b"]
     counts = TextTokenizer().count(texts)
     assert counts == [len(_REGEX_TOKEN.findall(t)) for t in texts]
+
+
+def _mixed_rows(count: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for i in range(count):
+        kind = i % 9
+        if kind == 0:
+            text = f"write to user{i % 40}@example.com or call +1 415-555-{i % 90:04d}"
+        elif kind == 1:
+            text = "you are a stupid idiot and a moron"
+        elif kind == 2:
+            text = "<b>bold</b> &amp; markup here"
+        elif kind == 3:
+            text = ""
+        elif kind == 4:
+            text = "Ceci est une phrase en français sur la météo."
+        else:
+            text = f"plain words about item {i % 300} and some more words {i % 11}"
+        rows.append({"text": text, "n": i})
+    return rows
+
+
+def _split_config(processes: int) -> ProfileConfig:
+    return ProfileConfig(
+        processes=processes, split_rows=50, ngram_rows=200, language_sample=300, full_scan_rows=500
+    )
+
+
+def test_helper_processes_give_the_same_profile() -> None:
+    rows = _mixed_rows(3000)
+    batches = [rows[i : i + 400] for i in range(0, len(rows), 400)]
+    alone = profile_rows(batches, _split_config(1))
+    split = profile_rows(batches, _split_config(3))
+    assert split.model_dump() == alone.model_dump()
+    assert alone.findings["exact_duplicate"].count > 0 and alone.pii_counts["email"] > 0
+    assert alone.language_sample_size == 300 and "fr" in alone.languages
+
+
+def test_a_helper_that_dies_is_replaced_by_this_process() -> None:
+    import os
+    import signal
+
+    rows = _mixed_rows(2400)
+    batches = [rows[i : i + 400] for i in range(0, len(rows), 400)]
+    expected = profile_rows(batches, _split_config(1))
+    profiler = Profiler(_split_config(2))
+    for number, batch in enumerate(batches):
+        profiler.update(batch)
+        if number == 2:
+            helpers = profiler._helpers or []
+            assert helpers, "the batch was split"
+            os.kill(helpers[0].process.pid, signal.SIGKILL)
+    assert profiler.finish().model_dump() == expected.model_dump()
+    assert profiler._helpers == []
+
+
+def test_a_helper_error_is_raised_here_and_ends_the_helpers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from llmloop.data import profile_scan
+
+    parent = os.getpid()
+    scan = profile_scan.Scanner.scan
+
+    def failing(
+        self: profile_scan.Scanner, batch: list[object], base: int, *args: object
+    ) -> object:
+        if os.getpid() != parent:
+            raise InvalidInputError(f"cannot read row {base}")
+        return scan(self, batch, base, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(profile_scan.Scanner, "scan", failing)
+    rows = _mixed_rows(1600)
+    with Profiler(_split_config(2)) as profiler:
+        with pytest.raises(InvalidInputError, match="cannot read row"):
+            for batch in (rows[i : i + 400] for i in range(0, len(rows), 400)):
+                profiler.update(batch)
+            profiler.finish()
+        helpers = profiler._helpers
+    assert helpers == []
+
+
+def test_toxicity_weights_cache_scores_alike(tmp_path: Path) -> None:
+    from llmloop.data import toxicity_weights as tw
+
+    words = [["you", "stupid", "idiot"], ["lovely", "weather", "today"], []]
+    package = tw._from_package(tw._package_data())
+    for _ in range(2):  # written, then read back
+        cached = tw._load(str(tmp_path))
+        assert cached.scores(words).tolist() == package.scores(words).tolist()
+    assert len(list(tmp_path.glob("profanity-check-*.npz"))) == 1
+    (next(tmp_path.glob("*.npz"))).write_bytes(b"not a zip")  # a damaged copy: rebuilt
+    assert tw._load(str(tmp_path)).scores(words).tolist() == package.scores(words).tolist()
