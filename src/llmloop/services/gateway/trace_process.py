@@ -192,7 +192,8 @@ def main() -> int:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     store = Store(os.environ[ENV_URL], auto_create_empty=False)
-    table = TraceTable(store, max_text=0)  # rows arrive cut already
+    # Rows arrive cut already; this process has one thread, with no one to share the GIL with.
+    table = TraceTable(store, max_text=0, share_gil=False)
     try:
         _serve(sys.stdin.buffer, answers, table, exporter)
     except BrokenPipeError:

@@ -110,9 +110,10 @@ class TraceTable:
     not have been committed, and writing it again must not fail on the primary key.
     """
 
-    def __init__(self, store: Store, max_text: int) -> None:
+    def __init__(self, store: Store, max_text: int, share_gil: bool = True) -> None:
         self.store = store
         self.max_text = max_text
+        self.share_gil = share_gil  # another thread (the event loop's) needs the GIL too
         self.sqlite = store.engine.dialect.name == "sqlite"
         self._bulk = _SQLiteBulk() if self.sqlite else None
 
@@ -166,7 +167,8 @@ class TraceTable:
                     )
                 # Give the GIL back between chunks: the event loop's thread never waits for a
                 # whole batch (or a 5 ms switch interval) behind this one.
-                time.sleep(0)
+                if self.share_gil:
+                    time.sleep(0)
         return len(rows)
 
 
