@@ -2,10 +2,11 @@
 
 Built once per batch: the texts as a pyarrow ``large_string`` column (one UTF-8 buffer), which
 rows are ASCII, and, from a class per byte (word, space, other) with numpy over the whole batch,
-the regex token count, the word count and the emptiness of every ASCII row. The words of all
-rows come as one flat list of lower-cased UTF-8 words (the ASCII rows split in one C-level call
-over the joined batch) with a count per row, and each word gets a deterministic 64-bit key (its
-crc32, the MinHash word hash of ``dedup``, in the low half), from which rows get exact keys.
+the regex token count, the word count and the emptiness of every ASCII row. The lower-cased
+words of all rows come as indices into the batch's distinct UTF-8 words, with a count per row
+(the ASCII rows' word bytes packed by numpy and dictionary-encoded by pyarrow, no Python object
+per word), and each distinct word gets a deterministic 64-bit key (its crc32, the MinHash word
+hash of ``dedup``, in the low half), from which rows get exact keys.
 Non-ASCII rows (the rare case) take Python's regex, so every result equals the per-row
 definition: ``dedup.words_of``, ``len(text._REGEX_TOKEN.findall(t))``, ``not t.strip()``.
 
@@ -31,10 +32,6 @@ _SPACE_BYTES = b"\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f"
 _KIND = np.zeros(256, dtype=np.uint8)  # 0 other, 1 word, 2 space
 _KIND[list(_WORD_BYTES)] = 1
 _KIND[list(_SPACE_BYTES)] = 2
-# ASCII bytes that are not \w become spaces: on ASCII text, translate + split == findall(\w+).
-_ASCII_NON_WORD = bytes.maketrans(
-    bytes(range(128)), bytes(c if c in _WORD_BYTES else ord(" ") for c in range(128))
-)
 _WORD_KEYS_SIZE = 500_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -125,6 +122,7 @@ class BatchText:
             self.ascii = column_values(pc.string_is_ascii(self.column))
         self._counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._ids: tuple[list[bytes], np.ndarray, np.ndarray] | None = None
+        self._keys: np.ndarray | None = None
         #: Per byte of the column: is it a word byte, does it start a word (``_ascii_counts``).
         self._word_bytes: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -172,18 +170,13 @@ class BatchText:
             empty[i] = not self.texts[i].strip()
         return empty
 
-    def words(self) -> tuple[list[bytes], np.ndarray]:
-        """The lower-cased ``\\w+`` words of every row, UTF-8, in one list; and words per row."""
-        vocabulary, ids, lengths = self.word_ids()
-        return [vocabulary[i] for i in ids.tolist()], lengths
-
     def word_ids(self) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-        """The words of ``words()`` as (distinct words, each word's index in them, words per
-        row), without a Python object per word.
+        """The lower-cased ``\\w+`` words of every row, in row order, as (the distinct words in
+        UTF-8, each word's index in them, words per row): no Python object per word.
 
-        ASCII rows: their bytes lower-cased with non-word bytes as spaces (one C-level
-        ``translate`` over the batch), split on whitespace and dictionary-encoded by pyarrow.
-        Non-ASCII rows (the rare case) take Python's regex and are spliced in.
+        ASCII rows: their word bytes (``_ascii_counts``' byte classes), lower-cased and packed
+        end to end by numpy, dictionary-encoded by pyarrow. Non-ASCII rows (the rare case) take
+        Python's regex and are spliced in.
         """
         if self._ids is None:
             self._ids = self._ascii_word_ids()
@@ -246,11 +239,13 @@ class BatchText:
         return vocabulary, np.insert(ids, at, np.asarray(extra, dtype=np.int64)), lengths
 
     def word_keys(self) -> np.ndarray:
-        """The 64-bit key of every word of ``words()`` (uint64)."""
-        vocabulary, ids, _ = self.word_ids()
-        if len(_KEYS) > _WORD_KEYS_SIZE:
-            _KEYS.clear()
-        keys = np.fromiter(
-            map(_KEYS.__getitem__, vocabulary), dtype=np.uint64, count=len(vocabulary)
-        )
-        return keys[ids]
+        """The 64-bit key of every word of ``word_ids()`` (uint64; computed once)."""
+        if self._keys is None:
+            vocabulary, ids, _ = self.word_ids()
+            if len(_KEYS) > _WORD_KEYS_SIZE:
+                _KEYS.clear()
+            keys = np.fromiter(
+                map(_KEYS.__getitem__, vocabulary), dtype=np.uint64, count=len(vocabulary)
+            )
+            self._keys = keys[ids]
+        return self._keys

@@ -51,7 +51,6 @@ from llmloop.data.profile_models import (
     LengthStats,
     ProfileConfig,
     SampleRow,
-    sampled_rows,
     wilson_interval,
 )
 from llmloop.data.profile_scan import PartScan, Scanner, scan_worker
@@ -69,7 +68,6 @@ __all__ = [
     "Profiler",
     "SampleRow",
     "profile_rows",
-    "sampled_rows",
     "wilson_interval",
 ]
 
@@ -145,8 +143,7 @@ class Profiler:
             else None
         )
         self.scanner.pool = self._pool
-        self.rows = 0  # rows received
-        self.merged = 0  # rows merged (the parts in flight come after)
+        self.rows = 0  # rows received (the parts helpers still scan included)
         self.shape: str | None = None
         self.types: dict[str, Counter[str]] = {}
         self.chars: list[np.ndarray] = []
@@ -290,7 +287,6 @@ class Profiler:
             self.short_texts.update(
                 zip(range(base, base + keep), (t[:chars] for t in texts), strict=True)
             )
-        self.merged += scan.rows
 
     def _duplicates(self, scan: PartScan, rows: Batch) -> None:
         # Empty rows and exact duplicates are counted once, not again as near duplicates.

@@ -24,7 +24,9 @@ def _check(texts: list[str]) -> None:
     measured = BatchText(texts)
     assert measured.regex_tokens().tolist() == [len(_REGEX_TOKEN.findall(t)) for t in texts]
     assert measured.empty().tolist() == [not t.strip() for t in texts]
-    flat, lengths = measured.words()
+    vocabulary, ids, lengths = measured.word_ids()
+    flat = [vocabulary[i] for i in ids.tolist()]
+    assert len(set(vocabulary)) == len(vocabulary)  # distinct
     expected = [[w.encode("utf-8", "surrogatepass") for w in words_of(t)] for t in texts]
     assert lengths.tolist() == [len(words) for words in expected]
     assert flat == [w for words in expected for w in words]
