@@ -10,11 +10,13 @@ latency and added stream TTFT. Peer and llmloop alternate in each round; medians
 
 Run: ``.venv/bin/python benchmarks/gateway_overhead.py [--quick] [--limits redis|store|none]
 [--no-tracing]`` from the repository root. Targets: ratio (llmloop rps / LiteLLM rps) >= 20, p50
-added <= 0.6 ms, TTFT added p99 <= 2 ms, and with ``--no-tracing`` (a second llmloop process whose
-trace writer keeps one record and writes once a minute, i.e. no trace rows written, measured in
-the same rounds, in ABBA pairs of half-length loads) ``tracing_ratio`` = rps with tracing / rps
-without >= 0.97, and ``tracing_cpu_ratio`` = CPU per request without / with tracing (each server
-with its trace writer process; steadier than rps on a shared machine).
+added <= 0.6 ms, TTFT added p99 <= 2 ms, and with ``--no-tracing`` ``tracing_ratio`` = rps with
+tracing / rps without >= 0.97. Tracing on and off are two deployments of the same server over
+the same upstream, one with ``trace_sample: 0`` (no trace row is built, queued or written), in
+ABBA pairs of half-length loads: one server process, so the comparison is not swayed by how two
+processes happen to run (separate processes of the same build differed by up to 20% in CPU per
+request here). ``tracing_cpu_ratio`` = CPU per request (server and trace writer process)
+without / with tracing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CHAT = {
     "messages": [{"role": "user", "content": "hello from the benchmark"}],
     "max_tokens": 16,
 }
+UNTRACED = "mock-untraced"
 
 LOADGEN = r"""
 import asyncio, json, sys, time
@@ -180,7 +183,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def load(url: str, key: str, conns: int, seconds: float, stream: bool = False) -> dict[str, float]:
+def load(
+    url: str, key: str, conns: int, seconds: float, stream: bool = False, model: str = "mock"
+) -> dict[str, float]:
     out = subprocess.run(
         [
             PY,
@@ -191,7 +196,7 @@ def load(url: str, key: str, conns: int, seconds: float, stream: bool = False) -
             str(conns),
             str(seconds),
             "1" if stream else "0",
-            json.dumps(CHAT),
+            json.dumps({**CHAT, "model": model}),
         ],
         check=True,
         capture_output=True,
@@ -202,26 +207,23 @@ def load(url: str, key: str, conns: int, seconds: float, stream: bool = False) -
 
 
 def start_llmloop(
-    tmp: Path, upstream: str, limits: str, tracing: bool = True
+    tmp: Path, upstream: str, limits: str
 ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The gateway with deployment ``mock`` (traced) and ``mock-untraced`` (trace_sample 0)."""
+    target = {"engine": {"kind": "openai", "model": "mock", "options": {"base_url": upstream}}}
+    admission = {"max_in_flight": 1024, "max_queue": 4096}
     deployments = tmp / "deployments.yaml"
     deployments.write_text(
         json.dumps(
             {
                 "deployments": [
+                    {"name": "mock", "targets": [target], "admission": admission},
                     {
-                        "name": "mock",
-                        "targets": [
-                            {
-                                "engine": {
-                                    "kind": "openai",
-                                    "model": "mock",
-                                    "options": {"base_url": upstream},
-                                }
-                            }
-                        ],
-                        "admission": {"max_in_flight": 1024, "max_queue": 4096},
-                    }
+                        "name": UNTRACED,
+                        "targets": [target],
+                        "admission": admission,
+                        "trace_sample": 0.0,
+                    },
                 ]
             }
         )
@@ -231,16 +233,6 @@ def start_llmloop(
         "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
         "LLMLOOP_LOG_LEVEL": "WARNING",
     }
-    if not tracing:  # the writer holds one record and flushes once a minute: nothing is written
-        tmp = tmp / "no-tracing"
-        tmp.mkdir(exist_ok=True)
-        env.update(
-            {
-                "LLMLOOP_HOME": str(tmp / "home"),
-                "LLMLOOP_TRACE_QUEUE_MAX": "1",
-                "LLMLOOP_TRACE_FLUSH_MS": "60000",
-            }
-        )
     if limits == "redis":
         env["LLMLOOP_REDIS_URL"] = "redis://127.0.0.1:6379/15"
     key_limits = "{}" if limits == "none" else "{'rpm': 10**9, 'tpm': 10**12}"
@@ -318,7 +310,7 @@ def main() -> None:
     parser.add_argument(
         "--no-tracing",
         action="store_true",
-        help="also measure llmloop with its trace writer off: tracing_ratio",
+        help="also measure a deployment with trace_sample 0 on the same server: tracing_ratio",
     )
     parser.add_argument(
         "--limits",
@@ -337,11 +329,7 @@ def main() -> None:
         wait_ready(f"{upstream}/models")
         llm_proc, llm_url, llm_key = start_llmloop(tmp, upstream, args.limits)
         procs.append(llm_proc)
-        quiet = (
-            start_llmloop(tmp, upstream, args.limits, tracing=False) if args.no_tracing else None
-        )
-        if quiet:
-            procs.append(quiet[0])
+        quiet = args.no_tracing
         binary = None if args.no_peer else ensure_litellm()
         lite = start_litellm(binary, tmp, upstream) if binary else None
         if lite:
@@ -362,12 +350,12 @@ def main() -> None:
                 add("litellm_rps", load(lite[1], lite[2], 32, secs)["rps"])
             if quiet:  # ABBA pairs: drift on the shared machine hits both sides alike
                 for first_quiet in (True, False, False, True):
-                    order = [(quiet, "no_tracing"), ((llm_proc, llm_url, llm_key), "tracing")]
-                    for (proc, url, key), name in order if first_quiet else order[::-1]:
-                        before = cpu_seconds(proc.pid)
-                        res = load(url, key, 32, secs / 2)
+                    order = [(UNTRACED, "no_tracing"), ("mock", "tracing")]
+                    for model, name in order if first_quiet else order[::-1]:
+                        before = cpu_seconds(llm_proc.pid)
+                        res = load(llm_url, llm_key, 32, secs / 2, model=model)
                         add(f"rps_{name}", res["rps"])
-                        add(f"cpu_us_{name}", (cpu_seconds(proc.pid) - before) / res["n"] * 1e6)
+                        add(f"cpu_us_{name}", (cpu_seconds(llm_proc.pid) - before) / res["n"] * 1e6)
             bare1 = load(bare_url, "x", 1, secs)
             llm1 = load(llm_url, llm_key, 1, secs)
             add("p50_added_ms", llm1["p50"] - bare1["p50"])
@@ -393,7 +381,7 @@ def main() -> None:
             if quiet
             else float("nan")
         )
-        # CPU per request of each server (with its trace writer process): steadier than rps.
+        # CPU per request of the server (with its trace writer process): steadier than rps.
         cpu_ratio = med["cpu_us_no_tracing"] / med["cpu_us_tracing"] if quiet else float("nan")
         print(
             f"RESULT ratio={ratio:.1f} rps={med['rps']:.0f} litellm_rps={lite_rps:.0f} "

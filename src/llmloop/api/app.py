@@ -6,8 +6,9 @@ OpenAPI document is served to authenticated callers at ``/openapi.json``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import gc
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         await container.gateway.manager.start()
         checks = monitoring_routes.BackgroundChecks(container)  # drift, alerts, triggers
         checks.start()
-        yield
+        with server_gc(settings.server_gc_threshold):
+            yield
         await checks.aclose()
         if "gateway" in container.__dict__:
             await container.gateway.aclose()  # drain shadows, close engines, flush traces
@@ -73,3 +75,26 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.enable_fast_path(settings.max_body_bytes)  # hot /v1 routes skip FastAPI's stack
 
     return app
+
+
+@contextmanager
+def server_gc(threshold: int) -> Iterator[None]:
+    """Tune the garbage collector while the server runs (``threshold`` 0: leave it alone).
+
+    What start-up built (modules, routes, loaded engines) is frozen: no collection walks it
+    again. The youngest generation is collected after ``threshold`` new objects instead of 700:
+    each collection walks the objects of every request in flight, so collecting 70 times less
+    often walks them 70 times less, while the garbage of a request is mostly freed by reference
+    counting long before. Python's settings come back when the server stops.
+    """
+    if threshold <= 0:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

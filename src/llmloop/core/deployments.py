@@ -107,6 +107,13 @@ class DeploymentSpec(Value):
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     admission: AdmissionPolicy = Field(default_factory=AdmissionPolicy)
     log_text: bool = Field(default=True, description="Keep request/response text in traces.")
+    trace_sample: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of requests whose trace is stored (chosen by trace id, so a "
+        "shadow copy is kept exactly when its primary is); metrics count every request.",
+    )
     guards: list[GuardRef] = Field(
         default_factory=list, max_length=32, description="Input/output guardrails, in order."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,17 @@ def new_trace_id() -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "tr_" + "".join(reversed(chars))
+
+
+def sampled(trace_id: str, rate: float) -> bool:
+    """Whether the trace ``trace_id`` falls in a sample of ``rate`` (0..1) of all traces.
+
+    Decided by a hash of the id, so every part of a request (the primary and its shadow copy)
+    agrees without sharing state.
+    """
+    if rate >= 1.0:
+        return True
+    return rate > 0.0 and zlib.crc32(trace_id.encode()) < rate * 4294967296.0
 
 
 def column_attributes(trace: Any) -> dict[str, Any]:

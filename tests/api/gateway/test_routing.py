@@ -57,6 +57,26 @@ async def test_shadow_answer_is_stored_not_returned(gw: Gateway) -> None:
     assert (primary["response_text"], shadow["response_text"]) == ("P:hi", "S:hi")
 
 
+async def test_trace_sample_stores_a_share_of_traces_and_their_shadows(gw: Gateway) -> None:
+    await gw.deploy({"name": "quiet", "targets": [echo("P:")], "trace_sample": 0.0})
+    await gw.deploy({"name": "half", "targets": [echo("P:")], "shadow": echo("S:"),
+                     "trace_sample": 0.5})  # fmt: skip
+    for _ in range(10):
+        assert await _ask(gw, "quiet") == (200, "P:hi")
+    for _ in range(200):
+        assert await _ask(gw, "half") == (200, "P:hi")
+    await gw.container.gateway.drain_background()
+    assert await gw.traces(deployment="quiet") == []
+    metrics = (await gw.http.get("/metrics")).text
+    counted = 'llmloop_gateway_requests_total{deployment="quiet",operation="chat",status="ok"}'
+    assert f"{counted} 10.0" in metrics
+    traces = await gw.traces(deployment="half")
+    primaries = {t["id"] for t in traces if t["kind"] == "primary"}
+    shadows = {t["parent_id"] for t in traces if t["kind"] == "shadow"}
+    assert 70 <= len(primaries) <= 130  # binomial(200, 0.5): 6 standard deviations
+    assert shadows == primaries  # a shadow is kept exactly when its primary is
+
+
 async def test_fallback_serves_when_the_target_fails(gw: Gateway) -> None:
     await gw.deploy({"name": "fb", "targets": [echo("P:", fail_rate=1.0)],
                      "fallbacks": [echo("F:")]})  # fmt: skip

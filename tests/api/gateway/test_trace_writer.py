@@ -10,6 +10,7 @@ import os
 import pickle
 import signal
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,38 @@ async def test_batches_and_flushes_everything_on_close(store: Store) -> None:
     assert writer.written == 100 and sum(sizes) == 100 and max(sizes) <= 40
     rows = TraceQuery(store).list(limit=1000)
     assert len(rows) == 100 and all(len(r.request_text) == 10 for r in rows)
+
+
+async def test_under_steady_load_batches_stay_full(store: Store) -> None:
+    """Rows that arrive while a batch is written wait for a full batch or the next tick: a
+    slow sink must not turn a steady stream into a chain of small batches."""
+
+    class SlowSink:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def open(self) -> None: ...
+
+        def write(self, batch: list[TraceRow]) -> None:
+            self.sizes.append(len(batch))
+            time.sleep(0.01)
+
+        def close(self) -> None: ...
+
+    sink = SlowSink()
+    writer = TraceWriter(store, flush_ms=200, batch_size=100, sink=sink)
+    loop = asyncio.get_running_loop()
+    end, submitted = loop.time() + 1.0, 0
+    while loop.time() < end:
+        for _ in range(3):
+            writer.submit(_record())
+        submitted += 3
+        await asyncio.sleep(0.001)
+    await writer.aclose()
+    assert sum(sink.sizes) == submitted
+    # full batches, plus at most one partial batch per 200 ms tick and the final flush
+    assert len(sink.sizes) <= submitted // 100 + 1.0 / 0.2 + 2, sink.sizes
+    assert sum(1 for n in sink.sizes if n < 100) <= 1.0 / 0.2 + 2
 
 
 async def test_full_queue_drops_oldest_and_counts(store: Store) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from llmloop.core.chat import EmbeddingResult, GenerationChunk, GenerationRequest, GenerationResult
 from llmloop.core.guards import GuardVerdict
-from llmloop.core.traces import TraceRecord, new_trace_id
+from llmloop.core.traces import TraceRecord, new_trace_id, sampled
 from llmloop.engines.base import Engine
 from llmloop.errors import LlmloopError
 from llmloop.services.actors import Actor
@@ -105,7 +105,7 @@ class GatewayService:
         if reservation is not None and self.limits is not None:
             # Off the answer's path: accounting runs in the background (drained on shutdown).
             self._spawn(self._settle(reservation, trace, error is None or trace.output_tokens > 0))
-        self.record(trace)
+        self.record(trace, runtime.spec.trace_sample)
 
     async def _settle(self, reservation: Reservation, trace: TraceRecord, used: bool) -> None:
         assert self.limits is not None
@@ -123,8 +123,8 @@ class GatewayService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def record(self, trace: TraceRecord) -> None:
-        """Count the trace in metrics and queue it for the writer."""
+    def record(self, trace: TraceRecord, sample: float = 1.0) -> None:
+        """Count the trace in metrics and queue it for the writer (if it is sampled)."""
         m = self.metrics
         dep, op = trace.deployment, trace.operation
         m.requests.labels(dep, op, trace.status).inc()
@@ -137,7 +137,8 @@ class GatewayService:
             m.tokens.labels(dep, "output").inc(trace.output_tokens)
         if trace.cache_hit:
             m.cache_hits.labels(dep).inc()
-        self.writer.submit(trace)
+        if sampled(trace.id, sample):
+            self.writer.submit(trace)
 
     def _fill(self, trace: TraceRecord, slot: Slot, runtime: DeploymentRuntime) -> None:
         trace.target = slot.label
@@ -328,7 +329,8 @@ class GatewayService:
             slot.pooled.leave()
         trace.latency_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.shadow.labels(trace.deployment, trace.status).inc()
-        self.writer.submit(trace)
+        if sampled(parent.id, runtime.spec.trace_sample):
+            self.writer.submit(trace)
 
     # -- embeddings and models ----------------------------------------------------------------
 

@@ -285,22 +285,40 @@ class TraceWriter:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        """Write a batch as soon as ``batch_size`` rows wait, and the rest every ``flush_s``.
+
+        Rows that arrive while a batch is being written wait for the next full batch or the
+        next tick: writing them at once would chain small batches back to back under load
+        (each a thread hand-off, a pipe round trip and a commit), which cost requests more
+        than the rows themselves.
+        """
         assert self._wake is not None
         if self.sink is not None:
             await asyncio.to_thread(self._open_sink)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.flush_s
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_s)
-            except TimeoutError:
-                pass
+            wait_s = due - loop.time()
+            if wait_s > 0 and len(self.queue) < self.batch_size:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
+                except TimeoutError:
+                    pass
             self._wake.clear()
-            await self.flush()
+            tick = loop.time() >= due
+            await self.flush(full_only=not tick)
+            if tick:
+                due = loop.time() + self.flush_s
 
-    async def flush(self) -> int:
-        """Write everything queued now, in batches; returns how many rows were written."""
+    async def flush(self, full_only: bool = False) -> int:
+        """Write the rows queued now, in batches (only full ones with ``full_only``); rows that
+        arrive meanwhile wait for the next call. Returns how many rows were written."""
         total = 0
-        while self.queue:
-            batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+        pending = len(self.queue)
+        while min(pending, len(self.queue)) >= (self.batch_size if full_only else 1):
+            size = min(self.batch_size, pending, len(self.queue))
+            pending -= size
+            batch = [self.queue.popleft() for _ in range(size)]
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception:
