@@ -112,7 +112,8 @@ class DeploymentSpec(Value):
         ge=0.0,
         le=1.0,
         description="Fraction of requests whose trace is stored (chosen by trace id, so a "
-        "shadow copy is kept exactly when its primary is); metrics count every request.",
+        "shadow copy is kept exactly when its primary is); metrics count every request, "
+        "feedback and curation see only stored traces.",
     )
     guards: list[GuardRef] = Field(
         default_factory=list, max_length=32, description="Input/output guardrails, in order."
