@@ -329,7 +329,6 @@ def main() -> None:
         wait_ready(f"{upstream}/models")
         llm_proc, llm_url, llm_key = start_llmloop(tmp, upstream, args.limits)
         procs.append(llm_proc)
-        quiet = args.no_tracing
         binary = None if args.no_peer else ensure_litellm()
         lite = start_litellm(binary, tmp, upstream) if binary else None
         if lite:
@@ -348,7 +347,7 @@ def main() -> None:
             add("errors", res["errors"])
             if lite:
                 add("litellm_rps", load(lite[1], lite[2], 32, secs)["rps"])
-            if quiet:  # ABBA pairs: drift on the shared machine hits both sides alike
+            if args.no_tracing:  # ABBA pairs: drift on the shared machine hits both sides alike
                 for first_quiet in (True, False, False, True) * (1 if args.quick else 2):
                     order = [(UNTRACED, "no_tracing"), ("mock", "tracing")]
                     for model, name in order if first_quiet else order[::-1]:
@@ -373,15 +372,16 @@ def main() -> None:
             print(f"{k:>24}: {v:10.2f}")
         lite_rps = med.get("litellm_rps", float("nan"))
         ratio = med["rps"] / lite_rps if lite else float("nan")
-        # Both sides measured back to back (tracing after no-tracing) in each round.
-        pairs = list(zip(rows.get("rps_tracing", []), rows.get("rps_no_tracing", []), strict=True))
-        if pairs:  # how far single pairs scatter on this machine: read the ratio with it
+        tracing_ratio = sum_ratio = cpu_ratio = float("nan")
+        if args.no_tracing:  # each pair: the two deployments back to back, in ABBA order
+            pairs = list(zip(rows["rps_tracing"], rows["rps_no_tracing"], strict=True))
+            # how far single pairs scatter on this machine: read the ratio with it
             print("tracing/no-tracing by pair: " + " ".join(f"{a / b:.2f}" for a, b in pairs))
-        tracing_ratio = statistics.median(a / b for a, b in pairs) if quiet else float("nan")
-        # All traced loads against all untraced ones, as totals: less swayed by single pairs.
-        sum_ratio = sum(a for a, _ in pairs) / sum(b for _, b in pairs) if quiet else float("nan")
-        # CPU per request of the server (with its trace writer process): steadier than rps.
-        cpu_ratio = med["cpu_us_no_tracing"] / med["cpu_us_tracing"] if quiet else float("nan")
+            tracing_ratio = statistics.median(a / b for a, b in pairs)
+            # All traced loads against all untraced ones, as totals: less swayed by single pairs.
+            sum_ratio = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
+            # CPU per request of the server (with its trace writer process): steadier than rps.
+            cpu_ratio = med["cpu_us_no_tracing"] / med["cpu_us_tracing"]
         print(
             f"RESULT ratio={ratio:.1f} rps={med['rps']:.0f} litellm_rps={lite_rps:.0f} "
             f"bare_rps={med['bare_rps']:.0f} p50_added_ms={med['p50_added_ms']:.3f} "
@@ -393,7 +393,7 @@ def main() -> None:
                 f" tracing_ratio={tracing_ratio:.3f} tracing_sum_ratio={sum_ratio:.3f} "
                 f"tracing_cpu_ratio={cpu_ratio:.3f} "
                 "target_tracing_ratio=0.97"
-                if quiet
+                if args.no_tracing
                 else ""
             )
         )

@@ -68,7 +68,9 @@ async def test_deployment_api_refuses_bad_specs_and_viewers(gw: Gateway) -> None
     bad = [{"name": "x", "targets": []}, {"name": "x", "targets": [{"weight": 1}]},
            {"name": "x", "targets": [{**echo(), "weight": 0}]},
            {"name": "bad name!", "targets": [echo()]},
-           {"name": "x", "targets": [{"model": "m", "alias": "a", "version": 2}]}]  # fmt: skip
+           {"name": "x", "targets": [{"model": "m", "alias": "a", "version": 2}]},
+           {"name": "x", "targets": [echo()], "trace_sample": 1.5},
+           {"name": "x", "targets": [echo()], "trace_sample": -0.1}]  # fmt: skip
     for spec in bad:
         assert (await gw.http.post("/api/deployments", json=spec)).status_code == 422, spec
     viewer = {"Authorization": f"Bearer {gw.new_key('viewer')}"}
