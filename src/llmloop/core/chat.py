@@ -7,20 +7,42 @@ schemas (``api/gateway``) convert to and from them; nothing here knows HTTP.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from llmloop.core.base import Value
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
-FinishReason = Literal["stop", "length", "content_filter", "error", "cancelled"]
+FinishReason = Literal["stop", "length", "content_filter", "error", "cancelled", "tool_calls"]
+ToolChoice = Literal["none", "auto", "required"]
+
+
+class ToolCall(Value):
+    """A function call the model asked for (``arguments`` is JSON text, as the model wrote it)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallDelta(Value):
+    """A streamed piece of a tool call: ``id`` and ``name`` come first, ``arguments`` in parts."""
+
+    index: int = Field(ge=0, description="Which call of the answer this piece belongs to.")
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 class ChatMessage(Value):
     role: Role
     content: str
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Assistant turns: the calls it made (content may be empty)."
+    )
+    tool_call_id: str | None = Field(default=None, description="Tool turns: the call answered.")
 
 
 class SamplingParams(Value):
@@ -51,6 +73,27 @@ class GenerationRequest(Value):
     adapter: str | None = Field(default=None, description="LoRA adapter to apply (path or name).")
     user: str | None = None
     request_id: str = ""
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, description="Function tools in OpenAI's shape ({type, function})."
+    )
+    tool_choice: ToolChoice | str | None = Field(
+        default=None, description="none | auto | required, or the one function name to call."
+    )
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="OpenAI's response_format: json_object or json_schema."
+    )
+
+    @property
+    def forced_tool(self) -> str | None:
+        """The function ``tool_choice`` names, if it names one."""
+        choice = self.tool_choice
+        return choice if choice is not None and choice not in ("none", "auto", "required") else None
+
+    @property
+    def wants_tools(self) -> bool:
+        """Whether the model may answer with tool calls."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
@@ -84,6 +127,9 @@ class GenerationResult(Value):
     logprobs: list[TokenLogprob] | None = Field(
         default=None, description="Per token of the output (prompt tokens first under echo)."
     )
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Calls the model asked for (finish_reason 'tool_calls')."
+    )
 
 
 class GenerationChunk(Value):
@@ -92,6 +138,7 @@ class GenerationChunk(Value):
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class EmbeddingResult(Value):
@@ -106,6 +153,10 @@ class EngineCapabilities(Value):
     logprobs: bool = False
     streaming: bool = True
     adapters: bool = False
+    tools: bool = Field(default=False, description="Answers with tool calls when given tools.")
+    structured_output: bool = Field(
+        default=False, description="Honours response_format json_object / json_schema."
+    )
     max_batch_size: int = 1
     max_context: int | None = None
 
@@ -117,3 +168,28 @@ class EngineSpec(Value):
     model: str = Field(default="", description="Model path, hub id or upstream model name.")
     adapter: str | None = Field(default=None, description="Default LoRA adapter path.")
     options: dict[str, object] = Field(default_factory=dict)
+
+
+def tool_call_deltas(calls: list[ToolCall]) -> list[ToolCallDelta]:
+    """Whole calls as stream pieces (one piece a call)."""
+    return [
+        ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+        for i, c in enumerate(calls)
+    ]
+
+
+def collect_tool_calls(deltas: list[ToolCallDelta]) -> list[ToolCall]:
+    """Join streamed pieces into whole calls, in index order (the first id and name win)."""
+    ids: dict[int, str] = {}
+    names: dict[int, str] = {}
+    args: dict[int, list[str]] = {}
+    for d in deltas:
+        if d.id and d.index not in ids:
+            ids[d.index] = d.id
+        if d.name and d.index not in names:
+            names[d.index] = d.name
+        args.setdefault(d.index, []).append(d.arguments)
+    return [
+        ToolCall(id=ids.get(i, f"call_{i}"), name=names.get(i, ""), arguments="".join(args[i]))
+        for i in sorted(args)
+    ]
