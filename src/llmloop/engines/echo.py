@@ -3,15 +3,23 @@
 It answers with the last user message (or the prompt), optionally prefixed, tokenised on
 whitespace. Options: ``prefix`` (str), ``delay_s`` (per token, float), ``fail_rate`` (0..1,
 raises a retryable UpstreamError), ``reply`` (fixed text), ``replies`` (a mapping from the last
-user message to its answer; others are echoed), ``embed_dim`` (int, default 16).
+user message to its answer; others are echoed), ``embed_dim`` (int, default 16),
+``tool_arguments`` (a mapping from a function name to the arguments it is called with; ``{}``
+for others).
+
+Given tools, it calls one when ``tool_choice`` names it or is ``required`` (the first tool), or
+when ``auto`` and the last user message mentions a tool's name; after a tool turn it answers with
+that tool's result. Streamed calls come in pieces, as OpenAI sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
+import uuid
 from collections.abc import AsyncIterator
 
 from llmloop.core.chat import (
@@ -21,6 +29,8 @@ from llmloop.core.chat import (
     GenerationRequest,
     GenerationResult,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from llmloop.engines.base import Engine
@@ -43,7 +53,26 @@ class EchoEngine(Engine):
 
     @property
     def capabilities(self) -> EngineCapabilities:
-        return EngineCapabilities(embeddings=True, logprobs=True, adapters=True, max_batch_size=64)
+        return EngineCapabilities(
+            embeddings=True, logprobs=True, adapters=True, tools=True, max_batch_size=64
+        )
+
+    def _tool_call(self, req: GenerationRequest) -> ToolCall | None:
+        """The call this fake makes for ``req``, if any (see the module docstring)."""
+        if not req.wants_tools or not req.messages or req.messages[-1].role == "tool":
+            return None
+        names = [str((t.get("function") or {}).get("name", "")) for t in req.tools or []]
+        name = req.forced_tool
+        if name is None and req.tool_choice == "required":
+            name = names[0]
+        if name is None:
+            last = _last_user(req)
+            name = next((n for n in names if n and n in last), None)
+        if name is None:
+            return None
+        table = self.spec.options.get("tool_arguments")
+        args = table.get(name, {}) if isinstance(table, dict) else {}
+        return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=json.dumps(args))
 
     def _prompt_text(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
@@ -57,6 +86,8 @@ class EchoEngine(Engine):
             raise UpstreamError("echo engine: simulated failure", retryable=True)
         replies = opts.get("replies")
         last = req.prompt if req.prompt is not None else _last_user(req)
+        if req.messages and req.messages[-1].role == "tool":
+            last = req.messages[-1].content
         if isinstance(replies, dict) and last in replies:
             text = str(replies[last])
         elif "reply" in opts:
@@ -75,6 +106,13 @@ class EchoEngine(Engine):
         return tokens, finish
 
     async def chat(self, req: GenerationRequest) -> GenerationResult:
+        call = self._tool_call(req)
+        if call is not None:
+            return GenerationResult(
+                text="", finish_reason="tool_calls", tool_calls=[call],
+                usage=Usage(prompt_tokens=len(_tokens(self._prompt_text(req))),
+                            completion_tokens=len(_tokens(call.arguments))),
+            )  # fmt: skip
         tokens, finish = self._answer(req)
         delay = float(str(self.spec.options.get("delay_s", 0.0)))
         if delay:
@@ -98,6 +136,18 @@ class EchoEngine(Engine):
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        call = self._tool_call(req)
+        if call is not None:
+            half = len(call.arguments) // 2
+            yield GenerationChunk(tool_calls=[ToolCallDelta(index=0, id=call.id, name=call.name)])
+            for part in (call.arguments[:half], call.arguments[half:]):
+                yield GenerationChunk(tool_calls=[ToolCallDelta(index=0, arguments=part)])
+            yield GenerationChunk(
+                finish_reason="tool_calls",
+                usage=Usage(prompt_tokens=len(_tokens(self._prompt_text(req))),
+                            completion_tokens=len(_tokens(call.arguments))),
+            )  # fmt: skip
+            return
         tokens, finish = self._answer(req)
         delay = float(str(self.spec.options.get("delay_s", 0.0)))
         for token in tokens:

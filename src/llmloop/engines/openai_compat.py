@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmloop.core.chat import (
+    ChatMessage,
     EmbeddingResult,
     EngineCapabilities,
     EngineSpec,
@@ -27,6 +28,8 @@ from llmloop.core.chat import (
     GenerationRequest,
     GenerationResult,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from llmloop.engines.base import Engine
@@ -48,6 +51,10 @@ class OpenAIEngineConfig(BaseModel):
     model: str | None = Field(default=None, description="Upstream model name (default spec.model).")
     embeddings: bool = Field(default=True, description="Whether the upstream serves embeddings.")
     logprobs: bool = Field(default=True, description="Whether the upstream returns logprobs.")
+    tools: bool = Field(default=True, description="Whether the upstream answers with tool calls.")
+    structured_output: bool = Field(
+        default=True, description="Whether the upstream honours response_format JSON modes."
+    )
 
 
 def parse_config(options: dict[str, object]) -> OpenAIEngineConfig:
@@ -107,6 +114,8 @@ class OpenAICompatEngine(Engine):
         return EngineCapabilities(
             embeddings=self.config.embeddings,
             logprobs=self.config.logprobs,
+            tools=self.config.tools,
+            structured_output=self.config.structured_output,
             adapters=True,  # sent as the model name, as vLLM serves LoRA adapters
             max_batch_size=self.config.max_connections,
         )
@@ -144,7 +153,8 @@ class OpenAICompatEngine(Engine):
     def _body(self, req: GenerationRequest, stream: bool) -> tuple[str, dict[str, Any]]:
         body = {"model": self._model(req), **_sampling_body(req)}
         if req.messages is not None:
-            body["messages"] = [m.model_dump(exclude_none=True) for m in req.messages]
+            body["messages"] = [_message_dict(m) for m in req.messages]
+            _tool_fields(req, body)
             if req.logprobs is not None:
                 body["logprobs"] = True
                 body["top_logprobs"] = req.logprobs
@@ -188,8 +198,10 @@ class OpenAICompatEngine(Engine):
             response.release()
         try:
             choice = payload["choices"][0]
+            calls = None
             if req.messages is not None:
                 text = choice["message"].get("content") or ""
+                calls = _tool_calls(choice["message"].get("tool_calls"))
                 logprobs = _chat_logprobs(choice.get("logprobs"))
             else:
                 text = choice.get("text") or ""
@@ -201,6 +213,7 @@ class OpenAICompatEngine(Engine):
             finish_reason=_finish(choice.get("finish_reason")),
             usage=_usage(payload.get("usage")),
             logprobs=logprobs if req.logprobs is not None else None,
+            tool_calls=calls,
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
@@ -217,6 +230,8 @@ class OpenAICompatEngine(Engine):
                     text = delta.get("content") if "delta" in choice else choice.get("text")
                     if text:
                         yield GenerationChunk(text=text)
+                    if delta.get("tool_calls"):
+                        yield GenerationChunk(tool_calls=_tool_deltas(delta["tool_calls"]))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         except TimeoutError:
@@ -251,10 +266,62 @@ def _dumps(obj: Any) -> str:
 
 
 def _finish(value: object) -> Any:
-    allowed = {"stop", "length", "content_filter", "error", "cancelled"}
-    if value == "tool_calls":
-        return "stop"
+    allowed = {"stop", "length", "content_filter", "error", "cancelled", "tool_calls"}
+    if value == "function_call":
+        return "tool_calls"
     return value if value in allowed else "stop"
+
+
+def _message_dict(m: ChatMessage) -> dict[str, Any]:
+    """A message as OpenAI takes it (an assistant turn of only calls has ``content: null``)."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+        if not m.content:
+            out["content"] = None
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _tool_fields(req: GenerationRequest, body: dict[str, Any]) -> None:
+    if req.tools:
+        body["tools"] = req.tools
+        if req.tool_choice is not None:
+            forced = req.forced_tool
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": forced}} if forced else req.tool_choice
+            )
+        if req.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format is not None:
+        body["response_format"] = req.response_format
+
+
+def _tool_calls(value: Any) -> list[ToolCall] | None:
+    if not value:
+        return None
+    calls = []
+    for i, call in enumerate(value):
+        fn = call.get("function") or {}
+        calls.append(ToolCall(id=str(call.get("id") or f"call_{i}"), name=str(fn.get("name", "")),
+                              arguments=str(fn.get("arguments") or "")))  # fmt: skip
+    return calls
+
+
+def _tool_deltas(value: list[dict[str, Any]]) -> list[ToolCallDelta]:
+    out = []
+    for i, item in enumerate(value):
+        fn = item.get("function") or {}
+        index = int(item.get("index", i))
+        out.append(ToolCallDelta(index=index, id=item.get("id"), name=fn.get("name"),
+                                 arguments=fn.get("arguments") or ""))  # fmt: skip
+    return out
 
 
 async def _raise_for(response: aiohttp.ClientResponse) -> None:

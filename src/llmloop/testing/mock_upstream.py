@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
+from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams, ToolCall
 from llmloop.engines.base import Engine
 
 
@@ -34,6 +34,32 @@ def _sampling(body: dict[str, Any]) -> SamplingParams:
         "repetition_penalty": body.get("repetition_penalty"),
     }
     return SamplingParams(**fields)
+
+
+def _message(m: dict[str, Any]) -> ChatMessage:
+    calls = [
+        ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+        for c in m.get("tool_calls") or []
+    ]
+    return ChatMessage(role=m["role"], content=m.get("content") or "",
+                       tool_calls=calls or None, tool_call_id=m.get("tool_call_id"))  # fmt: skip
+
+
+def _chat_request(body: dict[str, Any]) -> GenerationRequest:
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    return GenerationRequest(
+        model=body.get("model", ""), messages=[_message(m) for m in body["messages"]],
+        sampling=_sampling(body), tools=body.get("tools"), tool_choice=choice,
+        parallel_tool_calls=body.get("parallel_tool_calls"),
+        response_format=body.get("response_format"),
+    )  # fmt: skip
+
+
+def _call_dicts(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls]  # fmt: skip
 
 
 class MockUpstream:
@@ -93,15 +119,16 @@ class MockUpstream:
         if refused is not None:
             return refused
         try:
-            messages = [ChatMessage(role=m["role"], content=m["content"]) for m in body["messages"]]
-            req = GenerationRequest(
-                model=body.get("model", ""), messages=messages, sampling=_sampling(body)
-            )
+            req = _chat_request(body)
         except (KeyError, TypeError, ValueError) as exc:
             return _error(400, f"bad request: {exc}")
         if body.get("stream"):
             return await self._stream(request, req, body)
         result = await self.engine.chat(req)
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        if result.tool_calls:
+            message = {"role": "assistant", "content": result.text or None,
+                       "tool_calls": _call_dicts(result.tool_calls)}  # fmt: skip
         return _json(
             {
                 "id": "chatcmpl-mock",
@@ -109,11 +136,7 @@ class MockUpstream:
                 "created": int(time.time()),
                 "model": req.model,
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result.text},
-                        "finish_reason": result.finish_reason,
-                    }
+                    {"index": 0, "message": message, "finish_reason": result.finish_reason}
                 ],
                 "usage": _usage(result.usage.prompt_tokens, result.usage.completion_tokens),
             }
@@ -131,6 +154,8 @@ class MockUpstream:
                 choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
                 if req.messages is not None:
                     choice["delta"] = {"content": chunk.text}
+                    if chunk.tool_calls:
+                        choice["delta"] = {"tool_calls": [_delta_dict(d) for d in chunk.tool_calls]}
                 else:
                     choice["text"] = chunk.text
                 await response.write(_sse({"object": "chunk", "choices": [choice]}))
@@ -218,6 +243,15 @@ async def serve_forever(engine: Engine, port: int) -> None:
     """Run a mock upstream on ``port`` until cancelled (a stand-in for a server binary)."""
     async with MockUpstream(engine, port=port):
         await asyncio.Event().wait()
+
+
+def _delta_dict(d: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": d.index, "function": {"arguments": d.arguments}}
+    if d.id is not None:
+        out.update(id=d.id, type="function")
+    if d.name is not None:
+        out["function"]["name"] = d.name
+    return out
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

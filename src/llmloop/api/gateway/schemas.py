@@ -10,6 +10,7 @@ knows nothing of routing, auth or streaming transport (``sse.py``).
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from array import array
 from typing import Any
@@ -24,13 +25,16 @@ from llmloop.core.chat import (
     GenerationResult,
     SamplingParams,
     TokenLogprob,
+    ToolCall,
 )
 from llmloop.errors import BadRequestError
 
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when the client sends no max_tokens (limits estimate from it)
 ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
 OPENAI_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
-                 "error": "stop", "cancelled": "stop"}  # fmt: skip
+                 "error": "stop", "cancelled": "stop", "tool_calls": "tool_calls"}  # fmt: skip
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOLS = 128
 
 
 def bad(message: str, param: str | None = None) -> BadRequestError:
@@ -82,10 +86,102 @@ def _messages(value: Any) -> list[ChatMessage]:
         if role not in ROLES:
             raise bad(f"invalid role {role!r}", f"messages.[{i}].role")
         name = m.get("name")
+        calls = _message_tool_calls(m.get("tool_calls"), i) if role == "assistant" else None
+        call_id = m.get("tool_call_id")
+        if role == "tool" and (not isinstance(call_id, str) or not call_id):
+            raise bad("messages with role 'tool' need a 'tool_call_id' string",
+                      f"messages.[{i}].tool_call_id")  # fmt: skip
         out.append(ChatMessage.model_construct(
             role=role, content=_content(m.get("content"), i),
-            name=name if isinstance(name, str) else None))  # fmt: skip
+            name=name if isinstance(name, str) else None, tool_calls=calls,
+            tool_call_id=call_id if role == "tool" else None))  # fmt: skip
     return out
+
+
+def _message_tool_calls(value: Any, index: int) -> list[ToolCall] | None:
+    """An assistant turn's earlier calls: ``[{id, type, function: {name, arguments}}]``."""
+    if value is None:
+        return None
+    where = f"messages.[{index}].tool_calls"
+    if not isinstance(value, list):
+        raise bad("'tool_calls' must be an array", where)
+    calls = []
+    for j, call in enumerate(value):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad("each tool call needs a 'function' with a 'name'", f"{where}.[{j}]")
+        call_id, args = call.get("id"), fn.get("arguments", "{}")
+        if not isinstance(call_id, str) or not call_id:
+            raise bad("each tool call needs an 'id' string", f"{where}.[{j}].id")
+        if not isinstance(args, str):
+            raise bad("'arguments' must be a JSON string", f"{where}.[{j}].function.arguments")
+        calls.append(ToolCall.model_construct(id=call_id, name=fn["name"], arguments=args))
+    return calls or None
+
+
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(tools, tool_choice): OpenAI function tools, checked as OpenAI checks them."""
+    if body.get("functions") is not None or body.get("function_call") is not None:
+        raise bad("'functions' and 'function_call' are deprecated; send 'tools' and "
+                  "'tool_choice' instead", "functions")  # fmt: skip
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if tools is None:
+        if choice is not None:
+            raise bad("'tool_choice' is only allowed when 'tools' are specified", "tool_choice")
+        return None, None
+    if not isinstance(tools, list) or not tools:
+        raise bad("'tools' must be a non-empty array", "tools")
+    if len(tools) > MAX_TOOLS:
+        raise bad(f"at most {MAX_TOOLS} tools per request", "tools")
+    names = set()
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict):
+            raise bad("each tool must be {'type': 'function', 'function': {...}}", f"tools.[{i}]")
+        name = fn.get("name")
+        if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+            raise bad("a function name is 1-64 letters, digits, '_' or '-'",
+                      f"tools.[{i}].function.name")  # fmt: skip
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise bad(
+                "'parameters' must be a JSON Schema object", f"tools.[{i}].function.parameters"
+            )
+        names.add(name)
+    return tools, _tool_choice(choice, names)
+
+
+def _tool_choice(choice: Any, names: set[str]) -> str | None:
+    if choice is None or choice in ("none", "auto", "required"):
+        return choice  # type: ignore[no-any-return]
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(fn, dict) or choice.get("type") != "function":
+        raise bad("'tool_choice' must be 'none', 'auto', 'required' or "
+                  "{'type': 'function', 'function': {'name': ...}}", "tool_choice")  # fmt: skip
+    if fn.get("name") not in names:
+        raise bad(f"tool_choice names function {fn.get('name')!r}, which is not in 'tools'",
+                  "tool_choice")  # fmt: skip
+    return str(fn["name"])
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    value = body.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise bad("'response_format.type' must be 'text', 'json_object' or 'json_schema'",
+                  "response_format")  # fmt: skip
+    if kind == "text":
+        return None
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise bad("'response_format.json_schema' needs a 'name'", "response_format.json_schema")
+        if not isinstance(spec.get("schema", {}), dict):
+            raise bad("'response_format.json_schema.schema' must be an object",
+                      "response_format.json_schema.schema")  # fmt: skip
+    return dict(value)
 
 
 def _sampling(body: dict[str, Any], default_max: int) -> SamplingParams:
@@ -141,10 +237,15 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
         if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
             raise bad("'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
         logprobs = top
+    tools, tool_choice = _tools(body)
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise bad("'parallel_tool_calls' must be a boolean", "parallel_tool_calls")
     req = GenerationRequest.model_construct(
         model=model, messages=messages, prompt=None,
         sampling=_sampling(body, DEFAULT_CHAT_MAX_TOKENS), logprobs=logprobs, echo=False,
-        adapter=None, user=_user(body), request_id="",
+        adapter=None, user=_user(body), request_id="", tools=tools, tool_choice=tool_choice,
+        parallel_tool_calls=parallel, response_format=_response_format(body),
     )  # fmt: skip
     return req, _flag(body, "stream"), _include_usage(body)
 
@@ -232,6 +333,18 @@ def completion_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | No
     }
 
 
+def tool_call_dicts(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls]  # fmt: skip
+
+
+def _message(result: GenerationResult) -> dict[str, Any]:
+    if not result.tool_calls:
+        return {"role": "assistant", "content": result.text}
+    return {"role": "assistant", "content": result.text or None,
+            "tool_calls": tool_call_dicts(result.tool_calls)}  # fmt: skip
+
+
 def chat_response(
     result: GenerationResult, model: str, trace_id: str, created: int
 ) -> dict[str, Any]:
@@ -239,7 +352,7 @@ def chat_response(
     return {
         "id": f"chatcmpl-{trace_id}", "object": "chat.completion", "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+        "choices": [{"index": 0, "message": _message(result),
                      "logprobs": _chat_logprobs(result.logprobs),
                      "finish_reason": OPENAI_FINISH[result.finish_reason]}],
         "usage": usage_dict(u.prompt_tokens, u.completion_tokens),

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from llmloop.api.gateway.schemas import OPENAI_FINISH, usage_dict
-from llmloop.core.chat import GenerationChunk
+from llmloop.core.chat import GenerationChunk, ToolCallDelta
 from llmloop.errors import LlmloopError
 
 DONE = b"data: [DONE]\n\n"
@@ -41,10 +41,14 @@ class ChunkRenderer:
             self._first = False
             out = (self._head + b'"delta":{"role":"assistant","content":""},"logprobs":null,'
                    b'"finish_reason":null}]' + self._usage_tail)  # fmt: skip
-        if chunk.text or chunk.finish_reason is None:
+        if chunk.text or (chunk.finish_reason is None and not chunk.tool_calls):
             text = orjson.dumps(chunk.text)
             body = b'"delta":{"content":' + text + b"}," if self.chat else b'"text":' + text + b","
             out += self._head + body + b'"logprobs":null,"finish_reason":null}]' + self._usage_tail
+        if chunk.tool_calls and self.chat:
+            calls = orjson.dumps([_tool_delta(d) for d in chunk.tool_calls])
+            out += (self._head + b'"delta":{"tool_calls":' + calls +
+                    b'},"logprobs":null,"finish_reason":null}]' + self._usage_tail)  # fmt: skip
         if chunk.finish_reason is not None:
             finish = OPENAI_FINISH.get(chunk.finish_reason, "stop").encode()
             body = b'"delta":{},' if self.chat else b'"text":"",'
@@ -56,6 +60,18 @@ class ChunkRenderer:
                 out += (self._head[: -len(b'[{"index":0,')] + b"[]," + b'"usage":'
                         + orjson.dumps(usage) + b"}\n\n")  # fmt: skip
         return out
+
+
+def _tool_delta(delta: ToolCallDelta) -> dict[str, Any]:
+    """OpenAI's tool-call delta: id, type and name on a call's first piece, then arguments."""
+    fn: dict[str, Any] = {"arguments": delta.arguments}
+    out: dict[str, Any] = {"index": delta.index}
+    if delta.id is not None:
+        out["id"], out["type"] = delta.id, "function"
+    if delta.name is not None:
+        fn = {"name": delta.name, "arguments": delta.arguments}
+    out["function"] = fn
+    return out
 
 
 def error_event(exc: BaseException) -> bytes:

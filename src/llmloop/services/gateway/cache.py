@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmloop.core.chat import GenerationRequest, GenerationResult
+from llmloop.core.chat import ChatMessage, GenerationRequest, GenerationResult
 from llmloop.services.gateway.cache_semantic import Embed, SemanticCache
 
 if TYPE_CHECKING:
@@ -149,14 +149,30 @@ class RedisExactBackend:
 
 def normalised_request(req: GenerationRequest, blank_last_user: bool = False) -> dict[str, Any]:
     """The fields that change the answer, in a canonical form (stop sequences sorted)."""
-    messages = [[m.role, m.content, m.name] for m in req.messages or []]
+    messages = [_message_key(m) for m in req.messages or []]
     if blank_last_user and messages and messages[-1][0] == "user":
         messages[-1][1] = ""
     sampling = req.sampling.model_dump(mode="json")
     sampling["stop"] = sorted(sampling["stop"])
     return {"model": req.model, "messages": messages if req.messages is not None else None,
             "prompt": None if blank_last_user else req.prompt, "sampling": sampling,
-            "logprobs": req.logprobs, "echo": req.echo, "adapter": req.adapter}  # fmt: skip
+            "logprobs": req.logprobs, "echo": req.echo, "adapter": req.adapter,
+            **_tool_fields(req)}  # fmt: skip
+
+
+def _message_key(m: ChatMessage) -> list[Any]:
+    key: list[Any] = [m.role, m.content, m.name]
+    if m.tool_calls or m.tool_call_id:  # plain turns keep the key they always had
+        key += [[[c.id, c.name, c.arguments] for c in m.tool_calls or ()], m.tool_call_id]
+    return key
+
+
+def _tool_fields(req: GenerationRequest) -> dict[str, Any]:
+    """Tools and response format, only when present (older keys stay as they were)."""
+    fields = {"tools": req.tools, "tool_choice": req.tool_choice,
+              "parallel_tool_calls": req.parallel_tool_calls,
+              "response_format": req.response_format}  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def request_digest(scope: str, req: GenerationRequest, blank_last_user: bool = False) -> str:

@@ -10,16 +10,28 @@ stream and raises before the offending text is released; a redact verdict rewrit
 text; flags pass the text through. Each guard call sees only its trailing window of released
 text plus the unreleased text, so the cost of a call does not grow with the answer (guards with
 ``window_chars <= 0`` judge the whole answer once, at the end). Every verdict is recorded for
-the trace (repeated allow/flag verdicts of one rule once). It knows nothing of HTTP or engines.
+the trace (repeated allow/flag verdicts of one rule once). Tool calls are judged whole: their
+arguments go through the output checks once the call is complete (a streamed call is held back
+until then), and a redaction that would leave arguments that are no longer JSON blocks instead.
+It knows nothing of HTTP or engines.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmloop.core.chat import ChatMessage, GenerationChunk, GenerationRequest
+from llmloop.core.chat import (
+    ChatMessage,
+    GenerationChunk,
+    GenerationRequest,
+    ToolCall,
+    ToolCallDelta,
+    collect_tool_calls,
+    tool_call_deltas,
+)
 from llmloop.core.guards import GuardVerdict
 from llmloop.errors import GuardBlockedError
 from llmloop.guards.base import Guard
@@ -140,6 +152,20 @@ class GuardPipeline:
                     text = verdict.redacted
         return GuardedOutput(text, verdicts)
 
+    def check_tool_calls(self, calls: list[ToolCall]) -> tuple[list[ToolCall], list[GuardVerdict]]:
+        """Each call's arguments judged as output: (calls to return, verdicts); raises on block."""
+        out, verdicts = [], []
+        for call in calls:
+            guarded = self.check_output(call.arguments)
+            verdicts += guarded.verdicts
+            if guarded.text != call.arguments:
+                if not _is_json(guarded.text):
+                    verdict = next(v for v in reversed(guarded.verdicts) if v.action == "redact")
+                    raise blocked_error(verdict.model_copy(update={"action": "block"}), verdicts)
+                call = call.model_copy(update={"arguments": guarded.text})
+            out.append(call)
+        return out, verdicts
+
     async def stream(
         self, chunks: AsyncIterator[GenerationChunk], verdicts: list[GuardVerdict] | None = None
     ) -> AsyncIterator[GenerationChunk]:
@@ -151,15 +177,22 @@ class GuardPipeline:
         """
         record = verdicts if verdicts is not None else []
         state = _StreamState()
+        calls: list[ToolCallDelta] = []
         try:
             async for chunk in chunks:
                 if not self.guards:
                     yield chunk
                     continue
                 final = chunk.finish_reason is not None
+                calls += chunk.tool_calls or ()
                 out = self._advance(state, chunk.text, final, record)
                 if final:
-                    yield chunk.model_copy(update={"text": out})
+                    update: dict[str, object] = {"text": out, "tool_calls": None}
+                    if calls:
+                        checked, found = self.check_tool_calls(collect_tool_calls(calls))
+                        record += found
+                        update["tool_calls"] = tool_call_deltas(checked)
+                    yield chunk.model_copy(update=update)
                     return
                 if out:
                     yield GenerationChunk(text=out)
@@ -167,6 +200,10 @@ class GuardPipeline:
                 out = self._advance(state, "", True, record)
                 if out:
                     yield GenerationChunk(text=out)
+                if calls:  # an engine that ended without its final chunk
+                    checked, found = self.check_tool_calls(collect_tool_calls(calls))
+                    record += found
+                    yield GenerationChunk(tool_calls=tool_call_deltas(checked))
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
@@ -235,3 +272,11 @@ class GuardPipeline:
                 return  # the same finding, seen again through the sliding window
             state.seen.add(key)
         record.append(verdict)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -16,11 +16,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from llmloop.core.chat import EmbeddingResult, GenerationChunk, GenerationRequest, GenerationResult
+import orjson
+
+from llmloop.core.chat import (
+    EmbeddingResult,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    ToolCall,
+    ToolCallDelta,
+    collect_tool_calls,
+)
 from llmloop.core.guards import GuardVerdict
 from llmloop.core.traces import TraceRecord, new_trace_id, sampled
 from llmloop.engines.base import Engine
-from llmloop.errors import LlmloopError
+from llmloop.errors import BadRequestError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.guarding import verdict_dicts
 from llmloop.services.gateway.manager import DeploymentManager
@@ -44,7 +54,32 @@ def request_text(req: GenerationRequest) -> str:
 
 def estimate_tokens(req: GenerationRequest) -> int:
     """A cheap upper-ish estimate for limits: ~4 characters a token plus the output cap."""
-    return len(request_text(req)) // 4 + 1 + req.sampling.max_tokens
+    chars = len(request_text(req))
+    if req.tools:
+        chars += len(orjson.dumps(req.tools))
+    return chars // 4 + 1 + req.sampling.max_tokens
+
+
+def require_capable(engine: Engine, req: GenerationRequest, deployment: str) -> None:
+    """Refuse (400) tools or a JSON response format that the target's engine cannot honour."""
+    if not req.wants_tools and req.response_format is None:
+        return
+    caps = engine.capabilities
+    if req.wants_tools and not caps.tools:
+        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) does not support "
+                              "tools", param="tools")  # fmt: skip
+    if req.response_format is not None and not caps.structured_output:
+        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) does not support "
+                              "response_format " + repr(req.response_format.get("type")),
+                              param="response_format")  # fmt: skip
+
+
+def note_tool_calls(trace: TraceRecord, calls: list[ToolCall], keep_text: bool) -> None:
+    """The calls on the trace: names always, arguments only where the deployment logs text."""
+    trace.extra["llmloop.tool_calls"] = (
+        [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
+        if keep_text else [c.name for c in calls]
+    )  # fmt: skip
 
 
 class GatewayService:
@@ -179,6 +214,7 @@ class GatewayService:
             trace.request_text = request_text(req)
         slot = runtime.pick(req.user or actor.key_id)
         self._fill(trace, slot, runtime)
+        require_capable(slot.engine, req, runtime.spec.name)
         guards, cache = runtime.guards, runtime.cache
         if guards is not None:
             req, verdicts = guards.check_request(req)
@@ -201,6 +237,13 @@ class GatewayService:
             trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(out.verdicts)]
             if out.text != result.text:
                 result = result.model_copy(update={"text": out.text})
+            if result.tool_calls:
+                calls, verdicts = guards.check_tool_calls(result.tool_calls)
+                trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(verdicts)]
+                if calls != result.tool_calls:
+                    result = result.model_copy(update={"tool_calls": calls})
+        if result.tool_calls:
+            note_tool_calls(trace, result.tool_calls, keep_text)
         usage = result.usage
         trace.input_tokens, trace.output_tokens = usage.prompt_tokens, usage.completion_tokens
         trace.finish_reason = result.finish_reason
@@ -225,6 +268,7 @@ class GatewayService:
                 trace.request_text = request_text(req)
             slot = runtime.pick(req.user or actor.key_id)
             self._fill(trace, slot, runtime)
+            require_capable(slot.engine, req, runtime.spec.name)
             if runtime.guards is not None:
                 req, verdicts = runtime.guards.check_request(req)
                 trace.guard_verdicts = verdict_dicts(verdicts)
@@ -254,12 +298,15 @@ class GatewayService:
     ) -> AsyncIterator[GenerationChunk]:
         keep_text = runtime.spec.log_text
         parts: list[str] = []
+        calls: list[ToolCallDelta] = []
         error: BaseException | None = None
         try:
             chunk: GenerationChunk | None = first
             while chunk is not None:
                 if keep_text and chunk.text:
                     parts.append(chunk.text)
+                if chunk.tool_calls:
+                    calls += chunk.tool_calls
                 if chunk.usage is not None:
                     trace.input_tokens = chunk.usage.prompt_tokens
                     trace.output_tokens = chunk.usage.completion_tokens
@@ -281,6 +328,8 @@ class GatewayService:
                     trace.guard_verdicts = [*(trace.guard_verdicts or []),
                                             *verdict_dicts(output_verdicts)]  # fmt: skip
                 trace.response_text = "".join(parts)
+                if calls:
+                    note_tool_calls(trace, collect_tool_calls(calls), keep_text)
                 trace.cost = self._cost(slot, trace.input_tokens, trace.output_tokens,
                                         time.perf_counter() - started)  # fmt: skip
                 await self._finish(runtime, reservation, trace, started, error)

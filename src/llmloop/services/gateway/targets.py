@@ -24,7 +24,8 @@ from llmloop.core.models import ModelVersionPublic
 from llmloop.errors import ConfigError
 
 OPENAI_OPTION_KEYS = ("base_url", "api_key_env", "model", "timeout_s", "connect_timeout_s",
-                      "max_connections", "embeddings", "logprobs")  # fmt: skip
+                      "max_connections", "embeddings", "logprobs", "tools",
+                      "structured_output")  # fmt: skip
 
 
 class VersionSource(Protocol):
