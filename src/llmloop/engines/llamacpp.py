@@ -29,7 +29,7 @@ from llmloop.core.chat import (
     Usage,
 )
 from llmloop.engines.base import Engine
-from llmloop.engines.openai_compat import OpenAICompatEngine
+from llmloop.engines.openai_compat import OpenAICompatEngine, message_dict
 from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError, require_extra
 
 
@@ -49,6 +49,9 @@ class LlamaCppEngineConfig(BaseModel):
     embeddings: bool = Field(default=False, description="Serve embeddings (--embeddings).")
     startup_timeout_s: float = Field(default=120.0, gt=0, description="Wait for /health, seconds.")
     timeout_s: float = Field(default=300.0, gt=0, description="Per-request timeout, seconds.")
+    jinja: bool = Field(
+        default=True, description="Child server: --jinja (the GGUF's chat template; tool calls)."
+    )
     extra_args: list[str] = Field(default_factory=list, description="More child-server flags.")
 
 
@@ -85,9 +88,12 @@ class LlamaCppEngine(Engine):
 
     @property
     def capabilities(self) -> EngineCapabilities:
+        server = bool(self.config.server_binary)
         return EngineCapabilities(
             embeddings=self.config.embeddings,
             logprobs=False,
+            tools=server and self.config.jinja,  # llama-server parses calls with --jinja
+            structured_output=server,  # llama-server turns response_format into a grammar
             max_batch_size=self.config.parallel if self.config.server_binary else 1,
             max_context=self.config.n_ctx,
         )
@@ -109,6 +115,8 @@ class LlamaCppEngine(Engine):
             args += ["-t", str(cfg.n_threads)]
         if cfg.embeddings:
             args.append("--embeddings")
+        if cfg.jinja:
+            args.append("--jinja")
         return args + list(cfg.extra_args)
 
     async def _start_server(self) -> None:
@@ -213,7 +221,7 @@ class LlamaCppEngine(Engine):
     def _run(self, req: GenerationRequest, stream: bool) -> Any:
         with self._lock:
             if req.messages is not None:
-                messages = [m.model_dump(exclude_none=True) for m in req.messages]
+                messages = [message_dict(m) for m in req.messages]
                 return self._llama.create_chat_completion(
                     messages=messages, stream=stream, **self._kwargs(req)
                 )

@@ -153,7 +153,7 @@ class OpenAICompatEngine(Engine):
     def _body(self, req: GenerationRequest, stream: bool) -> tuple[str, dict[str, Any]]:
         body = {"model": self._model(req), **_sampling_body(req)}
         if req.messages is not None:
-            body["messages"] = [_message_dict(m) for m in req.messages]
+            body["messages"] = [message_dict(m) for m in req.messages]
             _tool_fields(req, body)
             if req.logprobs is not None:
                 body["logprobs"] = True
@@ -272,7 +272,7 @@ def _finish(value: object) -> Any:
     return value if value in allowed else "stop"
 
 
-def _message_dict(m: ChatMessage) -> dict[str, Any]:
+def message_dict(m: ChatMessage) -> dict[str, Any]:
     """A message as OpenAI takes it (an assistant turn of only calls has ``content: null``)."""
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.name is not None:
