@@ -65,6 +65,9 @@ class GenerationRequest(Value):
     model: str = Field(description="The engine-side model name.")
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
+    prompt_ids: list[int] | None = Field(
+        default=None, description="Completions: the prompt as token ids ('prompt' is then '')."
+    )
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     logprobs: int | None = Field(
         default=None, ge=0, le=20, description="Return log-probs with this many top tokens."
@@ -157,6 +160,7 @@ class EngineCapabilities(Value):
     structured_output: bool = Field(
         default=False, description="Honours response_format json_object / json_schema."
     )
+    token_prompts: bool = Field(default=False, description="Takes prompts as token ids.")
     max_batch_size: int = 1
     max_context: int | None = None
 

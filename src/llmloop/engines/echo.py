@@ -54,7 +54,12 @@ class EchoEngine(Engine):
     @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            embeddings=True, logprobs=True, adapters=True, tools=True, max_batch_size=64
+            embeddings=True,
+            logprobs=True,
+            adapters=True,
+            tools=True,
+            token_prompts=True,
+            max_batch_size=64,
         )
 
     def _tool_call(self, req: GenerationRequest) -> ToolCall | None:
@@ -75,6 +80,8 @@ class EchoEngine(Engine):
         return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=json.dumps(args))
 
     def _prompt_text(self, req: GenerationRequest) -> str:
+        if req.prompt_ids is not None:  # token ids read as words of their decimal numbers
+            return " ".join(map(str, req.prompt_ids))
         if req.prompt is not None:
             return req.prompt
         assert req.messages is not None
@@ -85,7 +92,7 @@ class EchoEngine(Engine):
         if opts.get("fail_rate") and random.random() < float(str(opts["fail_rate"])):
             raise UpstreamError("echo engine: simulated failure", retryable=True)
         replies = opts.get("replies")
-        last = req.prompt if req.prompt is not None else _last_user(req)
+        last = self._prompt_text(req) if req.prompt is not None else _last_user(req)
         if req.messages and req.messages[-1].role == "tool":
             last = req.messages[-1].content
         if isinstance(replies, dict) and last in replies:

@@ -116,6 +116,7 @@ class OpenAICompatEngine(Engine):
             logprobs=self.config.logprobs,
             tools=self.config.tools,
             structured_output=self.config.structured_output,
+            token_prompts=True,
             adapters=True,  # sent as the model name, as vLLM serves LoRA adapters
             max_batch_size=self.config.max_connections,
         )
@@ -160,7 +161,7 @@ class OpenAICompatEngine(Engine):
                 body["top_logprobs"] = req.logprobs
             path = "/chat/completions"
         else:
-            body["prompt"] = req.prompt
+            body["prompt"] = req.prompt_ids if req.prompt_ids is not None else req.prompt
             if req.logprobs is not None:
                 body["logprobs"] = req.logprobs
             if req.echo:

@@ -177,9 +177,11 @@ class MockUpstream:
         if refused is not None:
             return refused
         try:
+            ids = body["prompt"] if isinstance(body["prompt"], list) else None
             req = GenerationRequest(
                 model=body.get("model", ""),
-                prompt=body["prompt"],
+                prompt="" if ids is not None else body["prompt"],
+                prompt_ids=ids,
                 sampling=_sampling(body),
                 logprobs=body.get("logprobs"),
                 echo=bool(body.get("echo", False)),

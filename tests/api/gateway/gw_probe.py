@@ -2,7 +2,8 @@
 
 Options beyond echo's: ``fail_first`` (int: the first N calls raise a retryable UpstreamError),
 ``fatal`` (bool: every call raises a non-retryable UpstreamError), ``down`` (a key into
-:data:`DOWN`: while that flag is set, calls fail retryably). Events are kept per ``spec.model``.
+:data:`DOWN`: while that flag is set, calls fail retryably), ``text_only`` (bool: no tools, no
+token-id prompts). Events are kept per ``spec.model``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
-from llmloop.core.chat import GenerationChunk, GenerationRequest, GenerationResult
+from llmloop.core.chat import (
+    EngineCapabilities,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+)
 from llmloop.engines.echo import EchoEngine
 from llmloop.errors import UpstreamError
 
@@ -30,6 +36,13 @@ def reset() -> None:
 
 class ProbeEngine(EchoEngine):
     kind = "probe"
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        caps = super().capabilities
+        if self.spec.options.get("text_only"):
+            caps = caps.model_copy(update={"tools": False, "token_prompts": False})
+        return caps
 
     def _check(self) -> None:
         name = self.spec.model

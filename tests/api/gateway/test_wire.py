@@ -150,6 +150,7 @@ async def test_oversized_body_is_413_on_v1(gw: Gateway) -> None:
 async def test_completion_prompt_list_of_one_and_bad_prompt(gw: Gateway) -> None:
     ok = await gw.http.post("/v1/completions", json={"model": "chat", "prompt": ["hi"]})
     assert ok.status_code == 200 and orjson.loads(ok.content)["choices"][0]["text"] == "hi"
-    for prompt in (["a", "b"], 3, None):
+    bad = (3, None, [], [1.5], [-1], [True], ["a", 1], [["a"]], [[]], {"p": 1}, [[1], "a", 2])
+    for prompt in bad:
         resp = await gw.http.post("/v1/completions", json={"model": "chat", "prompt": prompt})
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt"

@@ -134,3 +134,14 @@ def test_unknown_options_are_config_errors() -> None:
         OpenAICompatEngine(EngineSpec(kind="openai", model="m", options={}))
     with pytest.raises(ConfigError, match="colour"):
         make("http://x/v1", colour="blue")
+
+
+async def test_token_id_prompts_go_upstream_as_ids(upstream: MockUpstream) -> None:
+    engine = make(upstream.base_url)
+    try:
+        req = GenerationRequest(model="m", prompt="", prompt_ids=[7, 8, 9])
+        result = await engine.chat(req)
+        assert upstream.requests[-1]["prompt"] == [7, 8, 9]
+        assert result.text == "7 8 9"
+    finally:
+        await engine.aclose()

@@ -9,6 +9,7 @@ OpenAI's shape by ``api/problems.py``. The trace id goes out in ``x-llmloop-trac
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -28,11 +29,14 @@ from llmloop.api.gateway.schemas import (
     parse_embeddings,
 )
 from llmloop.api.gateway.sse import DONE, ChunkRenderer, SSEResponse, error_event
-from llmloop.core.chat import GenerationChunk
+from llmloop.core.chat import GenerationChunk, GenerationRequest, GenerationResult
+from llmloop.core.traces import TraceRecord
+from llmloop.services.actors import Actor
 from llmloop.services.gateway.service import GatewayService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TRACE_HEADER = "x-llmloop-trace-id"
+PROMPTS_IN_FLIGHT = 32  # of one batched completion request
 
 
 def _gateway(request: Request) -> GatewayService:
@@ -68,20 +72,51 @@ async def _events(
 async def _generate(request: Request, kind: str) -> Response | SSEResponse:
     actor = get_actor(request)
     body = load_body(await request.body())
-    parse = parse_chat if kind == "chat" else parse_completion
-    req, stream, include_usage = parse(body)
     gateway = _gateway(request)
+    if kind == "chat":
+        req, stream, include_usage = parse_chat(body)
+        reqs = [req]
+    else:
+        reqs, stream, include_usage = parse_completion(body)
+        req = reqs[0]
     operation = "chat" if kind == "chat" else "text_completion"
-    trace = gateway.new_trace(operation, req.model, actor, stream=stream)
     created = int(time.time())
     if stream:
+        trace = gateway.new_trace(operation, req.model, actor, stream=True)
         chunks = await gateway.stream(actor, req, trace)
         cid = f"chatcmpl-{trace.id}" if kind == "chat" else f"cmpl-{trace.id}"
         renderer = ChunkRenderer(kind, cid, req.model, created, include_usage)
         return SSEResponse(_events(chunks, renderer), {TRACE_HEADER: trace.id})
-    result = await gateway.generate(actor, req, trace)
-    render = chat_response if kind == "chat" else completion_response
-    return _json(render(result, req.model, trace.id, created), trace.id)
+    traces = [gateway.new_trace(operation, req.model, actor) for _ in reqs]
+    if kind == "chat":
+        result = await gateway.generate(actor, req, traces[0])
+        return _json(chat_response(result, req.model, traces[0].id, created), traces[0].id)
+    results = await _generate_all(gateway, actor, reqs, traces)
+    ids = [t.id for t in traces]
+    return _json(completion_response(results, req.model, ids, created), ids[0])
+
+
+async def _generate_all(
+    gateway: GatewayService, actor: Actor, reqs: list[GenerationRequest], traces: list[TraceRecord]
+) -> list[GenerationResult]:
+    """Every prompt of a batched completion, at most PROMPTS_IN_FLIGHT at once; the first error
+    cancels the rest and is the answer."""
+    if len(reqs) == 1:
+        return [await gateway.generate(actor, reqs[0], traces[0])]
+    gate = asyncio.Semaphore(PROMPTS_IN_FLIGHT)
+
+    async def one(req: GenerationRequest, trace: TraceRecord) -> GenerationResult:
+        async with gate:
+            return await gateway.generate(actor, req, trace)
+
+    tasks = [asyncio.ensure_future(one(r, t)) for r, t in zip(reqs, traces, strict=True)]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @router.post("/chat/completions", response_model=None)

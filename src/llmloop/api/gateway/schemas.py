@@ -33,6 +33,7 @@ DEFAULT_CHAT_MAX_TOKENS = 1024  # when the client sends no max_tokens (limits es
 ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
 OPENAI_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
                  "error": "stop", "cancelled": "stop", "tool_calls": "tool_calls"}  # fmt: skip
+MAX_PROMPTS = 2048
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOLS = 128
 
@@ -259,25 +260,60 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def parse_completion(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
-    """(request, stream, include_usage) of a /v1/completions body."""
+def _token_ids(value: list[Any]) -> list[int] | None:
+    """``value`` as token ids, or None when it is not a list of non-negative integers."""
+    if value and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
+        return value
+    return None
+
+
+def _prompts(value: Any) -> list[str | list[int]]:
+    """OpenAI's four prompt forms: text, [text, ...], token ids, [token ids, ...]."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        ids = _token_ids(value)
+        if ids is not None:
+            return [ids]
+        out: list[str | list[int]] = []
+        for item in value:
+            one = (
+                item
+                if isinstance(item, str)
+                else _token_ids(item)
+                if isinstance(item, list)
+                else None
+            )
+            if one is None:
+                break
+            out.append(one)
+        else:
+            if len(out) > MAX_PROMPTS:
+                raise bad(f"at most {MAX_PROMPTS} prompts per request", "prompt")
+            return out
+    raise bad("'prompt' must be a string, an array of strings, an array of token ids or an "
+              "array of token-id arrays", "prompt")  # fmt: skip
+
+
+def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], bool, bool]:
+    """(one request per prompt, stream, include_usage) of a /v1/completions body."""
     model = _model(body)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise bad("'prompt' must be a string (batched prompts are not supported)", "prompt")
+    prompts = _prompts(body.get("prompt"))
+    stream = _flag(body, "stream")
+    if stream and len(prompts) > 1:
+        raise bad("streaming takes one prompt; send the others as separate requests", "prompt")
     logprobs = body.get("logprobs")
     if logprobs is not None and (
         isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20
     ):
         raise bad("'logprobs' must be an integer from 0 to 20", "logprobs")
-    req = GenerationRequest.model_construct(
-        model=model, messages=None, prompt=prompt, sampling=_sampling(body, 16),
-        logprobs=logprobs, echo=_flag(body, "echo"), adapter=None, user=_user(body),
-        request_id="",
-    )  # fmt: skip
-    return req, _flag(body, "stream"), _include_usage(body)
+    sampling, echo, user = _sampling(body, 16), _flag(body, "echo"), _user(body)
+    reqs = [GenerationRequest.model_construct(
+        model=model, messages=None, prompt=p if isinstance(p, str) else "",
+        prompt_ids=None if isinstance(p, str) else p, sampling=sampling, logprobs=logprobs,
+        echo=echo, adapter=None, user=user, request_id="",
+    ) for p in prompts]  # fmt: skip
+    return reqs, stream, _include_usage(body)
 
 
 def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], bool]:
@@ -361,18 +397,22 @@ def chat_response(
 
 
 def completion_response(
-    result: GenerationResult, model: str, trace_id: str, created: int
+    results: list[GenerationResult], model: str, trace_ids: list[str], created: int
 ) -> dict[str, Any]:
-    u = result.usage
-    return {
-        "id": f"cmpl-{trace_id}", "object": "text_completion", "created": created,
+    """One choice per prompt, in prompt order; usage summed; every prompt's trace id."""
+    body = {
+        "id": f"cmpl-{trace_ids[0]}", "object": "text_completion", "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": result.text,
-                     "logprobs": completion_logprobs(result.logprobs),
-                     "finish_reason": OPENAI_FINISH[result.finish_reason]}],
-        "usage": usage_dict(u.prompt_tokens, u.completion_tokens),
-        "system_fingerprint": None, "trace_id": trace_id,
+        "choices": [{"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs),
+                     "finish_reason": OPENAI_FINISH[r.finish_reason]}
+                    for i, r in enumerate(results)],
+        "usage": usage_dict(sum(r.usage.prompt_tokens for r in results),
+                            sum(r.usage.completion_tokens for r in results)),
+        "system_fingerprint": None, "trace_id": trace_ids[0],
     }  # fmt: skip
+    if len(trace_ids) > 1:
+        body["trace_ids"] = trace_ids
+    return body
 
 
 def _b64_floats(vector: list[float]) -> str:

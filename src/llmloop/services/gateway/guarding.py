@@ -33,7 +33,7 @@ from llmloop.core.chat import (
     tool_call_deltas,
 )
 from llmloop.core.guards import GuardVerdict
-from llmloop.errors import GuardBlockedError
+from llmloop.errors import BadRequestError, GuardBlockedError
 from llmloop.guards.base import Guard
 
 
@@ -127,6 +127,9 @@ class GuardPipeline:
             if checked.messages != req.messages:
                 req = req.model_copy(update={"messages": checked.messages})
             return req, checked.verdicts
+        if req.prompt_ids is not None:
+            raise BadRequestError("this model's guards read text: send the prompt as text, "
+                                  "not token ids", param="prompt")  # fmt: skip
         assert req.prompt is not None
         checked = self.check_input([ChatMessage(role="user", content=req.prompt)])
         if checked.messages[0].content != req.prompt:

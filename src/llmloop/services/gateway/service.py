@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 
 def request_text(req: GenerationRequest) -> str:
+    if req.prompt_ids is not None:
+        return " ".join(map(str, req.prompt_ids))
     if req.prompt is not None:
         return req.prompt
     assert req.messages is not None
@@ -61,10 +63,14 @@ def estimate_tokens(req: GenerationRequest) -> int:
 
 
 def require_capable(engine: Engine, req: GenerationRequest, deployment: str) -> None:
-    """Refuse (400) tools or a JSON response format that the target's engine cannot honour."""
-    if not req.wants_tools and req.response_format is None:
+    """Refuse (400) tools, a JSON response format or token-id prompts that the target's engine
+    cannot honour."""
+    if not req.wants_tools and req.response_format is None and req.prompt_ids is None:
         return
     caps = engine.capabilities
+    if req.prompt_ids is not None and not caps.token_prompts:
+        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) takes prompts as "
+                              "text, not token ids", param="prompt")  # fmt: skip
     if req.wants_tools and not caps.tools:
         raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) does not support "
                               "tools", param="tools")  # fmt: skip
