@@ -43,6 +43,11 @@ class ChatMessage(Value):
         default=None, description="Assistant turns: the calls it made (content may be empty)."
     )
     tool_call_id: str | None = Field(default=None, description="Tool turns: the call answered.")
+    parts: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI content parts when the turn has more than text (images, audio, "
+        "files); 'content' then holds its text parts joined.",
+    )
 
 
 class SamplingParams(Value):
@@ -161,6 +166,7 @@ class EngineCapabilities(Value):
         default=False, description="Honours response_format json_object / json_schema."
     )
     token_prompts: bool = Field(default=False, description="Takes prompts as token ids.")
+    multimodal: bool = Field(default=False, description="Takes image, audio and file parts.")
     max_batch_size: int = 1
     max_context: int | None = None
 

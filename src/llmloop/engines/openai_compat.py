@@ -55,6 +55,9 @@ class OpenAIEngineConfig(BaseModel):
     structured_output: bool = Field(
         default=True, description="Whether the upstream honours response_format JSON modes."
     )
+    multimodal: bool = Field(
+        default=True, description="Whether the upstream takes image, audio and file parts."
+    )
 
 
 def parse_config(options: dict[str, object]) -> OpenAIEngineConfig:
@@ -117,6 +120,7 @@ class OpenAICompatEngine(Engine):
             tools=self.config.tools,
             structured_output=self.config.structured_output,
             token_prompts=True,
+            multimodal=self.config.multimodal,
             adapters=True,  # sent as the model name, as vLLM serves LoRA adapters
             max_batch_size=self.config.max_connections,
         )
@@ -275,7 +279,7 @@ def _finish(value: object) -> Any:
 
 def message_dict(m: ChatMessage) -> dict[str, Any]:
     """A message as OpenAI takes it (an assistant turn of only calls has ``content: null``)."""
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    out: dict[str, Any] = {"role": m.role, "content": m.parts or m.content}
     if m.name is not None:
         out["name"] = m.name
     if m.tool_calls:

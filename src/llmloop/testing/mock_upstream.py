@@ -41,7 +41,11 @@ def _message(m: dict[str, Any]) -> ChatMessage:
         ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
         for c in m.get("tool_calls") or []
     ]
-    return ChatMessage(role=m["role"], content=m.get("content") or "",
+    content = m.get("content") or ""
+    if isinstance(content, list):
+        parts = content
+        content = "".join(p.get("text", "") for p in parts if p.get("type") == "text")
+    return ChatMessage(role=m["role"], content=content,
                        tool_calls=calls or None, tool_call_id=m.get("tool_call_id"))  # fmt: skip
 
 

@@ -34,6 +34,7 @@ ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
 OPENAI_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
                  "error": "stop", "cancelled": "stop", "tool_calls": "tool_calls"}  # fmt: skip
 MAX_PROMPTS = 2048
+MEDIA_PARTS = frozenset(("image_url", "input_audio", "file"))
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOLS = 128
 
@@ -60,19 +61,24 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
-def _content(value: Any, index: int) -> str:
+def _content(value: Any, index: int) -> tuple[str, list[dict[str, Any]] | None]:
+    """(the text, the parts when there is more than text) of a message's content."""
     if isinstance(value, str):
-        return value
+        return value, None
     if value is None:
-        return ""
+        return "", None
     if isinstance(value, list):
-        parts = []
-        for part in value:
-            if isinstance(part, dict) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
+        texts, rich = [], False
+        for j, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                texts.append(str(part.get("text", "")))
+            elif kind in MEDIA_PARTS and isinstance(part.get(kind), dict):
+                rich = True
             else:
-                raise bad("only text content parts are supported", f"messages.[{index}].content")
-        return "".join(parts)
+                raise bad("content parts are text, image_url, input_audio or file objects",
+                          f"messages.[{index}].content.[{j}]")  # fmt: skip
+        return "".join(texts), value if rich else None
     raise bad("content must be a string or a list of parts", f"messages.[{index}].content")
 
 
@@ -92,8 +98,9 @@ def _messages(value: Any) -> list[ChatMessage]:
         if role == "tool" and (not isinstance(call_id, str) or not call_id):
             raise bad("messages with role 'tool' need a 'tool_call_id' string",
                       f"messages.[{i}].tool_call_id")  # fmt: skip
+        content, parts = _content(m.get("content"), i)
         out.append(ChatMessage.model_construct(
-            role=role, content=_content(m.get("content"), i),
+            role=role, content=content, parts=parts,
             name=name if isinstance(name, str) else None, tool_calls=calls,
             tool_call_id=call_id if role == "tool" else None))  # fmt: skip
     return out

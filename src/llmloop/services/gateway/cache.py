@@ -164,6 +164,8 @@ def _message_key(m: ChatMessage) -> list[Any]:
     key: list[Any] = [m.role, m.content, m.name]
     if m.tool_calls or m.tool_call_id:  # plain turns keep the key they always had
         key += [[[c.id, c.name, c.arguments] for c in m.tool_calls or ()], m.tool_call_id]
+    if m.parts:
+        key.append(m.parts)
     return key
 
 

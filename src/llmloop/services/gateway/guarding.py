@@ -112,7 +112,7 @@ class GuardPipeline:
         for message in messages:
             fixes = [v.redacted for v in guard.check_input([message]) if v.redacted is not None]
             if fixes and fixes[0] != message.content:
-                out.append(message.model_copy(update={"content": fixes[0]}))
+                out.append(message.model_copy(update=_redacted_fields(message, fixes[0])))
                 changed = True
             else:
                 out.append(message)
@@ -275,6 +275,16 @@ class GuardPipeline:
                 return  # the same finding, seen again through the sliding window
             state.seen.add(key)
         record.append(verdict)
+
+
+def _redacted_fields(message: ChatMessage, text: str) -> dict[str, Any]:
+    """The fields that replace a message's text; with media parts, its text parts become one
+    redacted text part (the media parts follow), so no unredacted copy goes to the engine."""
+    fields: dict[str, Any] = {"content": text}
+    if message.parts:
+        media = [p for p in message.parts if p.get("type") != "text"]
+        fields["parts"] = [{"type": "text", "text": text}, *media]
+    return fields
 
 
 def _is_json(text: str) -> bool:

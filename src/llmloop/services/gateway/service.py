@@ -63,11 +63,15 @@ def estimate_tokens(req: GenerationRequest) -> int:
 
 
 def require_capable(engine: Engine, req: GenerationRequest, deployment: str) -> None:
-    """Refuse (400) tools, a JSON response format or token-id prompts that the target's engine
-    cannot honour."""
-    if not req.wants_tools and req.response_format is None and req.prompt_ids is None:
+    """Refuse (400) tools, a JSON response format, token-id prompts or media parts that the
+    target's engine cannot honour."""
+    media = req.messages is not None and any(m.parts for m in req.messages)
+    if not (req.wants_tools or media) and req.response_format is None and req.prompt_ids is None:
         return
     caps = engine.capabilities
+    if media and not caps.multimodal:
+        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) takes text only: "
+                              "no image, audio or file parts", param="messages")  # fmt: skip
     if req.prompt_ids is not None and not caps.token_prompts:
         raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) takes prompts as "
                               "text, not token ids", param="prompt")  # fmt: skip

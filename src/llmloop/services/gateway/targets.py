@@ -25,7 +25,7 @@ from llmloop.errors import ConfigError
 
 OPENAI_OPTION_KEYS = ("base_url", "api_key_env", "model", "timeout_s", "connect_timeout_s",
                       "max_connections", "embeddings", "logprobs", "tools",
-                      "structured_output")  # fmt: skip
+                      "structured_output", "multimodal")  # fmt: skip
 
 
 class VersionSource(Protocol):
