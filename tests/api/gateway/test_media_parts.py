@@ -62,7 +62,7 @@ async def test_text_only_engines_refuse_media(gw: Gateway) -> None:
         {"type": "image_url", "image_url": "http://x"},
         "text",
         {"text": "no type"},
-    ],  # fmt: skip
+    ],
 )
 async def test_bad_parts_are_400(gw: Gateway, part: object) -> None:
     body = {"model": "chat", "messages": [{"role": "user", "content": [part]}]}
