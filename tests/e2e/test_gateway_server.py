@@ -164,3 +164,18 @@ def test_langchain_chat_openai(server: Server) -> None:
                                       api_key=server.key, max_retries=0)  # fmt: skip
     assert llm.invoke("from langchain").content == "from langchain"
     assert "".join(str(c.content) for c in llm.stream("streamed")) == "streamed"
+    # Tools over real HTTP: a forced call, whole and streamed (deltas merged by LangChain).
+    from langchain_core.tools import tool
+
+    @tool
+    def current_time() -> str:
+        """The time now."""
+        return "noon"
+
+    bound = llm.bind_tools([current_time], tool_choice="current_time")
+    [call] = bound.invoke("what time is it?").tool_calls
+    assert call["name"] == "current_time" and call["args"] == {}
+    merged = None
+    for part in bound.stream("what time is it?"):
+        merged = part if merged is None else merged + part
+    assert merged is not None and [c["name"] for c in merged.tool_calls] == ["current_time"]
