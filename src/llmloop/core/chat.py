@@ -51,7 +51,12 @@ class ChatMessage(Value):
 
 
 class SamplingParams(Value):
-    """Per-request sampling; every engine honours these or reports it cannot (capabilities)."""
+    """Per-request sampling; every engine honours these or reports it cannot (capabilities).
+
+    ``model_fields_set`` holds what the caller chose (the gateway leaves out a ``max_tokens`` it
+    filled in itself): an engine that forwards to an OpenAI-compatible upstream sends only those,
+    so the upstream's own defaults apply to the rest.
+    """
 
     max_tokens: int = Field(default=256, ge=1, le=131_072)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -90,6 +95,12 @@ class GenerationRequest(Value):
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = Field(
         default=None, description="OpenAI's response_format: json_object or json_schema."
+    )
+    passthrough: dict[str, Any] | None = Field(
+        default=None,
+        description="Request fields llmloop does not read (logit_bias, reasoning_effort, "
+        "vLLM's extra sampling, ...): sent as they are by engines with an OpenAI-compatible "
+        "upstream, ignored by the others.",
     )
 
     @property

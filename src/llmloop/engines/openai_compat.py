@@ -69,12 +69,18 @@ def parse_config(options: dict[str, object]) -> OpenAIEngineConfig:
 
 
 def _sampling_body(req: GenerationRequest) -> dict[str, Any]:
+    """The sampling fields the caller chose (the upstream's defaults stand for the rest) and the
+    request's passthrough fields; ``max_completion_tokens``, when the client sent it, replaces
+    ``max_tokens`` (OpenAI's reasoning models refuse the older name)."""
     s = req.sampling
-    body: dict[str, Any] = {
-        "max_tokens": s.max_tokens,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-    }
+    chosen = s.model_fields_set
+    body: dict[str, Any] = {}
+    if "max_tokens" in chosen:
+        body["max_tokens"] = s.max_tokens
+    if "temperature" in chosen:
+        body["temperature"] = s.temperature
+    if "top_p" in chosen:
+        body["top_p"] = s.top_p
     if s.stop:
         body["stop"] = list(s.stop)
     if s.seed is not None:
@@ -90,6 +96,10 @@ def _sampling_body(req: GenerationRequest) -> dict[str, Any]:
         body["repetition_penalty"] = s.repetition_penalty
     if req.user:
         body["user"] = req.user
+    if req.passthrough:
+        if "max_completion_tokens" in req.passthrough:
+            body.pop("max_tokens", None)
+        body.update(req.passthrough)
     return body
 
 

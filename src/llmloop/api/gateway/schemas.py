@@ -34,6 +34,13 @@ ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
 OPENAI_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
                  "error": "stop", "cancelled": "stop", "tool_calls": "tool_calls"}  # fmt: skip
 MAX_PROMPTS = 2048
+_COMMON = ("model", "max_tokens", "temperature", "top_p", "top_k", "seed", "presence_penalty",
+           "frequency_penalty", "repetition_penalty", "stop", "n", "user", "logprobs", "stream",
+           "stream_options")  # fmt: skip
+CHAT_FIELDS = frozenset((*_COMMON, "messages", "top_logprobs", "tools", "tool_choice",
+                         "parallel_tool_calls", "response_format", "functions",
+                         "function_call"))  # fmt: skip
+COMPLETION_FIELDS = frozenset((*_COMMON, "prompt", "echo"))
 MEDIA_PARTS = frozenset(("image_url", "input_audio", "file"))
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOLS = 128
@@ -208,9 +215,18 @@ def _sampling(body: dict[str, Any], default_max: int) -> SamplingParams:
     if n is not None and n != 1:
         raise bad("only n=1 is supported", "n")
     try:
-        return SamplingParams.model_validate(fields)
+        params = SamplingParams.model_validate(fields)
     except ValidationError as exc:
         raise _from_validation(exc) from None
+    if max_tokens is None:  # our cap for local engines, not the client's choice
+        params.__pydantic_fields_set__.discard("max_tokens")
+    return params
+
+
+def _passthrough(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    """The fields of ``body`` llmloop does not read, for upstreams that may."""
+    extra = {k: v for k, v in body.items() if k not in known}
+    return extra or None
 
 
 def _from_validation(exc: ValidationError) -> BadRequestError:
@@ -254,6 +270,7 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
         sampling=_sampling(body, DEFAULT_CHAT_MAX_TOKENS), logprobs=logprobs, echo=False,
         adapter=None, user=_user(body), request_id="", tools=tools, tool_choice=tool_choice,
         parallel_tool_calls=parallel, response_format=_response_format(body),
+        passthrough=_passthrough(body, CHAT_FIELDS),
     )  # fmt: skip
     return req, _flag(body, "stream"), _include_usage(body)
 
@@ -315,10 +332,11 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], boo
     ):
         raise bad("'logprobs' must be an integer from 0 to 20", "logprobs")
     sampling, echo, user = _sampling(body, 16), _flag(body, "echo"), _user(body)
+    extra = _passthrough(body, COMPLETION_FIELDS)
     reqs = [GenerationRequest.model_construct(
         model=model, messages=None, prompt=p if isinstance(p, str) else "",
         prompt_ids=None if isinstance(p, str) else p, sampling=sampling, logprobs=logprobs,
-        echo=echo, adapter=None, user=user, request_id="",
+        echo=echo, adapter=None, user=user, request_id="", passthrough=extra,
     ) for p in prompts]  # fmt: skip
     return reqs, stream, _include_usage(body)
 

@@ -173,7 +173,8 @@ def _tool_fields(req: GenerationRequest) -> dict[str, Any]:
     """Tools and response format, only when present (older keys stay as they were)."""
     fields = {"tools": req.tools, "tool_choice": req.tool_choice,
               "parallel_tool_calls": req.parallel_tool_calls,
-              "response_format": req.response_format}  # fmt: skip
+              "response_format": req.response_format,
+              "passthrough": req.passthrough}  # fmt: skip
     return {k: v for k, v in fields.items() if v is not None}
 
 
