@@ -14,9 +14,9 @@ parsers"); this module knows three:
 
 :class:`ToolCallStreamParser` is fed text pieces and gives back content and finished calls;
 :func:`parse_tool_calls` runs it over a whole text, so a stream and a whole answer are parsed
-alike. Content is released as soon as it cannot be part of a call marker; whitespace right
-before or after a call block is dropped (it only separates calls), so it is held until the next
-character decides. A malformed or unterminated block comes back as content, never lost. The
+alike. Content is released as soon as it cannot be part of a call marker; whitespace next to a
+call block is dropped unless it joins content on both sides (so it is held until the next
+character decides). A malformed or unterminated block comes back as content, never lost. The
 stream and result wrappers used by the engines live in :mod:`llmloop.engines.tool_results`.
 Nothing here renders prompts or constrains decoding.
 """
@@ -204,6 +204,8 @@ class ToolCallStreamParser:
         self._at_start = True  # the bare opener and start markers are still possible
         self._after_call = False  # skipping the separators after a call
         self._plain = False  # the rest is content, no more calls possible
+        self._said = False  # some content was released
+        self._gap = ""  # whitespace skipped after the last call
         self._count = 0
 
     @property
@@ -214,7 +216,7 @@ class ToolCallStreamParser:
         """Take the next piece of the answer; return what can be released now."""
         out = ParsedPiece()
         if self._plain:
-            out.content = piece
+            self._emit(out, piece)
             return out
         if self._block is not None:
             self._block.body += piece
@@ -228,10 +230,14 @@ class ToolCallStreamParser:
         out = ParsedPiece()
         block, self._block = self._block, None
         if block is not None:
-            out.content = block.lead + block.opener + block.body
-        out.content += self._buf
+            self._emit(out, block.lead + block.opener + block.body)
+        self._emit(out, self._buf)
         self._buf = ""
         return out
+
+    def _emit(self, out: ParsedPiece, content: str) -> None:
+        out.content += content
+        self._said = self._said or bool(content)
 
     # -- the state machine ---------------------------------------------------------------------
     def _advance(self, out: ParsedPiece) -> None:
@@ -240,7 +246,7 @@ class ToolCallStreamParser:
                 if not self._close_block(out):
                     return
             elif self._plain:
-                out.content += self._buf
+                self._emit(out, self._buf)
                 self._buf = ""
                 return
             elif not self._scan_text(out):
@@ -255,11 +261,17 @@ class ToolCallStreamParser:
     def _scan_text(self, out: ParsedPiece) -> bool:
         """Release content or open a block; False when more text is needed."""
         fmt = self._fmt
-        if self._after_call:
-            self._buf = self._buf.lstrip(" \t\r\n" + fmt.separators)
+        if self._after_call:  # skip separators; whitespace only joins content on both sides
+            buf, at = self._buf, 0
+            while at < len(buf) and (buf[at].isspace() or buf[at] in fmt.separators):
+                at += 1
+            self._gap += "".join(ch for ch in buf[:at] if ch.isspace())
+            self._buf = buf[at:]
             if not self._buf:
                 return False
-            self._after_call = False
+            if self._said:
+                self._buf = self._gap + self._buf
+            self._after_call, self._gap = False, ""
         if self._at_start:
             text = self._buf.lstrip()
             lead = self._buf[: len(self._buf) - len(text)]
@@ -288,13 +300,13 @@ class ToolCallStreamParser:
             at, marker = min(hits)
             before = buf[:at]
             content = before.rstrip()
-            out.content += content
+            self._emit(out, content)
             self._open(before[len(content) :], marker, buf[at + len(marker) :])
             return True
         hold = max((_prefix_overlap(buf, m) for m in self._fmt.anywhere), default=0)
         released = buf[: len(buf) - hold]
         content = released.rstrip()  # trailing whitespace waits: it may precede a marker
-        out.content += content
+        self._emit(out, content)
         self._buf = buf[len(content) :]
         return False
 
@@ -332,7 +344,7 @@ class ToolCallStreamParser:
         return True
 
     def _fail(self, out: ParsedPiece, block: _Block, text: str, rest: str) -> None:
-        out.content += text
+        self._emit(out, text)
         self._block, self._buf = None, rest
         self._at_start = False
         self._plain = self._fmt.plain_after_text
