@@ -35,7 +35,11 @@ from llmloop.engines.chat_template import render_chat, template_text
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
-from llmloop.engines.tool_parsers import ToolParserName, detect_tool_parser
+from llmloop.engines.tool_parsers import (
+    ToolParserName,
+    detect_tool_parser,
+    known_tool_parser,
+)
 from llmloop.engines.tool_results import parse_result, parse_stream
 from llmloop.errors import ConfigError, InvalidInputError, NotFoundError, require_extra
 
@@ -101,10 +105,7 @@ class HFEngine(Engine):
         self._model: Any = None
         self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
         self._max_context = 0
-        choice = self.config.tool_parser
-        self._tool_parser: ToolParserName | None = (
-            None if choice in ("auto", "none") else choice  # type: ignore[assignment]
-        )
+        self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -75,6 +75,11 @@ def detect_tool_parser(chat_template: str) -> ToolParserName | None:
     return None
 
 
+def known_tool_parser(name: str) -> ToolParserName | None:
+    """``name`` as a parser name when it is one (engine options also allow "auto" and "none")."""
+    return next((p for p in TOOL_PARSERS if p == name), None)
+
+
 def new_tool_call_id() -> str:
     """A fresh call id, ``call_`` and 24 random hex digits (OpenAI's shape)."""
     return "call_" + uuid.uuid4().hex[:24]

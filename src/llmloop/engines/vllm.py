@@ -31,7 +31,11 @@ from llmloop.core.chat import (
 )
 from llmloop.engines.base import Engine
 from llmloop.engines.chat_template import render_chat, template_text
-from llmloop.engines.tool_parsers import ToolParserName, detect_tool_parser
+from llmloop.engines.tool_parsers import (
+    ToolParserName,
+    detect_tool_parser,
+    known_tool_parser,
+)
 from llmloop.engines.tool_results import parse_result, parse_stream
 from llmloop.errors import ConfigError, InvalidInputError, UpstreamError, require_extra
 
@@ -83,10 +87,7 @@ class VLLMEngine(Engine):
         self._tokenizer: Any = None
         self._lora_ids: dict[str, int] = {}
         self._next_lora = itertools.count(1)
-        choice = self.config.tool_parser
-        self._tool_parser: ToolParserName | None = (
-            None if choice in ("auto", "none") else choice  # type: ignore[assignment]
-        )
+        self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
 
     @property
     def capabilities(self) -> EngineCapabilities:
