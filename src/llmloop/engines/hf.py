@@ -2,18 +2,21 @@
 
 ``HFEngine`` is the asyncio face: it parses its options (``HFEngineConfig``), loads the model,
 tokenizer and LoRA adapters, turns a request into prompt ids (the tokenizer's chat template for
-``messages``), and hands rows to the worker thread in ``hf_worker.py``, which owns the model and
-runs the decode loop; results come back through one asyncio queue per request. Closing a stream
-early marks its row cancelled and the worker drops it at the next step. Embeddings are the
-mean-pooled, L2-normalised last hidden state. It does not speak HTTP or pick models by name.
+``messages`` and tools, rendered by ``chat_template.py``), and hands rows to the worker thread in
+``hf_worker.py``, which owns the model and runs the decode loop; results come back through one
+asyncio queue per request. Closing a stream early marks its row cancelled and the worker drops it
+at the next step. Answers to requests with tools go through the tool parser
+(``tool_results.py``). Embeddings are the mean-pooled, L2-normalised last hidden state. It does
+not speak HTTP or pick models by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,9 +31,16 @@ from llmloop.core.chat import (
     Usage,
 )
 from llmloop.engines.base import Engine
+from llmloop.engines.chat_template import render_chat, template_text
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
+from llmloop.engines.tool_parsers import (
+    ToolParserName,
+    detect_tool_parser,
+    known_tool_parser,
+)
+from llmloop.engines.tool_results import parse_result, parse_stream
 from llmloop.errors import ConfigError, InvalidInputError, NotFoundError, require_extra
 
 DEFAULT_ADAPTER = "default"
@@ -63,6 +73,11 @@ class HFEngineConfig(BaseModel):
     )
     attn_implementation: str = Field(default="sdpa", description="transformers attention backend.")
     seed: int | None = Field(default=None, description="Seed of the unseeded requests' sampling.")
+    tool_parser: Literal["auto", "hermes", "llama3_json", "mistral", "none"] = Field(
+        default="auto",
+        description="Tool-call format of answers to requests with tools: 'auto' detects it from "
+        "the chat template; 'none' returns the raw text (and no tools capability).",
+    )
 
 
 def parse_config(options: dict[str, object]) -> HFEngineConfig:
@@ -90,6 +105,7 @@ class HFEngine(Engine):
         self._model: Any = None
         self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
         self._max_context = 0
+        self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,6 +151,8 @@ class HFEngine(Engine):
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
         self._tokenizer, self._model = tokenizer, model
+        if cfg.tool_parser == "auto":
+            self._tool_parser = detect_tool_parser(template_text(tokenizer) or "")
         self._scheduler = Scheduler(
             model,
             tokenizer,
@@ -176,6 +194,7 @@ class HFEngine(Engine):
             embeddings=True,
             logprobs=True,
             adapters=True,
+            tools=self._tool_parser is not None,
             max_batch_size=self.config.max_batch_size,
             max_context=self._max_context or self.config.max_context,
         )
@@ -184,12 +203,13 @@ class HFEngine(Engine):
     def _prompt_ids(self, req: GenerationRequest) -> list[int]:
         tok = self._tokenizer
         if req.messages is not None:
-            messages = [{"role": m.role, "content": m.content} for m in req.messages]
             if getattr(tok, "chat_template", None):
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                text = render_chat(tok, req)
                 ids = list(tok(text, add_special_tokens=False)["input_ids"])
+            elif req.wants_tools:
+                raise InvalidInputError("this model has no chat template, so it cannot take tools")
             else:  # a base model without a template: a plain transcript
-                text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+                text = "".join(f"{m.role}: {m.content}\n" for m in req.messages) + "assistant:"
                 ids = list(tok(text)["input_ids"])
         else:
             ids = list(tok(req.prompt)["input_ids"])
@@ -264,6 +284,12 @@ class HFEngine(Engine):
             # Reached on normal end too (harmless): the worker drops cancelled rows next step.
             row.cancelled = True
 
+    def _parser_for(self, req: GenerationRequest) -> ToolParserName | None:
+        """The tool parser for this request's answer: only chats offering tools (no echo)."""
+        if req.wants_tools and req.messages is not None and not req.echo:
+            return self._tool_parser
+        return None
+
     async def chat(self, req: GenerationRequest) -> GenerationResult:
         parts: list[str] = []
         last = RowOutput()
@@ -276,12 +302,14 @@ class HFEngine(Engine):
             logprobs = [*(last.prompt_logprobs or []), *(last.logprobs or [])]
         if req.echo:
             text = self._echo_text(req) + text
-        return GenerationResult(
+        result = GenerationResult(
             text=text,
             finish_reason=last.finish_reason or "stop",  # type: ignore[arg-type]
             usage=last.usage or Usage(),
             logprobs=logprobs,
         )
+        parser = self._parser_for(req)
+        return result if parser is None else parse_result(result, parser)
 
     def _echo_text(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
@@ -289,6 +317,16 @@ class HFEngine(Engine):
         return str(self._tokenizer.decode(self._prompt_ids(req), skip_special_tokens=False))
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        await self.start()  # the tool parser is known once the tokenizer is loaded
+        parser = self._parser_for(req)
+        chunks = self._text_chunks(req)
+        if parser is not None:
+            chunks = parse_stream(chunks, parser)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _text_chunks(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         async for out in self._outputs(req):
             if out.finish_reason is not None:
                 yield GenerationChunk(

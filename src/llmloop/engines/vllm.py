@@ -1,19 +1,22 @@
 """The vllm engine: vLLM's async engine in-process (GPU), with per-request LoRA adapters.
 
-Requests become ``vllm.SamplingParams`` and go to ``AsyncLLMEngine.generate``; chat messages go
-through the tokenizer's chat template; an adapter (``spec.adapter`` or ``req.adapter``, a local
-PEFT dir) becomes a ``LoRARequest`` with a stable integer id so vLLM keeps it loaded; closing a
-stream aborts the vLLM request. Completions return logprobs and, with echo, prompt logprobs.
-vLLM is imported only when the engine is built (``pip install llmloop[vllm]``); this module
-does not serve HTTP (vLLM's own server is reached through the openai engine instead).
+Requests become ``vllm.SamplingParams`` and go to ``AsyncLLMEngine.generate``; chat messages and
+tools go through the tokenizer's chat template (``chat_template.py``, shared with hf), answers to
+requests with tools through the tool parser (``tool_results.py``); an adapter (``spec.adapter``
+or ``req.adapter``, a local PEFT dir) becomes a ``LoRARequest`` with a stable integer id so vLLM
+keeps it loaded; closing a stream aborts the vLLM request. Completions return logprobs and, with
+echo, prompt logprobs. vLLM is imported only when the engine is built (``pip install
+llmloop[vllm]``); this module does not serve HTTP (vLLM's own server is reached through the
+openai engine instead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +30,13 @@ from llmloop.core.chat import (
     Usage,
 )
 from llmloop.engines.base import Engine
+from llmloop.engines.chat_template import render_chat, template_text
+from llmloop.engines.tool_parsers import (
+    ToolParserName,
+    detect_tool_parser,
+    known_tool_parser,
+)
+from llmloop.engines.tool_results import parse_result, parse_stream
 from llmloop.errors import ConfigError, InvalidInputError, UpstreamError, require_extra
 
 
@@ -47,6 +57,11 @@ class VLLMEngineConfig(BaseModel):
     enforce_eager: bool = Field(default=False, description="Skip CUDA graphs (faster start).")
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs to shard over.")
     seed: int = Field(default=0, description="Engine seed.")
+    tool_parser: Literal["auto", "hermes", "llama3_json", "mistral", "none"] = Field(
+        default="auto",
+        description="Tool-call format of answers to requests with tools: 'auto' detects it from "
+        "the chat template; 'none' returns the raw text (and no tools capability).",
+    )
 
 
 def parse_config(options: dict[str, object]) -> VLLMEngineConfig:
@@ -72,12 +87,14 @@ class VLLMEngine(Engine):
         self._tokenizer: Any = None
         self._lora_ids: dict[str, int] = {}
         self._next_lora = itertools.count(1)
+        self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
 
     @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
             logprobs=True,
             adapters=self.config.enable_lora,
+            tools=self._tool_parser is not None,
             max_batch_size=self.config.max_num_seqs,
             max_context=self.config.max_model_len,
         )
@@ -103,6 +120,8 @@ class VLLMEngine(Engine):
         )
         self._engine = AsyncLLMEngine.from_engine_args(args)
         self._tokenizer = await self._engine.get_tokenizer()
+        if cfg.tool_parser == "auto":
+            self._tool_parser = detect_tool_parser(template_text(self._tokenizer) or "")
 
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
@@ -143,13 +162,13 @@ class VLLMEngine(Engine):
     def _prompt(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
             return req.prompt
-        assert req.messages is not None
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
-        return str(
-            self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        )
+        return render_chat(self._tokenizer, req)
+
+    def _parser_for(self, req: GenerationRequest) -> ToolParserName | None:
+        """The tool parser for this request's answer: only chats offering tools (no echo)."""
+        if req.wants_tools and req.messages is not None and not req.echo:
+            return self._tool_parser
+        return None
 
     async def _generate(self, req: GenerationRequest) -> AsyncIterator[Any]:
         if self._engine is None:
@@ -187,7 +206,7 @@ class VLLMEngine(Engine):
         text = choice.text
         if req.echo:
             text = self._prompt(req) + text
-        return GenerationResult(
+        result = GenerationResult(
             text=text,
             finish_reason="length" if choice.finish_reason == "length" else "stop",
             usage=Usage(
@@ -195,8 +214,21 @@ class VLLMEngine(Engine):
             ),
             logprobs=logprobs,
         )
+        parser = self._parser_for(req)
+        return result if parser is None else parse_result(result, parser)
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        if self._engine is None:
+            await self.start()  # the tool parser is known once the tokenizer is loaded
+        parser = self._parser_for(req)
+        chunks = self._text_chunks(req)
+        if parser is not None:
+            chunks = parse_stream(chunks, parser)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _text_chunks(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         sent = 0
         async for out in self._generate(req):
             choice = out.outputs[0]

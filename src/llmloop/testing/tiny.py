@@ -1,7 +1,8 @@
 """Tiny local models for tests, examples and the demo: nothing is downloaded from a hub.
 
 ``build_tiny_llama`` trains a byte-level BPE tokenizer with ``tokenizers`` on given texts, gives it
-a chat template, and saves a small randomly initialised Llama with ``save_pretrained``. Training
+a chat template (``TOOLS_CHAT_TEMPLATE``: one that also renders tools and tool calls in the
+hermes format), and saves a small randomly initialised Llama with ``save_pretrained``. Training
 it (``llmloop models init-base``) is the trainers' job, not this module's.
 """
 
@@ -16,6 +17,25 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+# The same turns, plus function tools (a system turn listing them), assistant tool calls and tool
+# results in the hermes ``<tool_call>`` format, as Qwen's and Hermes' templates write them.
+TOOLS_CHAT_TEMPLATE = """\
+{%- if tools %}<|system|>You may call functions. Answer with <tool_call>\
+{"name": ..., "arguments": {...}}</tool_call>.
+<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools><|end|>{% endif %}
+{%- for message in messages %}
+{%- if message['role'] == 'assistant' and message['tool_calls'] is defined %}
+<|assistant|>{{ message['content'] }}
+{%- for call in message['tool_calls'] %}{% set args = call['function']['arguments'] %}
+<tool_call>{"name": "{{ call['function']['name'] }}", "arguments": \
+{{ args if args is string else args | tojson }}}</tool_call>
+{%- endfor %}<|end|>
+{%- elif message['role'] == 'tool' %}
+<|tool|><tool_response name="{{ message['name'] or '' }}">\
+{{ message['content'] }}</tool_response><|end|>
+{%- else %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|assistant|>{% endif %}"""
 SPECIAL_TOKENS = [
     "<|pad|>",
     "<|bos|>",
@@ -44,6 +64,7 @@ def build_tiny_llama(
     heads: int = 4,
     max_positions: int = 512,
     seed: int = 0,
+    chat_template: str = CHAT_TEMPLATE,
 ) -> Path:
     """Save a tokenizer and a randomly initialised small Llama under ``out_dir``; return it."""
     import torch
@@ -71,7 +92,7 @@ def build_tiny_llama(
         pad_token="<|pad|>",
         unk_token=None,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     fast.padding_side = "left"
     fast.save_pretrained(out)
     torch.manual_seed(seed)

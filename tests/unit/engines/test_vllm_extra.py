@@ -35,3 +35,12 @@ def test_importing_llmloop_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_tool_parser_option_is_checked_without_vllm() -> None:
+    from llmloop.engines.vllm import parse_config
+
+    assert parse_config({}).tool_parser == "auto"
+    assert parse_config({"tool_parser": "llama3_json"}).tool_parser == "llama3_json"
+    with pytest.raises(ConfigError, match="tool_parser"):
+        parse_config({"tool_parser": "xml"})

@@ -1,0 +1,61 @@
+"""Tool calls in engine answers: a tool parser applied to a whole result or to a chunk stream.
+
+The local engines (hf, vllm) produce plain text; when a request offers tools, these wrappers
+split that text into content and tool calls with :mod:`llmloop.engines.tool_parsers`, and set
+the finish reason to ``tool_calls`` when the model made any. Requests without tools never come
+here. Nothing here renders prompts or talks to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from llmloop.core.chat import FinishReason, GenerationChunk, GenerationResult
+from llmloop.engines.tool_parsers import ToolCallStreamParser, ToolParserName, parse_tool_calls
+
+
+def tool_finish_reason(reason: FinishReason, called: bool) -> FinishReason:
+    """``tool_calls`` when calls were made and the answer ended normally, else ``reason``."""
+    return "tool_calls" if called and reason in ("stop", "length") else reason
+
+
+def parse_result(result: GenerationResult, parser: ToolParserName) -> GenerationResult:
+    """``result`` with its text split into content and tool calls."""
+    parsed = parse_tool_calls(result.text, parser)
+    return result.model_copy(
+        update={
+            "text": parsed.content,
+            "tool_calls": parsed.tool_calls or None,
+            "finish_reason": tool_finish_reason(result.finish_reason, bool(parsed.tool_calls)),
+        }
+    )
+
+
+async def parse_stream(
+    chunks: AsyncIterator[GenerationChunk], parser: ToolParserName
+) -> AsyncGenerator[GenerationChunk, None]:
+    """Re-chunk a text stream into content chunks and one chunk per finished tool call.
+
+    The last chunk keeps its place (the finish reason and usage come last, with any content
+    held until the end); closing this stream closes ``chunks``.
+    """
+    stream = ToolCallStreamParser(parser)
+    try:
+        async for chunk in chunks:
+            piece = stream.feed(chunk.text)
+            content, deltas = piece.content, piece.tool_calls
+            if chunk.finish_reason is not None:
+                tail = stream.finish()
+                content, deltas = content + tail.content, deltas + tail.tool_calls
+            if chunk.finish_reason is None and content:
+                yield GenerationChunk(text=content)
+            for delta in deltas:
+                yield GenerationChunk(tool_calls=[delta])
+            if chunk.finish_reason is not None:
+                reason = tool_finish_reason(chunk.finish_reason, stream.calls_made > 0)
+                yield GenerationChunk(text=content, finish_reason=reason, usage=chunk.usage)
+                return
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
