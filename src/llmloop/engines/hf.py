@@ -31,6 +31,7 @@ from llmloop.engines.base import Engine
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
+from llmloop.engines.structured import Grammars, structured_available
 from llmloop.errors import ConfigError, InvalidInputError, NotFoundError, require_extra
 
 DEFAULT_ADAPTER = "default"
@@ -89,6 +90,7 @@ class HFEngine(Engine):
         self._tokenizer: Any = None
         self._model: Any = None
         self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
+        self._grammars: Grammars | None = None  # response_format compiler (structured.py)
         self._max_context = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,6 +137,9 @@ class HFEngine(Engine):
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
         self._tokenizer, self._model = tokenizer, model
+        vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        # A grammar ends on a real EOS even under ignore_eos: nothing may follow complete JSON.
+        self._grammars = Grammars(tokenizer, vocab_size, eos_ids)
         self._scheduler = Scheduler(
             model,
             tokenizer,
@@ -142,7 +147,7 @@ class HFEngine(Engine):
             max_queue=cfg.max_queue,
             eos_ids=set() if cfg.ignore_eos else eos_ids,
             pad_id=pad,
-            vocab_size=int(model.get_output_embeddings().weight.shape[0]),
+            vocab_size=vocab_size,
             use_adapters=bool(self._adapters),
         )
         if cfg.seed is not None:
@@ -176,6 +181,7 @@ class HFEngine(Engine):
             embeddings=True,
             logprobs=True,
             adapters=True,
+            structured_output=structured_available(),
             max_batch_size=self.config.max_batch_size,
             max_context=self._max_context or self.config.max_context,
         )
@@ -228,6 +234,8 @@ class HFEngine(Engine):
         await self.start()
         assert self._scheduler is not None
         ids = self._prompt_ids(req)
+        assert self._grammars is not None
+        grammar = await self._grammars.row_grammar(req.response_format)
         adapter = await self._adapter_name(req)
         generator = None
         if req.sampling.seed is not None:
@@ -245,6 +253,7 @@ class HFEngine(Engine):
             logprobs=req.logprobs,
             echo=req.echo,
             generator=generator,
+            grammar=grammar,
             text=TextStream(stops=tuple(s for s in req.sampling.stop if s)),
         )
         self._scheduler.submit(row)
