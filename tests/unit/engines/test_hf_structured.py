@@ -123,6 +123,21 @@ async def test_a_mixed_batch_leaves_unconstrained_rows_alone(engine: HFEngine) -
 
 
 @needs_xgrammar
+async def test_a_finished_grammar_ends_the_row_even_under_ignore_eos(
+    engine: HFEngine, tiny_model_dir: Path
+) -> None:
+    options = {"num_threads": 1, "ignore_eos": True}
+    endless = HFEngine(EngineSpec(kind="hf", model=str(tiny_model_dir), options=options))
+    try:
+        for req in (request("Hello", JSON_SCHEMA), request("Hello", JSON_OBJECT)):
+            ended = await endless.chat(req)
+            assert ended.finish_reason == "stop"
+            assert ended == await engine.chat(req)  # same text, the stop token not counted
+    finally:
+        await endless.aclose()
+
+
+@needs_xgrammar
 async def test_logprobs_are_of_the_masked_distribution(engine: HFEngine) -> None:
     result = await engine.chat(request("Hello", JSON_SCHEMA, logprobs=3))
     scores = result.logprobs
