@@ -6,8 +6,10 @@ tokenizer and LoRA adapters, turns a request into prompt ids (the tokenizer's ch
 ``hf_worker.py``, which owns the model and runs the decode loop; results come back through one
 asyncio queue per request. Closing a stream early marks its row cancelled and the worker drops it
 at the next step. Answers to requests with tools go through the tool parser
-(``tool_results.py``). Embeddings are the mean-pooled, L2-normalised last hidden state. It does
-not speak HTTP or pick models by name.
+(``tool_results.py``); a JSON ``response_format`` is compiled to a grammar (``structured.py``)
+that masks the row's logits at every step. Completion prompts may come as token ids. Embeddings
+are the mean-pooled, L2-normalised last hidden state. It does not speak HTTP or pick models by
+name.
 """
 
 from __future__ import annotations
@@ -35,13 +37,20 @@ from llmloop.engines.chat_template import render_chat, template_text
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
+from llmloop.engines.structured import Grammars, structured_available
 from llmloop.engines.tool_parsers import (
     ToolParserName,
     detect_tool_parser,
     known_tool_parser,
 )
 from llmloop.engines.tool_results import parse_result, parse_stream
-from llmloop.errors import ConfigError, InvalidInputError, NotFoundError, require_extra
+from llmloop.errors import (
+    BadRequestError,
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    require_extra,
+)
 
 DEFAULT_ADAPTER = "default"
 
@@ -104,7 +113,9 @@ class HFEngine(Engine):
         self._tokenizer: Any = None
         self._model: Any = None
         self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
+        self._grammars: Grammars | None = None  # response_format compiler (structured.py)
         self._max_context = 0
+        self._vocab_size = 0
         self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -153,6 +164,9 @@ class HFEngine(Engine):
         self._tokenizer, self._model = tokenizer, model
         if cfg.tool_parser == "auto":
             self._tool_parser = detect_tool_parser(template_text(tokenizer) or "")
+        vocab_size = self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        # A grammar ends on a real EOS even under ignore_eos: nothing may follow complete JSON.
+        self._grammars = Grammars(tokenizer, vocab_size, eos_ids)
         self._scheduler = Scheduler(
             model,
             tokenizer,
@@ -160,7 +174,7 @@ class HFEngine(Engine):
             max_queue=cfg.max_queue,
             eos_ids=set() if cfg.ignore_eos else eos_ids,
             pad_id=pad,
-            vocab_size=int(model.get_output_embeddings().weight.shape[0]),
+            vocab_size=vocab_size,
             use_adapters=bool(self._adapters),
         )
         if cfg.seed is not None:
@@ -195,6 +209,8 @@ class HFEngine(Engine):
             logprobs=True,
             adapters=True,
             tools=self._tool_parser is not None,
+            structured_output=structured_available(),
+            token_prompts=True,
             max_batch_size=self.config.max_batch_size,
             max_context=self._max_context or self.config.max_context,
         )
@@ -211,6 +227,11 @@ class HFEngine(Engine):
             else:  # a base model without a template: a plain transcript
                 text = "".join(f"{m.role}: {m.content}\n" for m in req.messages) + "assistant:"
                 ids = list(tok(text)["input_ids"])
+        elif req.prompt_ids is not None:
+            ids = list(req.prompt_ids)
+            if max(ids) >= self._vocab_size:
+                raise BadRequestError(f"token id {max(ids)} is outside this model's vocabulary "
+                                      f"of {self._vocab_size}", param="prompt")  # fmt: skip
         else:
             ids = list(tok(req.prompt)["input_ids"])
         if not ids and tok.bos_token_id is not None:
@@ -248,6 +269,8 @@ class HFEngine(Engine):
         await self.start()
         assert self._scheduler is not None
         ids = self._prompt_ids(req)
+        assert self._grammars is not None
+        grammar = await self._grammars.row_grammar(req.response_format)
         adapter = await self._adapter_name(req)
         generator = None
         if req.sampling.seed is not None:
@@ -265,6 +288,7 @@ class HFEngine(Engine):
             logprobs=req.logprobs,
             echo=req.echo,
             generator=generator,
+            grammar=grammar,
             text=TextStream(stops=tuple(s for s in req.sampling.stop if s)),
         )
         self._scheduler.submit(row)
@@ -312,7 +336,7 @@ class HFEngine(Engine):
         return result if parser is None else parse_result(result, parser)
 
     def _echo_text(self, req: GenerationRequest) -> str:
-        if req.prompt is not None:
+        if req.prompt is not None and req.prompt_ids is None:
             return req.prompt
         return str(self._tokenizer.decode(self._prompt_ids(req), skip_special_tokens=False))
 

@@ -6,6 +6,8 @@ shorter, masked out by the attention mask; each row keeps its own position ids);
 ``step`` runs one forward pass for all rows; finished or cancelled rows leave by
 ``index_select`` and all-padding columns are trimmed. Each cache layer is a "slab" with spare
 room, so a decode step writes its keys in place instead of re-concatenating the whole cache.
+Rows with a grammar (structured output) are listed in ``constrained`` whenever the batch
+changes; ``constrain`` masks just their logits, so an unconstrained batch does no grammar work.
 It does not own a thread, queues or text: the scheduler in ``hf_worker.py`` drives it.
 """
 
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from llmloop.core.chat import SamplingParams
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.sampling import BatchSampler, SamplingRow, gather_logprobs
+from llmloop.engines.structured import RowGrammar, TokenMask
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +50,7 @@ class Row:
     logprobs: int | None = None
     echo: bool = False
     generator: torch.Generator | None = None
+    grammar: RowGrammar | None = None  # structured output: the grammar the tokens must follow
     output_ids: list[int] = field(default_factory=list)
     text: TextStream = field(default_factory=TextStream)
     scores: list[TokenScore] = field(default_factory=list)
@@ -75,6 +79,8 @@ class DecodeBatch:
         self.positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self.last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
         self.sampler = BatchSampler([], vocab_size, self.device)
+        self.constrained: list[int] = []  # indices of rows with a grammar
+        self.token_mask = TokenMask(vocab_size)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,6 +173,12 @@ class DecodeBatch:
         self.sampler = BatchSampler(
             [r.sampling_row() for r in self.rows], self.vocab_size, self.device
         )
+        self.constrained = constrained_indices(self.rows)
+
+    def constrain(self, logits: Any, rows: list[Row], indices: list[int]) -> None:
+        """Mask ``logits`` (one row per ``rows``) to what the grammars at ``indices`` allow."""
+        grammars = [(i, rows[i].grammar) for i in indices]
+        self.token_mask.apply(logits, [(i, g) for i, g in grammars if g is not None])
 
     def keep(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` (in order); trim all-padding cache columns."""
@@ -194,6 +206,11 @@ class DecodeBatch:
             )
         self.positions = self.positions.index_select(0, index)
         self.last_tokens = self.last_tokens.index_select(0, index)
+
+
+def constrained_indices(rows: list[Row]) -> list[int]:
+    """Where in ``rows`` the rows with a grammar are."""
+    return [i for i, row in enumerate(rows) if row.grammar is not None]
 
 
 @functools.cache

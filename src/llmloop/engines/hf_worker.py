@@ -2,10 +2,13 @@
 
 Each turn of the loop takes new work from a thread-safe inbox (rows to generate, calls such as
 embedding or adapter loading), admits waiting rows into the running ``DecodeBatch`` up to
-``max_batch_size`` (prefill + cache merge), runs one decode step for all rows, turns the
-sampled tokens into text deltas, finishes rows (stop, length, stop sequence, cancelled) and
-posts what it produced to each request's asyncio queue with one ``call_soon_threadsafe`` per
-event loop per step. It does not parse requests or build prompts: ``hf.py`` does that.
+``max_batch_size`` (prefill + cache merge), runs one decode step for all rows, masks the logits
+of rows that carry a grammar (structured output) and feeds the grammars their tokens, turns the
+sampled tokens into text deltas, finishes rows (stop, length, stop sequence, grammar complete,
+cancelled) and posts what it produced to each request's asyncio queue with one
+``call_soon_threadsafe`` per event loop per step. Log-probs are those of the distribution the
+token was drawn from: for a constrained row, the masked one (forbidden tokens never appear).
+It does not parse requests or build prompts: ``hf.py`` does that.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from llmloop.core.chat import TokenLogprob, Usage
 from llmloop.engines.detokenize import decode_deltas, make_batch_decoder
-from llmloop.engines.hf_batch import DecodeBatch, Row, TokenScore
+from llmloop.engines.hf_batch import DecodeBatch, Row, TokenScore, constrained_indices
 from llmloop.engines.sampling import BatchSampler, gather_logprobs
 from llmloop.errors import OverloadedError, UpstreamError
 
@@ -169,9 +172,12 @@ class Scheduler:
         rows = batch.rows[first:]
         # Joining rows take their first token from their own prefill logits, with a sampler of
         # their own; the batch sampler is rebuilt once they hold that token.
-        sampler = batch.sampler
+        sampler, constrained = batch.sampler, batch.constrained
         if joined:
             sampler = BatchSampler([r.sampling_row() for r in rows], batch.vocab_size, batch.device)
+            constrained = constrained_indices(rows)
+        if constrained:  # structured output: forbidden tokens get -inf before sampling
+            batch.constrain(logits, rows, constrained)
         tokens = sampler.sample(logits)
         sampler.record(tokens)
         batch.set_last_tokens(torch.cat([batch.last_tokens[:first], tokens]) if first else tokens)
@@ -182,6 +188,8 @@ class Scheduler:
                 row.finish_reason = "stop"
             else:
                 row.output_ids.append(token)
+        if constrained:
+            self._follow_grammars(rows, constrained, ids)
         deltas = decode_deltas(self._decode, [r.text for r in rows], [r.output_ids for r in rows])
         keep = list(range(first))
         for i, (row, delta) in enumerate(zip(rows, deltas, strict=True)):
@@ -201,6 +209,20 @@ class Scheduler:
         if joined or len(keep) != len(batch):
             batch.keep(keep)
             batch.refresh_sampler()
+
+    def _follow_grammars(self, rows: list[Row], constrained: list[int], ids: list[int]) -> None:
+        """Feed each constrained row's token to its grammar; a finished grammar ends the row."""
+        for i in constrained:
+            row, grammar = rows[i], rows[i].grammar
+            if grammar is None or row.finish_reason is not None:  # ended by EOS already
+                continue
+            if not grammar.accept(ids[i]):  # only when the mask left nothing to choose
+                detail = f"hf engine: the grammar rejected token {ids[i]} (nothing was allowed)"
+                self._emit(row, RowOutput(error=UpstreamError(detail)))
+                row.cancelled = True
+            elif grammar.finished:  # it accepted a stop token that is not one of eos_ids
+                row.output_ids.pop()
+                row.finish_reason = "stop"
 
     def _score(self, rows: list[Row], logits: Any, tokens: Any) -> None:
         wanted = [i for i, r in enumerate(rows) if r.logprobs is not None]

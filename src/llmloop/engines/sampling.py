@@ -10,6 +10,7 @@ log-probs. It knows nothing of models, caches or text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -140,7 +141,12 @@ class BatchSampler:
 def gather_logprobs(
     logits: torch.Tensor, tokens: torch.Tensor, top: int
 ) -> tuple[list[float], list[list[tuple[int, float]]]]:
-    """Log-prob of ``tokens`` under ``logits`` (raw model distribution) and the ``top`` best."""
+    """Log-prob of ``tokens`` under ``logits`` and the ``top`` best.
+
+    ``logits`` are the model's, before temperature and penalties; for a row with a grammar they
+    are already masked, so these are log-probs of the constrained distribution, and forbidden
+    tokens (log-prob -inf) are left out of the top list.
+    """
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -149,6 +155,7 @@ def gather_logprobs(
         return chosen, [[] for _ in chosen]
     values, ids = torch.topk(logp, top, dim=-1)
     tops = [
-        list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+        [(t, v) for t, v in zip(i, vs, strict=True) if v != -math.inf]
+        for i, vs in zip(ids.tolist(), values.tolist(), strict=True)
     ]
     return chosen, tops
