@@ -1,0 +1,73 @@
+"""The hf engine behind the gateway with the ecosystem's clients: a JSON schema answer through
+the official client and LangChain's ``with_structured_output``, and lm-eval style token-id
+prompts scored with echo and logprobs (ids out of the vocabulary are a 400)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import jsonschema
+import pytest
+from pydantic import BaseModel, Field
+
+from conftest import Gateway
+from llmloop.engines.structured import structured_available
+
+pytest.importorskip("torch")
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]},
+                   "days": {"type": "integer", "minimum": 1, "maximum": 9}},
+    "required": ["city", "days"], "additionalProperties": False,
+}  # fmt: skip
+
+
+class Trip(BaseModel):
+    city: Literal["Paris", "Rome"]
+    days: int = Field(ge=1, le=9)
+
+
+async def deploy_hf(gw: Gateway, model_dir: Path) -> None:
+    engine = {"kind": "hf", "model": str(model_dir),
+              "options": {"num_threads": 1, "max_batch_size": 8}}  # fmt: skip
+    await gw.deploy({"name": "tiny", "targets": [{"engine": engine}]})
+
+
+@pytest.mark.skipif(not structured_available(), reason="xgrammar not installed")
+async def test_json_schema_answers_from_the_hf_engine(gw: Gateway, tiny_model_dir: Path) -> None:
+    await deploy_hf(gw, tiny_model_dir)
+    fmt = {"type": "json_schema", "json_schema": {"name": "trip", "schema": SCHEMA}}
+    for seed in (1, 2, 3):
+        resp = await gw.client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "plan a trip"}],
+            response_format=fmt, temperature=1.0, seed=seed, max_tokens=64,  # type: ignore[arg-type]
+        )  # fmt: skip
+        jsonschema.validate(json.loads(resp.choices[0].message.content or ""), SCHEMA)
+    langchain_openai = pytest.importorskip("langchain_openai")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.app), timeout=60)
+    llm = langchain_openai.ChatOpenAI(model="tiny", base_url="http://gw/v1", api_key=gw.key,
+                                      http_async_client=http, max_retries=0,
+                                      max_completion_tokens=64)  # fmt: skip
+    trip = await llm.with_structured_output(Trip, method="json_schema").ainvoke("plan a trip")
+    assert isinstance(trip, Trip)
+    await http.aclose()
+
+
+async def test_token_id_prompts_on_the_hf_engine(gw: Gateway, tiny_model_dir: Path) -> None:
+    await deploy_hf(gw, tiny_model_dir)
+    resp = await gw.client.completions.create(
+        model="tiny", prompt=[[5, 6, 7, 8], [9, 10]], echo=True, logprobs=1, max_tokens=1,
+        temperature=0,
+    )  # fmt: skip
+    first, second = resp.choices
+    assert first.logprobs is not None and first.logprobs.token_logprobs is not None
+    assert len(first.logprobs.token_logprobs) == 5 and first.logprobs.token_logprobs[0] is None
+    assert all(v is not None and v <= 0 for v in first.logprobs.token_logprobs[1:])
+    assert second.logprobs is not None and len(second.logprobs.token_logprobs or []) == 3
+    assert resp.usage is not None and resp.usage.prompt_tokens == 6
+    bad = await gw.http.post("/v1/completions", json={"model": "tiny", "prompt": [10**9]})
+    assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
