@@ -14,6 +14,7 @@ It does not own a thread, queues or text: the scheduler in ``hf_worker.py`` driv
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,31 @@ if TYPE_CHECKING:
     import torch
 
 BASE_ADAPTER = "__base__"
+_CACHE_ARGUMENT: dict[type, str] = {}
 _SLAB_SPARE = 64  # decode steps a cache layer can take before it is copied into a larger slab
+
+
+def cache_argument(model_cls: type) -> str:
+    """The forward argument that takes the KV cache: ``cache`` from transformers 5.24 on
+    (``past_key_values`` is deprecated there), ``past_key_values`` before. A wrapper whose
+    forward takes ``**kwargs`` (PEFT) passes either on: the installed transformers decides."""
+    name = _CACHE_ARGUMENT.get(model_cls)
+    if name is None:
+        forward = getattr(model_cls, "forward", None)
+        params = inspect.signature(forward).parameters if forward is not None else {}
+        if "cache" in params or "past_key_values" in params:
+            name = "cache" if "cache" in params else "past_key_values"
+        else:
+            name = "cache" if _transformers_renamed_cache() else "past_key_values"
+        _CACHE_ARGUMENT[model_cls] = name
+    return name
+
+
+@functools.cache
+def _transformers_renamed_cache() -> bool:
+    from transformers import LlamaForCausalLM
+
+    return "cache" in inspect.signature(LlamaForCausalLM.forward).parameters
 
 
 @dataclass
@@ -91,11 +116,11 @@ class DecodeBatch:
         kwargs: dict[str, Any] = {}
         if self.use_adapters:
             kwargs["adapter_names"] = [r.adapter for r in rows]
+        kwargs[cache_argument(type(self.model))] = cache
         return self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
             **kwargs,
