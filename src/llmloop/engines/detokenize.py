@@ -3,8 +3,9 @@
 ``TextStream`` turns a growing list of token ids into text deltas that never end in a broken
 UTF-8 sequence (a byte-level BPE token can hold half a character), and holds back any tail that
 could still become a stop sequence, so the stop text itself is never emitted. ``decode_deltas``
-does the decoding for a whole decode batch in one tokenizer call. Nothing here samples or runs
-a model.
+does the decoding for a whole decode batch in one tokenizer call (two when some rows keep their
+special tokens: forced tool calls, whose markers may be special tokens). Nothing here samples or
+runs a model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class TextStream:
     """The text of one row: decoded so far, emitted so far, and the stop sequences to watch."""
 
     stops: Sequence[str] = ()
+    keep_special: bool = False  # decode special tokens as text instead of skipping them
     text: str = ""
     emitted: int = 0
     prefix_offset: int = 0
@@ -81,32 +83,40 @@ class TextStream:
 
 
 def decode_deltas(
-    decode: BatchDecoder, streams: Sequence[TextStream], id_lists: Sequence[list[int]]
+    decode: BatchDecoder,
+    streams: Sequence[TextStream],
+    id_lists: Sequence[list[int]],
+    decode_special: BatchDecoder | None = None,
 ) -> list[str]:
-    """Advance every stream by its new ids with one batched tokenizer call; return the deltas."""
-    windows: list[list[int]] = []
+    """Advance every stream by its new ids with one batched tokenizer call; return the deltas.
+
+    Streams that keep special tokens are decoded by ``decode_special`` (a second call).
+    """
+    windows: tuple[list[list[int]], list[list[int]]] = ([], [])  # [1]: keeping special tokens
     for stream, ids in zip(streams, id_lists, strict=True):
-        windows.extend(stream.pending_slices(ids))
-    texts = decode(windows)
-    return [
-        stream.accept(texts[2 * i], texts[2 * i + 1], len(ids))
-        for i, (stream, ids) in enumerate(zip(streams, id_lists, strict=True))
-    ]
+        windows[stream.keep_special].extend(stream.pending_slices(ids))
+    decoders = (decode, decode_special or decode)
+    texts = tuple(iter(fn(w) if w else []) for fn, w in zip(decoders, windows, strict=True))
+    deltas: list[str] = []
+    for stream, ids in zip(streams, id_lists, strict=True):
+        prefix, full = next(texts[stream.keep_special]), next(texts[stream.keep_special])
+        deltas.append(stream.accept(prefix, full, len(ids)))
+    return deltas
 
 
-def make_batch_decoder(tokenizer: object) -> BatchDecoder:
-    """The fastest batched decode the tokenizer offers, skipping special tokens."""
+def make_batch_decoder(tokenizer: object, skip_special_tokens: bool = True) -> BatchDecoder:
+    """The fastest batched decode the tokenizer offers (skipping special tokens by default)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "decode_batch"):
 
         def decode_fast(ids: list[list[int]]) -> list[str]:
-            return list(backend.decode_batch(ids, skip_special_tokens=True))
+            return list(backend.decode_batch(ids, skip_special_tokens=skip_special_tokens))
 
         return decode_fast
 
     batch_decode = tokenizer.batch_decode  # type: ignore[attr-defined]
 
     def decode_slow(ids: list[list[int]]) -> list[str]:
-        return list(batch_decode(ids, skip_special_tokens=True))
+        return list(batch_decode(ids, skip_special_tokens=skip_special_tokens))
 
     return decode_slow

@@ -6,10 +6,10 @@ tokenizer and LoRA adapters, turns a request into prompt ids (the tokenizer's ch
 ``hf_worker.py``, which owns the model and runs the decode loop; results come back through one
 asyncio queue per request. Closing a stream early marks its row cancelled and the worker drops it
 at the next step. Answers to requests with tools go through the tool parser
-(``tool_results.py``); a JSON ``response_format`` is compiled to a grammar (``structured.py``)
-that masks the row's logits at every step. Completion prompts may come as token ids. Embeddings
-are the mean-pooled, L2-normalised last hidden state. It does not speak HTTP or pick models by
-name.
+(``tool_results.py``); a JSON ``response_format``, or a forced ``tool_choice`` (which wins over
+it, ``tool_grammar.py``), is compiled to a grammar (``structured.py``) that masks the row's logits
+at every step. Completion prompts may come as token ids. Embeddings are the mean-pooled,
+L2-normalised last hidden state. It does not speak HTTP or pick models by name.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
 from llmloop.engines.structured import Grammars, structured_available
+from llmloop.engines.tool_grammar import ToolGrammarSpec, request_grammar
 from llmloop.engines.tool_parsers import (
     ToolParserName,
     detect_tool_parser,
@@ -113,7 +114,7 @@ class HFEngine(Engine):
         self._tokenizer: Any = None
         self._model: Any = None
         self._adapters: dict[str, str] = {}  # name -> path of loaded adapters
-        self._grammars: Grammars | None = None  # response_format compiler (structured.py)
+        self._grammars: Grammars | None = None  # grammar compiler (structured.py)
         self._max_context = 0
         self._vocab_size = 0
         self._tool_parser: ToolParserName | None = known_tool_parser(self.config.tool_parser)
@@ -270,7 +271,8 @@ class HFEngine(Engine):
         assert self._scheduler is not None
         ids = self._prompt_ids(req)
         assert self._grammars is not None
-        grammar = await self._grammars.row_grammar(req.response_format)
+        spec = request_grammar(req, self._parser_for(req))
+        grammar = await self._grammars.row_grammar(spec)
         adapter = await self._adapter_name(req)
         generator = None
         if req.sampling.seed is not None:
@@ -289,7 +291,10 @@ class HFEngine(Engine):
             echo=req.echo,
             generator=generator,
             grammar=grammar,
-            text=TextStream(stops=tuple(s for s in req.sampling.stop if s)),
+            text=TextStream(  # a tool grammar's markers may be special tokens: keep them
+                stops=tuple(s for s in req.sampling.stop if s),
+                keep_special=isinstance(spec, ToolGrammarSpec),
+            ),
         )
         self._scheduler.submit(row)
         return row, queue

@@ -66,6 +66,7 @@ class Scheduler:
         self.pad_id = pad_id
         self.batch = DecodeBatch(model, vocab_size, use_adapters)
         self._decode = make_batch_decoder(tokenizer)
+        self._decode_special = make_batch_decoder(tokenizer, skip_special_tokens=False)
         self._inbox: deque[Row | Callable[[], Any] | None] = deque()
         self._waiting: deque[Row] = deque()
         self._wake = threading.Condition()
@@ -190,7 +191,8 @@ class Scheduler:
                 row.output_ids.append(token)
         if constrained:
             self._follow_grammars(rows, constrained, ids)
-        deltas = decode_deltas(self._decode, [r.text for r in rows], [r.output_ids for r in rows])
+        streams, outputs = [r.text for r in rows], [r.output_ids for r in rows]
+        deltas = decode_deltas(self._decode, streams, outputs, self._decode_special)
         keep = list(range(first))
         for i, (row, delta) in enumerate(zip(rows, deltas, strict=True)):
             if row.cancelled:
@@ -244,7 +246,8 @@ class Scheduler:
             stream = row.text
             if not stream.stopped and stream.read_offset < len(row.output_ids):
                 # Flush ids held back for an unfinished character: the output is what it is.
-                texts = self._decode(list(stream.pending_slices(row.output_ids)))
+                decode = self._decode_special if stream.keep_special else self._decode
+                texts = decode(list(stream.pending_slices(row.output_ids)))
                 delta += stream.accept(texts[0], texts[1], len(row.output_ids), final=True)
             tail = stream.finish()
         usage = Usage(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.output_ids))

@@ -12,8 +12,10 @@ and no free whitespace (``any_whitespace=False``): a weak model cannot loop on b
 xgrammar's built-in JSON grammar: OpenAI promises an object, and the built-in grammar allows
 arrays and unbounded whitespace. ``json_schema`` is compiled in xgrammar's strict mode (no
 properties the schema does not name unless it says ``additionalProperties``), which every
-schema accepts and weak models need. This module does not run models or sample: the decode
-loop (``hf_worker.py``) asks it for masks and feeds it the sampled tokens.
+schema accepts and weak models need. ``Grammars`` compiles any ``GrammarSource`` (a digest and
+a ``compile``): forced tool calls (``tool_grammar.py``) share its cache and masking. This module
+does not run models or sample: the decode loop (``hf_worker.py``) asks it for masks and feeds it
+the sampled tokens.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from llmloop.errors import BadRequestError, MissingExtraError, require_extra
 
@@ -45,16 +47,44 @@ def structured_available() -> bool:
     return importlib.util.find_spec("xgrammar") is not None
 
 
+def xgrammar_reason(exc: Exception) -> str:
+    """An xgrammar error message without its C++ log prefix."""
+    return _LOG_PREFIX.sub("", str(exc).strip())
+
+
+class GrammarSource(Protocol):
+    """Something ``Grammars`` can compile: a cache key, the request field it came from, a build."""
+
+    param: ClassVar[str]  # the request field a bad grammar is blamed on (400s)
+
+    @property
+    def digest(self) -> str: ...
+
+    def compile(self, compiler: Any) -> Any:
+        """Build the xgrammar ``CompiledGrammar`` (in a worker thread); bad input: 400."""
+        ...
+
+
 @dataclass(frozen=True)
 class GrammarSpec:
     """What to constrain a row to: a JSON schema (text) and whether it is strict."""
 
+    param: ClassVar[str] = "response_format"
     schema: str
     strict: bool
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(f"{self.strict}\n{self.schema}".encode()).hexdigest()
+
+    def compile(self, compiler: Any) -> Any:
+        try:
+            return compiler.compile_json_schema(
+                self.schema, any_whitespace=False, strict_mode=self.strict
+            )
+        except (RuntimeError, ValueError) as exc:
+            reason = xgrammar_reason(exc)
+            raise _bad(f"response_format has a schema xgrammar cannot use: {reason}") from None
 
 
 def grammar_spec(response_format: dict[str, Any] | None) -> GrammarSpec | None:
@@ -114,15 +144,14 @@ class Grammars:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Any] = OrderedDict()  # digest -> CompiledGrammar
 
-    async def row_grammar(self, response_format: dict[str, Any] | None) -> RowGrammar | None:
-        """A fresh matcher for ``response_format`` (None for free text); bad schemas: 400."""
-        spec = grammar_spec(response_format)
+    async def row_grammar(self, spec: GrammarSource | None) -> RowGrammar | None:
+        """A fresh matcher for ``spec`` (None: free text); bad grammars or no xgrammar: 400."""
         if spec is None:
             return None
         try:
             require_extra("xgrammar", "structured", "response_format json_object / json_schema")
         except MissingExtraError as exc:
-            raise _bad(exc.detail) from None
+            raise BadRequestError(exc.detail, param=spec.param) from None
         compiled: Any = self._cache.get(spec.digest)
         if compiled is None:
             compiled = await asyncio.to_thread(self._compile, spec)
@@ -135,16 +164,9 @@ class Grammars:
 
         return RowGrammar(xgr.GrammarMatcher(compiled))
 
-    def _compile(self, spec: GrammarSpec) -> Any:
-        """Runs in a worker thread: xgrammar compiles (and checks) the schema."""
-        compiler = self._get_compiler()
-        try:
-            return compiler.compile_json_schema(
-                spec.schema, any_whitespace=False, strict_mode=spec.strict
-            )
-        except (RuntimeError, ValueError) as exc:
-            reason = _LOG_PREFIX.sub("", str(exc).strip())
-            raise _bad(f"response_format has a schema xgrammar cannot use: {reason}") from None
+    def _compile(self, spec: GrammarSource) -> Any:
+        """Runs in a worker thread: the compiler is built on first use, then ``spec`` compiled."""
+        return spec.compile(self._get_compiler())
 
     def _get_compiler(self) -> Any:
         with self._lock:

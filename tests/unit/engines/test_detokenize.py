@@ -51,3 +51,16 @@ def test_partial_stop_prefix_is_released_when_it_does_not_complete() -> None:
     assert stream.accept("xab", "xabd", 2) == "abd"
     assert stream.finish() == ""
     assert not stream.stopped
+
+
+def test_streams_that_keep_special_tokens_decode_them_in_the_same_batch(tokenizer: Any) -> None:
+    ids = tokenizer("<|user|>Hello<|end|> done", add_special_tokens=False)["input_ids"]
+    plain, kept = TextStream(), TextStream(keep_special=True)
+    skip, keep = make_batch_decoder(tokenizer), make_batch_decoder(tokenizer, False)
+    deltas: list[list[str]] = [[], []]
+    for n in range(1, len(ids) + 1):
+        pair = decode_deltas(skip, [plain, kept], [ids[:n]] * 2, keep)
+        for out, delta in zip(deltas, pair, strict=True):
+            out.append(delta)
+    assert "".join(deltas[0]) + plain.finish() == "Hello done"
+    assert "".join(deltas[1]) + kept.finish() == "<|user|>Hello<|end|> done"

@@ -50,16 +50,6 @@ def tool_request(**kwargs: Any) -> GenerationRequest:
     return GenerationRequest(model="m", sampling=sampling, **fields)
 
 
-@pytest.fixture(scope="module")
-def tools_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmloop.testing.tiny import DEFAULT_TEXTS, TOOLS_CHAT_TEMPLATE, build_tiny_llama
-
-    # Tool schemas are long in a tokenizer that never saw JSON: teach it some, give it room.
-    texts = [*DEFAULT_TEXTS, *([str(TOOLS), TOOLS_CHAT_TEMPLATE] * 20)]
-    out = tmp_path_factory.mktemp("tiny-tools")
-    return build_tiny_llama(out, texts, max_positions=2048, chat_template=TOOLS_CHAT_TEMPLATE)
-
-
 async def started(model_dir: Path, **options: Any) -> HFEngine:
     spec = EngineSpec(kind="hf", model=str(model_dir), options={"num_threads": 1, **options})
     engine = HFEngine(spec)
