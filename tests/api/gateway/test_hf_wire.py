@@ -71,3 +71,43 @@ async def test_token_id_prompts_on_the_hf_engine(gw: Gateway, tiny_model_dir: Pa
     assert resp.usage is not None and resp.usage.prompt_tokens == 6
     bad = await gw.http.post("/v1/completions", json={"model": "tiny", "prompt": [10**9]})
     assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
+
+
+@pytest.mark.skipif(not structured_available(), reason="xgrammar not installed")
+async def test_forced_tool_calls_from_the_hf_engine(gw: Gateway, tools_model_dir: Path) -> None:
+    await deploy_hf(gw, tools_model_dir)
+    tool = {"type": "function", "function": {"name": "plan_trip", "parameters": SCHEMA}}
+    choice = {"type": "function", "function": {"name": "plan_trip"}}
+    messages = [{"role": "user", "content": "plan a trip"}]
+    resp = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
+        max_tokens=80, temperature=0,
+    )  # fmt: skip
+    assert resp.choices[0].finish_reason == "tool_calls"
+    [call] = resp.choices[0].message.tool_calls or []
+    assert call.function.name == "plan_trip"
+    jsonschema.validate(json.loads(call.function.arguments), SCHEMA)
+    stream = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
+        max_tokens=80, temperature=0, stream=True,
+    )  # fmt: skip
+    deltas = [d async for c in stream if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert (
+        "".join(d.function.arguments or "" for d in deltas if d.function) == call.function.arguments
+    )
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.tools import tool as as_tool
+
+    @as_tool(args_schema=Trip)
+    def plan_trip(city: str, days: int) -> str:
+        """Plan a trip."""
+        return f"{days} days in {city}"
+
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.app), timeout=60)
+    llm = langchain_openai.ChatOpenAI(model="tiny", base_url="http://gw/v1", api_key=gw.key,
+                                      http_async_client=http, max_retries=0,
+                                      max_completion_tokens=80)  # fmt: skip
+    ai = await llm.bind_tools([plan_trip], tool_choice="plan_trip").ainvoke("plan a trip")
+    assert [c["name"] for c in ai.tool_calls] == ["plan_trip"]
+    Trip.model_validate(ai.tool_calls[0]["args"])
+    await http.aclose()
