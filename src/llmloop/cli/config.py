@@ -32,8 +32,17 @@ def show_config(
 
 
 @app.command("docs")
-def config_docs() -> None:
+def config_docs(
+    engines: bool = typer.Option(
+        False, "--engines", help="The engine options reference (docs/engines.md) instead."
+    ),
+) -> None:
     """Print the settings reference (docs/settings.md) generated from the code."""
+    if engines:
+        from llmloop.services.engine_options import engine_options_reference
+
+        typer.echo(engine_options_reference(), nl=False)
+        return
     from llmloop.config import settings_reference
 
     typer.echo(settings_reference(), nl=False)

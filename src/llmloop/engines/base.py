@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from pydantic import BaseModel
 
 from llmloop.core.chat import (
     EmbeddingResult,
@@ -25,6 +28,8 @@ class Engine(abc.ABC):
 
     #: The plugin name this engine registers under.
     kind: str = ""
+    #: The pydantic model of ``EngineSpec.options`` (None: free-form options, see the docstring).
+    config_cls: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec

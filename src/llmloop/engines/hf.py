@@ -103,6 +103,7 @@ class HFEngine(Engine):
     """transformers model + tokenizer + continuous-batching worker thread."""
 
     kind = "hf"
+    config_cls = HFEngineConfig
 
     def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)

@@ -73,6 +73,7 @@ class LlamaCppEngine(Engine):
     """llama.cpp behind the Engine contract (child server or in-process bindings)."""
 
     kind = "llamacpp"
+    config_cls = LlamaCppEngineConfig
 
     def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)

@@ -115,6 +115,7 @@ class OpenAICompatEngine(Engine):
     """An OpenAI-compatible HTTP upstream behind the Engine contract."""
 
     kind = "openai"
+    config_cls = OpenAIEngineConfig
 
     def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)

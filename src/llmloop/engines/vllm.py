@@ -76,6 +76,7 @@ class VLLMEngine(Engine):
     """vLLM's AsyncLLMEngine behind the Engine contract."""
 
     kind = "vllm"
+    config_cls = VLLMEngineConfig
 
     def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)

@@ -20,6 +20,18 @@ def test_settings_reference_is_generated_from_the_code() -> None:
         assert field.description, f"setting {name} has no description"
 
 
+def test_engine_options_reference_is_generated_from_the_code() -> None:
+    from llmloop.services.engine_options import engine_options_reference
+
+    on_disk = (ROOT / "docs" / "engines.md").read_text()
+    assert on_disk == engine_options_reference(), (
+        "run: llmloop config docs --engines > docs/engines.md"
+    )
+    result = CliRunner().invoke(app, ["config", "docs", "--engines"])
+    assert result.exit_code == 0 and result.output == on_disk
+    assert "| tool_parser |" in on_disk and "| multimodal |" in on_disk
+
+
 def test_every_command_group_has_help() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
