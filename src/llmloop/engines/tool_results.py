@@ -8,6 +8,7 @@ here. Nothing here renders prompts or talks to a model.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from llmloop.core.chat import FinishReason, GenerationChunk, GenerationResult
@@ -59,3 +60,14 @@ async def parse_stream(
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
+
+
+async def maybe_parse_stream(
+    chunks: AsyncGenerator[GenerationChunk, None], parser: ToolParserName | None
+) -> AsyncGenerator[GenerationChunk, None]:
+    """``chunks`` through :func:`parse_stream` when there is a parser, else as they are; closing
+    this stream closes ``chunks`` (an engine's stream: the generation is cancelled)."""
+    parsed = chunks if parser is None else parse_stream(chunks, parser)
+    async with contextlib.aclosing(parsed):
+        async for chunk in parsed:
+            yield chunk

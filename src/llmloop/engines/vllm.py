@@ -36,7 +36,7 @@ from llmloop.engines.tool_parsers import (
     detect_tool_parser,
     known_tool_parser,
 )
-from llmloop.engines.tool_results import parse_result, parse_stream
+from llmloop.engines.tool_results import maybe_parse_stream, parse_result
 from llmloop.errors import ConfigError, InvalidInputError, UpstreamError, require_extra
 
 
@@ -221,11 +221,8 @@ class VLLMEngine(Engine):
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._engine is None:
             await self.start()  # the tool parser is known once the tokenizer is loaded
-        parser = self._parser_for(req)
-        chunks = self._text_chunks(req)
-        if parser is not None:
-            chunks = parse_stream(chunks, parser)
-        async with contextlib.aclosing(chunks):
+        chunks = maybe_parse_stream(self._text_chunks(req), self._parser_for(req))
+        async with contextlib.aclosing(chunks):  # an early close cancels the generation now
             async for chunk in chunks:
                 yield chunk
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hf_helpers import TRIP, started
 
 from llmloop.core.chat import (
     ChatMessage,
-    EngineSpec,
     GenerationRequest,
     GenerationResult,
     SamplingParams,
@@ -35,15 +35,6 @@ jsonschema = pytest.importorskip("jsonschema")
 
 needs_xgrammar = pytest.mark.skipif(not structured_available(), reason="xgrammar not installed")
 
-TRIP: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Rome"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 9},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 WEATHER: dict[str, Any] = {
     "type": "object",
     # A pattern, not maxLength: xgrammar 0.2.9 lets a length-bounded string hold raw control
@@ -90,13 +81,6 @@ def check_calls(result: GenerationResult, names: set[str]) -> None:
 
 def calls_of(result: GenerationResult) -> list[tuple[str, str]]:
     return [(c.name, c.arguments) for c in result.tool_calls or []]
-
-
-async def started(model_dir: Path, **options: Any) -> HFEngine:
-    spec = EngineSpec(kind="hf", model=str(model_dir), options={"num_threads": 1, **options})
-    engine = HFEngine(spec)
-    await engine.start()
-    return engine
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hf_helpers import started
 
 from llmloop.core.chat import (
     ChatMessage,
@@ -48,13 +49,6 @@ def tool_request(**kwargs: Any) -> GenerationRequest:
     sampling = SamplingParams(max_tokens=8, temperature=0.0)
     fields: dict[str, Any] = {"messages": CONVERSATION, "tools": TOOLS, **kwargs}
     return GenerationRequest(model="m", sampling=sampling, **fields)
-
-
-async def started(model_dir: Path, **options: Any) -> HFEngine:
-    spec = EngineSpec(kind="hf", model=str(model_dir), options={"num_threads": 1, **options})
-    engine = HFEngine(spec)
-    await engine.start()
-    return engine
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from hf_helpers import TRIP
 
 from llmloop.core.chat import ChatMessage, GenerationRequest
 from llmloop.engines.structured import GrammarSpec, structured_available
@@ -18,15 +19,6 @@ from llmloop.errors import BadRequestError, InvalidInputError
 
 needs_xgrammar = pytest.mark.skipif(not structured_available(), reason="xgrammar not installed")
 
-TRIP: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "enum": ["Paris", "Rome"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 9},
-    },
-    "required": ["city", "days"],
-    "additionalProperties": False,
-}
 TOOLS = [
     {"type": "function", "function": {"name": "plan_trip", "parameters": TRIP}},
     {"type": "function", "function": {"name": "anything", "description": "No schema."}},
