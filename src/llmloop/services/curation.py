@@ -130,4 +130,5 @@ def _dpo(trace: Row, feedback: list[Row], spec: CurateCreate) -> list[dict[str, 
     corrections = [f["correction"] for f in feedback if f["kind"] == "correction"]
     if thumbs_down and corrections and corrections[-1] != original:
         pairs.append({"prompt": prompt, "chosen": corrections[-1], "rejected": original})
-    return [p for p in pairs if p["chosen"] != p["rejected"]]
+    # An empty side (the answer was tool calls, not text) teaches nothing: leave the pair out.
+    return [p for p in pairs if p["chosen"] and p["rejected"] and p["chosen"] != p["rejected"]]

@@ -71,6 +71,16 @@ def test_dpo_pairs_and_pseudonyms(container: Container) -> None:
     assert EMAIL not in str(prompt_rows)
 
 
+def test_dpo_leaves_out_answers_without_text(container: Container) -> None:
+    [called] = add_traces(container, [{"request_text": "user: weather?", "response_text": ""}])
+    container.feedback.add(called, FeedbackCreate(kind="thumbs", value=0), ME)
+    container.feedback.add(called, FeedbackCreate(kind="correction", correction="Sunny."), ME)
+    rows = container.curation.preview(CurateCreate(dataset="x", format="dpo"))
+    assert rows == []
+    sft = container.curation.preview(CurateCreate(dataset="x", format="sft"))
+    assert sft[0]["messages"][-1] == {"role": "assistant", "content": "Sunny."}
+
+
 def test_nothing_to_curate_and_bad_specs(container: Container) -> None:
     _setup(container)
     with pytest.raises(InvalidInputError):
