@@ -18,12 +18,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from llmloop.api.deps import get_actor
-from llmloop.api.gateway.schemas import (
+from llmloop.api.gateway.render import (
     chat_response,
     completion_response,
     embeddings_response,
-    load_body,
     models_response,
+)
+from llmloop.api.gateway.schemas import (
+    load_body,
     parse_chat,
     parse_completion,
     parse_embeddings,

@@ -16,7 +16,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from llmloop.api.gateway.schemas import OPENAI_FINISH, usage_dict
+from llmloop.api.gateway.render import OPENAI_FINISH, usage_dict
 from llmloop.core.chat import GenerationChunk, ToolCallDelta
 from llmloop.errors import LlmloopError
 
