@@ -63,6 +63,16 @@ def parse_config(options: dict[str, object]) -> LlamaCppEngineConfig:
         raise ConfigError(f"bad llamacpp engine options: {problems}") from None
 
 
+def _capped(req: GenerationRequest) -> GenerationRequest:
+    """``req`` with its ``max_tokens`` sent even when the gateway chose it: the child server is
+    ours, and llama-server's own default is to generate until the context is full."""
+    sampling = req.sampling
+    if "max_tokens" in sampling.model_fields_set:
+        return req
+    capped = sampling.model_copy(update={"max_tokens": sampling.max_tokens})
+    return req.model_copy(update={"sampling": capped})
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -233,7 +243,7 @@ class LlamaCppEngine(Engine):
     async def chat(self, req: GenerationRequest) -> GenerationResult:
         upstream = await self._ready()
         if upstream is not None:
-            return await upstream.chat(req)
+            return await upstream.chat(_capped(req))
         out = await asyncio.to_thread(self._run, req, False)
         choice = out["choices"][0]
         text = choice["message"]["content"] if "message" in choice else choice["text"]
@@ -250,7 +260,7 @@ class LlamaCppEngine(Engine):
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         upstream = await self._ready()
         if upstream is not None:
-            async for chunk in upstream.stream(req):
+            async for chunk in upstream.stream(_capped(req)):
                 yield chunk
             return
         # The bindings have no streaming usage: run the whole answer, then yield it in one piece.

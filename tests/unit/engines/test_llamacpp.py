@@ -55,6 +55,11 @@ async def test_child_server_serves_and_stops(fake_binary: Path) -> None:
         assert (result.text, result.finish_reason) == ("hello gguf", "length")
         chunks = [c async for c in engine.stream(req)]
         assert chunks[-1].finish_reason == "length" and chunks[-1].usage is not None
+        # The gateway's own cap (not the client's choice) still reaches our child server.
+        default_cap = SamplingParams.model_validate({"max_tokens": 2})
+        default_cap.__pydantic_fields_set__.discard("max_tokens")
+        capped = await engine.chat(req.model_copy(update={"sampling": default_cap}))
+        assert (capped.text, capped.finish_reason) == ("hello gguf", "length")
     finally:
         await engine.aclose()
     assert process is not None and process.returncode is not None
