@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import random
-import uuid
 from collections.abc import AsyncIterator
 
 from llmloop.core.chat import (
@@ -34,6 +33,7 @@ from llmloop.core.chat import (
     Usage,
 )
 from llmloop.engines.base import Engine
+from llmloop.engines.tool_parsers import new_tool_call_id
 from llmloop.errors import UpstreamError
 
 
@@ -77,7 +77,7 @@ class EchoEngine(Engine):
             return None
         table = self.spec.options.get("tool_arguments")
         args = table.get(name, {}) if isinstance(table, dict) else {}
-        return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=name, arguments=json.dumps(args))
+        return ToolCall(id=new_tool_call_id(), name=name, arguments=json.dumps(args))
 
     def _prompt_text(self, req: GenerationRequest) -> str:
         if req.prompt_ids is not None:  # token ids read as words of their decimal numbers

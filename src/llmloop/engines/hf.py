@@ -40,11 +40,13 @@ from llmloop.engines.hf_worker import RowOutput, Scheduler
 from llmloop.engines.structured import Grammars, structured_available
 from llmloop.engines.tool_grammar import ToolGrammarSpec, request_grammar
 from llmloop.engines.tool_parsers import (
+    TOOL_PARSER_HELP,
     ToolParserName,
-    detect_tool_parser,
+    ToolParserOption,
+    configured_tool_parser,
     known_tool_parser,
 )
-from llmloop.engines.tool_results import maybe_parse_stream, parse_result
+from llmloop.engines.tool_results import answer_parser, maybe_parse_stream, parse_result
 from llmloop.errors import (
     BadRequestError,
     ConfigError,
@@ -83,11 +85,7 @@ class HFEngineConfig(BaseModel):
     )
     attn_implementation: str = Field(default="sdpa", description="transformers attention backend.")
     seed: int | None = Field(default=None, description="Seed of the unseeded requests' sampling.")
-    tool_parser: Literal["auto", "hermes", "llama3_json", "mistral", "none"] = Field(
-        default="auto",
-        description="Tool-call format of answers to requests with tools: 'auto' detects it from "
-        "the chat template; 'none' returns the raw text (and no tools capability).",
-    )
+    tool_parser: ToolParserOption = Field(default="auto", description=TOOL_PARSER_HELP)
 
 
 def parse_config(options: dict[str, object]) -> HFEngineConfig:
@@ -164,8 +162,7 @@ class HFEngine(Engine):
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids or {0})
         self._tokenizer, self._model = tokenizer, model
-        if cfg.tool_parser == "auto":
-            self._tool_parser = detect_tool_parser(template_text(tokenizer) or "")
+        self._tool_parser = configured_tool_parser(cfg.tool_parser, template_text(tokenizer))
         vocab_size = self._vocab_size = int(model.get_output_embeddings().weight.shape[0])
         # A grammar ends on a real EOS even under ignore_eos: nothing may follow complete JSON.
         self._grammars = Grammars(tokenizer, vocab_size, eos_ids)
@@ -272,7 +269,7 @@ class HFEngine(Engine):
         assert self._scheduler is not None
         ids = self._prompt_ids(req)
         assert self._grammars is not None
-        spec = request_grammar(req, self._parser_for(req))
+        spec = request_grammar(req, answer_parser(req, self._tool_parser))
         grammar = await self._grammars.row_grammar(spec)
         adapter = await self._adapter_name(req)
         generator = None
@@ -314,12 +311,6 @@ class HFEngine(Engine):
             # Reached on normal end too (harmless): the worker drops cancelled rows next step.
             row.cancelled = True
 
-    def _parser_for(self, req: GenerationRequest) -> ToolParserName | None:
-        """The tool parser for this request's answer: only chats offering tools (no echo)."""
-        if req.wants_tools and req.messages is not None and not req.echo:
-            return self._tool_parser
-        return None
-
     async def chat(self, req: GenerationRequest) -> GenerationResult:
         parts: list[str] = []
         last = RowOutput()
@@ -338,7 +329,7 @@ class HFEngine(Engine):
             usage=last.usage or Usage(),
             logprobs=logprobs,
         )
-        parser = self._parser_for(req)
+        parser = answer_parser(req, self._tool_parser)
         return result if parser is None else parse_result(result, parser)
 
     def _echo_text(self, req: GenerationRequest) -> str:
@@ -348,7 +339,7 @@ class HFEngine(Engine):
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         await self.start()  # the tool parser is known once the tokenizer is loaded
-        chunks = maybe_parse_stream(self._text_chunks(req), self._parser_for(req))
+        chunks = maybe_parse_stream(self._text_chunks(req), answer_parser(req, self._tool_parser))
         async with contextlib.aclosing(chunks):  # an early close cancels the generation now
             async for chunk in chunks:
                 yield chunk

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
 _CACHE_SIZE = 64  # compiled grammars kept per engine (a big vocabulary makes each a few MB)
-_ANY_OBJECT = '{"type": "object"}'
+ANY_OBJECT = '{"type": "object"}'  # what json_object and tools without parameters take
 _LOG_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (Check failed: .*? is false: )?")
 
 
@@ -95,7 +95,7 @@ def grammar_spec(response_format: dict[str, Any] | None) -> GrammarSpec | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return GrammarSpec(_ANY_OBJECT, strict=False)
+        return GrammarSpec(ANY_OBJECT, strict=False)
     if kind != "json_schema":
         raise _bad(f"response_format.type must be text, json_object or json_schema, not {kind!r}")
     body = response_format.get("json_schema")

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 from llmloop.core.chat import GenerationRequest
 from llmloop.engines.structured import (
+    ANY_OBJECT,
     GrammarSource,
     grammar_spec,
     structured_available,
@@ -54,8 +55,6 @@ from llmloop.engines.tool_parsers import (
     ToolParserName,
 )
 from llmloop.errors import BadRequestError, InvalidInputError
-
-_ANY_OBJECT = '{"type": "object"}'
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ def _tool_arguments(index: int, tool: dict[str, Any]) -> ToolArguments | None:
         raise _bad(f"tools[{index}] needs a 'function' with a 'name'")
     parameters = function.get("parameters")
     if parameters is None:
-        return ToolArguments(name, _ANY_OBJECT, strict=False)
+        return ToolArguments(name, ANY_OBJECT, strict=False)
     if not isinstance(parameters, dict):
         raise _bad(f"tools[{index}].function.parameters must be a JSON Schema object")
     schema = json.dumps(parameters, sort_keys=True, separators=(",", ":"))

@@ -80,6 +80,22 @@ def known_tool_parser(name: str) -> ToolParserName | None:
     return next((p for p in TOOL_PARSERS if p == name), None)
 
 
+#: The ``tool_parser`` option of the engines that parse tool calls themselves (hf, vllm).
+ToolParserOption = Literal["auto", "hermes", "llama3_json", "mistral", "none"]
+TOOL_PARSER_HELP = (
+    "Tool-call format of answers to requests with tools: 'auto' detects it from the chat "
+    "template; 'none' returns the raw text (and no tools capability)."
+)
+
+
+def configured_tool_parser(option: str, chat_template: str | None) -> ToolParserName | None:
+    """The parser an engine uses once its tokenizer is loaded: the named one, or for 'auto'
+    the one its chat template teaches."""
+    if option == "auto":
+        return detect_tool_parser(chat_template or "")
+    return known_tool_parser(option)
+
+
 def new_tool_call_id() -> str:
     """A fresh call id, ``call_`` and 24 random hex digits (OpenAI's shape)."""
     return "call_" + uuid.uuid4().hex[:24]

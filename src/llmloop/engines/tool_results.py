@@ -11,8 +11,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from llmloop.core.chat import FinishReason, GenerationChunk, GenerationResult
+from llmloop.core.chat import FinishReason, GenerationChunk, GenerationRequest, GenerationResult
 from llmloop.engines.tool_parsers import ToolCallStreamParser, ToolParserName, parse_tool_calls
+
+
+def answer_parser(req: GenerationRequest, parser: ToolParserName | None) -> ToolParserName | None:
+    """The parser for ``req``'s answer: only chats that offer tools (and echo nothing) get one."""
+    if req.wants_tools and req.messages is not None and not req.echo:
+        return parser
+    return None
 
 
 def tool_finish_reason(reason: FinishReason, called: bool) -> FinishReason:

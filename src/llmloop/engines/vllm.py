@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,11 +32,13 @@ from llmloop.core.chat import (
 from llmloop.engines.base import Engine
 from llmloop.engines.chat_template import render_chat, template_text
 from llmloop.engines.tool_parsers import (
+    TOOL_PARSER_HELP,
     ToolParserName,
-    detect_tool_parser,
+    ToolParserOption,
+    configured_tool_parser,
     known_tool_parser,
 )
-from llmloop.engines.tool_results import maybe_parse_stream, parse_result
+from llmloop.engines.tool_results import answer_parser, maybe_parse_stream, parse_result
 from llmloop.errors import ConfigError, InvalidInputError, UpstreamError, require_extra
 
 
@@ -57,11 +59,7 @@ class VLLMEngineConfig(BaseModel):
     enforce_eager: bool = Field(default=False, description="Skip CUDA graphs (faster start).")
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs to shard over.")
     seed: int = Field(default=0, description="Engine seed.")
-    tool_parser: Literal["auto", "hermes", "llama3_json", "mistral", "none"] = Field(
-        default="auto",
-        description="Tool-call format of answers to requests with tools: 'auto' detects it from "
-        "the chat template; 'none' returns the raw text (and no tools capability).",
-    )
+    tool_parser: ToolParserOption = Field(default="auto", description=TOOL_PARSER_HELP)
 
 
 def parse_config(options: dict[str, object]) -> VLLMEngineConfig:
@@ -121,8 +119,7 @@ class VLLMEngine(Engine):
         )
         self._engine = AsyncLLMEngine.from_engine_args(args)
         self._tokenizer = await self._engine.get_tokenizer()
-        if cfg.tool_parser == "auto":
-            self._tool_parser = detect_tool_parser(template_text(self._tokenizer) or "")
+        self._tool_parser = configured_tool_parser(cfg.tool_parser, template_text(self._tokenizer))
 
     async def aclose(self) -> None:
         engine, self._engine = self._engine, None
@@ -164,12 +161,6 @@ class VLLMEngine(Engine):
         if req.prompt is not None:
             return req.prompt
         return render_chat(self._tokenizer, req)
-
-    def _parser_for(self, req: GenerationRequest) -> ToolParserName | None:
-        """The tool parser for this request's answer: only chats offering tools (no echo)."""
-        if req.wants_tools and req.messages is not None and not req.echo:
-            return self._tool_parser
-        return None
 
     async def _generate(self, req: GenerationRequest) -> AsyncIterator[Any]:
         if self._engine is None:
@@ -215,13 +206,13 @@ class VLLMEngine(Engine):
             ),
             logprobs=logprobs,
         )
-        parser = self._parser_for(req)
+        parser = answer_parser(req, self._tool_parser)
         return result if parser is None else parse_result(result, parser)
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._engine is None:
             await self.start()  # the tool parser is known once the tokenizer is loaded
-        chunks = maybe_parse_stream(self._text_chunks(req), self._parser_for(req))
+        chunks = maybe_parse_stream(self._text_chunks(req), answer_parser(req, self._tool_parser))
         async with contextlib.aclosing(chunks):  # an early close cancels the generation now
             async for chunk in chunks:
                 yield chunk

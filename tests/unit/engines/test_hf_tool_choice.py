@@ -29,6 +29,7 @@ from llmloop.core.chat import (
 from llmloop.engines.hf import HFEngine
 from llmloop.engines.structured import structured_available
 from llmloop.engines.tool_grammar import request_grammar
+from llmloop.engines.tool_results import answer_parser
 
 pytest.importorskip("torch")
 jsonschema = pytest.importorskip("jsonschema")
@@ -238,7 +239,9 @@ async def test_a_marker_that_is_a_special_token_is_allowed_and_kept(
         special = engine._tokenizer.convert_tokens_to_ids(marker)
         assert special in engine._tokenizer.all_special_ids  # skipped by a plain decode
         req = chat(parallel_tool_calls=False, logprobs=1)
-        grammar = await engine._grammars.row_grammar(request_grammar(req, engine._parser_for(req)))
+        grammar = await engine._grammars.row_grammar(
+            request_grammar(req, answer_parser(req, engine._tool_parser))
+        )
         assert grammar is not None
         bitmask = xgr.allocate_token_bitmask(1, engine._vocab_size)
         grammar.fill(bitmask, 0)
