@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from llmloop.core.ids import new_id
 from llmloop.core.traces import TraceRecord
-from llmloop.services.gateway.tracing import TraceTable
+from llmloop.services.gateway.trace_table import TraceTable
 
 
 def _traces(app: FastAPI, n: int, **kw: object) -> list[str]:

@@ -10,6 +10,9 @@ import os
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Two characters per 10 bits: 13 lookups instead of 26 shifts (ids are made on every request).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
 
 PREFIXES = {
     "dataset": "ds",
@@ -29,14 +32,17 @@ PREFIXES = {
 ENTITY_OF_PREFIX = {v: k for k, v in PREFIXES.items()}
 
 
+def encode_id(millis: int, random_bits: int) -> str:
+    """The 26 characters of an id: 48 bits of milliseconds, then 80 random bits, in Crockford
+    base32 (most significant first, so ids sort by time)."""
+    value = (millis << 80) | random_bits
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
 def new_id(entity: str) -> str:
     """A new sortable id for ``entity`` (one of :data:`PREFIXES`)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{PREFIXES[entity]}_{''.join(reversed(chars))}"
+    body = encode_id(int(time.time() * 1000), int.from_bytes(os.urandom(10), "big"))
+    return f"{PREFIXES[entity]}_{body}"
 
 
 def entity_of(identifier: str) -> str | None:

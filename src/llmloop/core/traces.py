@@ -19,9 +19,9 @@ from typing import Any
 from pydantic import Field, ModelWrapValidatorHandler, model_validator
 
 from llmloop.core.base import Value
+from llmloop.core.ids import encode_id
 
 GEN_AI_SYSTEM = "llmloop"
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 
 
@@ -31,12 +31,7 @@ def new_trace_id() -> str:
     Uses a PRNG seeded once from the OS (trace ids need to be unique, not secret): an
     ``os.urandom`` call per request costs tens of microseconds on sandboxed kernels.
     """
-    value = (int(time.time() * 1000) << 80) | _rng.getrandbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "tr_" + "".join(reversed(chars))
+    return "tr_" + encode_id(int(time.time() * 1000), _rng.getrandbits(80))
 
 
 def sampled(trace_id: str, rate: float) -> bool:

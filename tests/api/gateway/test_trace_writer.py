@@ -18,13 +18,8 @@ import pytest
 from llmloop.core.traces import TraceRecord, new_trace_id
 from llmloop.services.gateway.trace_process import ProcessSink, _serve
 from llmloop.services.gateway.trace_query import TraceQuery
-from llmloop.services.gateway.tracing import (
-    SinkGone,
-    SpanExporter,
-    TraceRow,
-    TraceTable,
-    TraceWriter,
-)
+from llmloop.services.gateway.trace_table import SpanExporter, TraceRow, TraceTable
+from llmloop.services.gateway.tracing import Acks, Batch, SinkGone, TraceWriter
 from llmloop.store.registry import Store, utcnow
 
 
@@ -65,14 +60,31 @@ async def test_under_steady_load_batches_stay_full(store: Store) -> None:
     slow sink must not turn a steady stream into a chain of small batches."""
 
     class SlowSink:
+        """Takes a batch, then answers busy for 10 ms (its pipe is full)."""
+
         def __init__(self) -> None:
             self.sizes: list[int] = []
+            self.acks = Acks()
+            self.busy_until = 0.0
+            self.ready = True
 
         def open(self) -> None: ...
 
-        def write(self, batch: list[TraceRow]) -> None:
+        def send(self, batch: Batch) -> bool:
+            if time.monotonic() < self.busy_until:
+                return False
             self.sizes.append(len(batch))
-            time.sleep(0.01)
+            self.acks.stored.append(batch)
+            self.busy_until = time.monotonic() + 0.01
+            return True
+
+        def collect(self) -> Acks:
+            acks, self.acks = self.acks, Acks()
+            return acks
+
+        def drain(self, timeout_s: float) -> Acks:
+            time.sleep(max(0.0, self.busy_until - time.monotonic()))  # then it takes more
+            return self.collect()
 
         def close(self) -> None: ...
 
@@ -104,16 +116,16 @@ async def test_full_queue_drops_oldest_and_counts(store: Store) -> None:
 
 async def test_failed_write_is_retried(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = TraceWriter(store, flush_ms=5, batch_size=10)
-    real = writer._write
+    real = writer._insert_now
     calls = {"n": 0}
 
-    def flaky(batch: list[TraceRow]) -> None:
+    def flaky(batch: list[TraceRow], skip_existing: bool) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("database went away")
-        real(batch)
+        real(batch, skip_existing)
 
-    monkeypatch.setattr(writer, "_write", flaky)
+    monkeypatch.setattr(writer, "_insert_now", flaky)
     writer.submit(_record())
     await asyncio.sleep(0.2)
     await writer.aclose()
@@ -176,17 +188,29 @@ async def test_a_batch_the_dead_process_had_stored_is_not_written_twice(store: S
     table = TraceTable(store, 4000)
 
     class DiesAfterCommit:
-        """Stores the batch, then dies before it can acknowledge it."""
+        """Stores each batch, then dies before it can acknowledge it."""
 
         calls = 0
+        ready = False
+        acks = Acks()
 
         def open(self) -> None:
-            pass
+            self.ready = True
 
-        def write(self, batch: list[TraceRow]) -> None:
+        def send(self, batch: Batch) -> bool:
             self.calls += 1
             table.insert(batch)
-            raise SinkGone("killed before the acknowledgement")
+            self.acks.lost.append(batch)
+            self.acks.gone.append("killed before the acknowledgement")
+            self.ready = False
+            return True
+
+        def collect(self) -> Acks:
+            acks, self.acks = self.acks, Acks()
+            return acks
+
+        def drain(self, timeout_s: float) -> Acks:
+            return self.collect()
 
         def close(self) -> None:  # pragma: no cover - never reached: the writer gave up on it
             raise AssertionError
@@ -229,8 +253,8 @@ async def test_writer_process_exports_spans_to_stderr_not_its_answers(
 def test_a_child_that_never_starts_is_reported_as_gone(store: Store) -> None:
     sink = ProcessSink("sqlite:////nonexistent/dir/db.sqlite", start_timeout_s=60)
     with pytest.raises(SinkGone):
-        sink.write([_record()])
-    assert sink.proc is None
+        sink.open()
+    assert sink.proc is None and not sink.ready
 
 
 @pytest.mark.parametrize("mode", ["process", "thread"])
@@ -288,3 +312,110 @@ def test_sqlite_bulk_rows_are_what_sqlalchemy_would_store(store: Store) -> None:
     assert read[records[0].id].guard_verdicts == records[0].guard_verdicts
     assert read[records[0].id].attributes["x"] == 10**30
     assert read[records[1].id].at == records[1].at
+
+
+# -- the pipe to the writer process: the event loop never waits for it ----------------------
+
+
+def test_a_batch_larger_than_the_pipe_is_finished_by_later_calls(store: Store) -> None:
+    table = TraceTable(store, max_text=4000)
+    texts = [f"{i:04d}" + "x" * 3996 for i in range(600)]  # distinct: pickle shares none
+    big = [table.row(dataclasses.replace(_record(i), request_text=texts[i])) for i in range(600)]
+    small = [table.row(_record(i)) for i in range(5)]
+    sink = ProcessSink(store.url)
+    sink.open()
+    assert sink.proc is not None
+    os.kill(sink.proc.pid, signal.SIGSTOP)  # it reads nothing until told to go on
+    try:
+        assert sink.send(big)  # taken: 2.4 MB, more than the pipe holds, so part of it waits
+        assert not sink.send(small)  # busy while the rest of the frame is pending
+        os.kill(sink.proc.pid, signal.SIGCONT)
+        acks = sink.drain(60)
+        assert [len(b) for b in acks.stored] == [600] and not acks.gone
+        assert sink.send(small) and [len(b) for b in sink.drain(60).stored] == [5]
+    finally:
+        sink.close()
+    assert TraceQuery(store).count() == 605
+
+
+def test_a_stalled_child_fills_the_window_then_is_declared_dead(store: Store) -> None:
+    table = TraceTable(store, max_text=4000)
+    sink = ProcessSink(store.url, ack_timeout_s=0.5, max_in_flight=2)
+    sink.open()
+    assert sink.proc is not None
+    stalled = sink.proc
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        batches = [[table.row(_record(i))] for i in range(3)]
+        assert sink.send(batches[0]) and sink.send(batches[1])
+        assert not sink.send(batches[2])  # two unanswered: busy, at once, never waiting
+        acks = sink.collect()
+        assert not (acks.stored or acks.lost or acks.gone)
+        time.sleep(0.6)
+        acks = sink.collect()  # past the timeout: killed, its batches come back as lost
+        assert acks.lost == batches[:2] and len(acks.gone) == 1 and not sink.ready
+        assert stalled.poll() is not None
+    finally:
+        if stalled.poll() is None:
+            stalled.kill()
+        sink.close()
+
+
+async def test_the_writer_stores_what_a_stalled_child_held(store: Store) -> None:
+    sink = ProcessSink(store.url, ack_timeout_s=0.3)
+    writer = TraceWriter(store, flush_ms=20, batch_size=10, sink=sink)
+    writer.submit(_record())
+    while writer.written < 1:  # the first child is up and answering
+        await asyncio.sleep(0.02)
+    assert sink.proc is not None
+    first = sink.proc
+    os.kill(first.pid, signal.SIGSTOP)
+    for i in range(30):
+        writer.submit(_record(i))
+    while writer.written < 31:  # lost after the timeout, then written here or by a new child
+        await asyncio.sleep(0.05)
+    assert first.poll() is not None and sink.proc is not first
+    for i in range(10):
+        writer.submit(_record(i))
+    await writer.aclose()
+    assert TraceQuery(store).count() == 41 and writer.written == 41 and writer.sink is sink
+
+
+async def test_a_batch_the_process_could_not_store_is_queued_again(store: Store) -> None:
+    class FailsOnce:
+        ready = True
+
+        def __init__(self) -> None:
+            self.acks = Acks()
+            self.sent: list[int] = []
+
+        def open(self) -> None: ...
+
+        def send(self, batch: Batch) -> bool:
+            self.sent.append(len(batch))
+            (self.acks.failed if len(self.sent) == 1 else self.acks.stored).append(batch)
+            return True
+
+        def collect(self) -> Acks:
+            acks, self.acks = self.acks, Acks()
+            return acks
+
+        def drain(self, timeout_s: float) -> Acks:
+            return self.collect()
+
+        def close(self) -> None: ...
+
+    sink = FailsOnce()
+    writer = TraceWriter(store, flush_ms=10_000, batch_size=10, sink=sink)
+    for i in range(10):
+        writer.submit(_record(i))
+    await writer.aclose()
+    assert sink.sent == [10, 10] and writer.written == 10 and not writer.queue
+
+
+def test_writing_a_batch_again_stores_each_trace_once(store: Store) -> None:
+    table = TraceTable(store, max_text=4000)
+    rows = [table.row(_record(i)) for i in range(4)]
+    assert table.insert(rows[:2]) == 2
+    assert table.insert(rows) == 2  # the first two were stored already: left out, no error
+    assert TraceQuery(store).count() == 4

@@ -9,7 +9,7 @@ from typing import Any
 from llmloop.core.ids import new_id
 from llmloop.core.traces import TraceRecord
 from llmloop.services.container import Container
-from llmloop.services.gateway.tracing import TraceTable
+from llmloop.services.gateway.trace_table import TraceTable
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -2,231 +2,93 @@
 
 ``submit`` is a non-blocking append from the request path: the record becomes a row of plain
 values at once (``TraceTable.row``; queued objects would cost every garbage collection). A
-background task flushes every ``flush_ms`` or as soon as ``batch_size`` rows wait: each batch
-goes to the writer process (``trace_process.py``, the server's default) or is inserted from a
-worker thread, in multi-row statements on SQLite. The queue is bounded: when it is full the
-oldest unwritten row is dropped and counted, so a slow database never slows requests.
-``aclose`` flushes everything left, so a clean shutdown loses nothing. Spans are exported through
-the OpenTelemetry SDK when an exporter is configured. Nothing here decides what a trace holds.
+background task hands rows over every ``flush_ms`` or as soon as ``batch_size`` rows wait.
+
+Where they go:
+
+- To a :class:`TraceSink`, the writer process (``trace_process.py``, the server's default).
+  Handing a batch over runs on the event loop's own thread and never waits: the batch is
+  pickled into a pipe, and the child's acknowledgements are collected on later ticks. No
+  worker thread takes part, because each hand-off between threads costs a wait for the GIL,
+  up to the 5 ms switch interval when the loop is busy: under load, a thread-based hand-over
+  fell behind.
+- Otherwise (``trace_writer: thread``, or after the sink died three times) to the store, from a
+  worker thread, in multi-row statements on SQLite.
+
+The queue is bounded: when it is full the oldest unwritten row is dropped and counted, so a
+slow database never slows requests. ``flush`` returns once what it handed over is stored;
+``aclose`` flushes everything left, so a clean shutdown loses nothing. Spans are exported
+through the OpenTelemetry SDK when an exporter is configured. Nothing here decides what a trace
+holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import orjson
-import sqlalchemy as sa
-
-from llmloop.core.traces import TracePublic, TraceRecord
-from llmloop.errors import require_extra
-from llmloop.store import tables as t
+from llmloop.core.traces import TraceRecord
+from llmloop.services.gateway.trace_table import SpanExporter, TraceRow, TraceTable
 from llmloop.store.registry import Store
 
 log = logging.getLogger("llmloop.gateway.traces")
 
-
-class _DumpedJSON(sa.types.TypeDecorator[Any]):
-    """A JSON column whose values arrive already serialised (by orjson, several times faster
-    than the dialect's ``json.dumps``); the database still sees a JSON value."""
-
-    impl = sa.JSON
-    cache_ok = True
-
-    def bind_processor(self, dialect: sa.Dialect) -> None:  # type: ignore[override]
-        return None
-
-
 #: Times a sink may die (it is restarted for the next batch) before the writer stops using it.
 _SINK_RETRIES = 3
-#: Rows inserted per step of a batch (about a millisecond of the GIL).
-_CHUNK = 128
-#: One trace as the values of a ``traces`` row, in column order (see ``TraceTable.row``).
-TraceRow = tuple[Any, ...]
-_COLUMNS = [c.name for c in t.traces.columns]
-_ID = _COLUMNS.index("id")
-#: The generic insert (PostgreSQL): both JSON columns arrive as JSON text already.
-_INSERT = t.traces.insert().values(
-    attributes=sa.bindparam("attributes", type_=_DumpedJSON()),
-    guard_verdicts=sa.bindparam("guard_verdicts", type_=_DumpedJSON()),
-)
+#: How soon the writer tries again when the sink is busy (its pipe full) and rows wait.
+_BUSY_RETRY_S = 0.01
+#: How long ``flush`` waits for the sink to acknowledge what it was handed.
+_DRAIN_TIMEOUT_S = 120.0
+
+Batch = list[TraceRow]
 
 
-def _dump_attributes(attrs: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(attrs, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # what orjson cannot encode (e.g. huge ints): the standard library's way
-        return json.dumps(attrs, default=str)
+@dataclass
+class Acks:
+    """What a sink has answered since it was last asked: batches it ``stored``, batches it
+    ``failed`` to store (the writer retries them), and batches ``lost`` when it died (they may
+    or may not be stored; ``gone`` says why, once per death)."""
 
+    stored: list[Batch] = field(default_factory=list)
+    failed: list[Batch] = field(default_factory=list)
+    lost: list[Batch] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
 
-class _SQLiteBulk:
-    """SQLite's bulk path: one ``INSERT ... VALUES (...), (...)`` per chunk, on the driver.
-
-    ``executemany`` steps the statement once per row, and the driver releases and re-takes the
-    GIL around every step: at thousands of rows a second that hand-off, contended by the event
-    loop's thread, cost more than the insert itself. One multi-row statement per chunk takes
-    the GIL back once; the rows are already the values SQLAlchemy would bind.
-    """
-
-    def __init__(self) -> None:
-        quoted = ", ".join(f'"{name}"' for name in _COLUMNS)
-        self.head = f"INSERT INTO traces ({quoted}) VALUES "
-        self.group = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-        self.sql: dict[int, str] = {}
-
-    def __call__(self, conn: sa.Connection, rows: list[TraceRow]) -> None:
-        params: list[Any] = []
-        for row in rows:
-            params.extend(row)
-        sql = self.sql.get(len(rows))
-        if sql is None:
-            sql = self.sql[len(rows)] = self.head + ", ".join([self.group] * len(rows))
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(sql, params)
-        finally:
-            cursor.close()
-
-
-class TraceTable:
-    """Trace records as rows of the store's ``traces`` table, and their bulk insert.
-
-    ``row`` turns a record into a tuple of plain values as soon as it is submitted: a queued
-    tuple of strings and numbers is left alone by the garbage collector, where thousands of
-    queued record objects (each with its dicts) were rescanned by every collection. On SQLite
-    the values are the text SQLAlchemy would bind (DATETIME as ``YYYY-MM-DD HH:MM:SS.ffffff``
-    without offset, JSON through ``json.dumps``, ``None`` as ``'null'``; a test keeps the two
-    paths equal) and go straight to the driver; elsewhere they go through SQLAlchemy.
-    Used by the writer's thread and by the writer process alike. ``skip_existing`` leaves out
-    rows whose id is already stored: after a writer process died, the batch it held may or may
-    not have been committed, and writing it again must not fail on the primary key.
-    """
-
-    def __init__(self, store: Store, max_text: int, share_gil: bool = True) -> None:
-        self.store = store
-        self.max_text = max_text
-        self.share_gil = share_gil  # another thread (the event loop's) needs the GIL too
-        self.sqlite = store.engine.dialect.name == "sqlite"
-        self._bulk = _SQLiteBulk() if self.sqlite else None
-
-    def row(self, rec: TraceRecord) -> TraceRow:
-        cut = self.max_text
-        verdicts = rec.guard_verdicts
-        return (
-            rec.id,
-            rec.at.isoformat(" ", "microseconds")[:26] if self.sqlite else rec.at,
-            rec.kind,
-            rec.parent_id,
-            rec.operation,
-            rec.deployment,
-            rec.request_model,
-            rec.response_model,
-            rec.model_version_id,
-            rec.target[:256],
-            rec.key_id,
-            (rec.user or None) and rec.user[:256],
-            rec.status,
-            rec.http_status,
-            rec.error,
-            rec.stream,
-            rec.latency_ms,
-            rec.ttft_ms,
-            rec.input_tokens,
-            rec.output_tokens,
-            rec.cost,
-            rec.cache_hit,
-            rec.finish_reason,
-            "null" if verdicts is None else json.dumps(verdicts, default=str),
-            _dump_attributes(rec.extra),  # the rest of the attributes are the columns
-            rec.request_text[:cut],
-            rec.response_text[:cut],
-        )
-
-    def insert(self, rows: list[TraceRow], skip_existing: bool = False) -> int:
-        with self.store.transaction() as tx:
-            if skip_existing:
-                ids = [row[_ID] for row in rows]
-                stmt = sa.select(t.traces.c.id).where(t.traces.c.id.in_(ids))
-                stored = set(tx.conn.execute(stmt).scalars())
-                rows = [row for row in rows if row[_ID] not in stored]
-            for i in range(0, len(rows), _CHUNK):
-                chunk = rows[i : i + _CHUNK]
-                if self._bulk is not None:
-                    self._bulk(tx.conn, chunk)
-                else:
-                    tx.conn.execute(
-                        _INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in chunk]
-                    )
-                # Give the GIL back between chunks: the event loop's thread never waits for a
-                # whole batch (or a 5 ms switch interval) behind this one.
-                if self.share_gil:
-                    time.sleep(0)
-        return len(rows)
-
-
-class SpanExporter:
-    """Turns trace rows into OpenTelemetry spans (console or OTLP), off the request path."""
-
-    def __init__(self, kind: str, endpoint: str = "") -> None:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        exporter: Any
-        if kind == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            exporter = ConsoleSpanExporter(out=sys.stdout)  # today's stdout, not import time's
-        else:
-            require_extra("opentelemetry.exporter.otlp", "otel", "OTLP span export")
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "llmloop"}))
-        self.provider.add_span_processor(BatchSpanProcessor(exporter))
-        self.tracer = self.provider.get_tracer("llmloop.gateway")
-
-    def export(self, rows: list[TraceRow]) -> None:
-        for row in rows:
-            fields = dict(zip(_COLUMNS, row, strict=True))
-            if isinstance(fields["at"], str):  # SQLite's text form, UTC
-                fields["at"] = datetime.fromisoformat(fields["at"]).replace(tzinfo=UTC)
-            fields["guard_verdicts"] = orjson.loads(fields["guard_verdicts"])
-            fields["attributes"] = orjson.loads(fields["attributes"])
-            trace = TracePublic.model_validate(fields)
-            start_ns = int(trace.at.timestamp() * 1e9)
-            end_ns = start_ns + int(trace.latency_ms * 1e6)
-            attrs = trace.attributes
-            span = self.tracer.start_span(
-                f"{trace.operation} {trace.request_model}",
-                start_time=start_ns,
-                attributes={
-                    k: v for k, v in attrs.items() if isinstance(v, str | bool | int | float | list)
-                },
-            )
-            span.set_attribute("llmloop.trace_id", trace.id)
-            span.end(end_time=end_ns)
-
-    def shutdown(self) -> None:
-        self.provider.shutdown()
+    def add(self, other: Acks) -> None:
+        self.stored += other.stored
+        self.failed += other.failed
+        self.lost += other.lost
+        self.gone += other.gone
 
 
 class TraceSink(Protocol):
-    """Somewhere else that writes batches (the writer process): blocking calls, run in a thread."""
+    """Somewhere else that stores batches (the writer process).
+
+    ``send`` and ``collect`` are called on the event loop's thread and never block; ``open``,
+    ``drain`` and ``close`` block and are called from a worker thread.
+    """
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``send`` can be used (``open`` succeeded and the sink has not died since)."""
 
     def open(self) -> None:
-        """Get ready ahead of the first batch; raise :class:`SinkGone` when it cannot."""
+        """Get ready (again, after a death); raise :class:`SinkGone` when it cannot."""
 
-    def write(self, batch: list[TraceRow]) -> None:
-        """Store ``batch``; raise :class:`SinkGone` when the sink cannot go on."""
+    def send(self, batch: Batch) -> bool:
+        """Take ``batch`` without waiting, or answer False (busy: the caller keeps it)."""
+
+    def collect(self) -> Acks:
+        """The answers that arrived since the last call, without waiting."""
+
+    def drain(self, timeout_s: float) -> Acks:
+        """Wait until every batch sent is answered (or the sink is declared dead); then
+        ``send`` takes the next batch."""
 
     def close(self) -> None:
         """Finish: everything acknowledged is stored; stop the sink."""
@@ -263,8 +125,7 @@ class TraceWriter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._lock = threading.Lock()  # one batch at a time, whichever event loop flushes
-        self._recovering = False  # a sink died: its last batch may be stored already
+        self._lock = threading.Lock()  # one in-process insert at a time, whichever loop flushes
         self._sink_failures = 0
 
     def submit(self, record: TraceRecord) -> None:
@@ -285,85 +146,129 @@ class TraceWriter:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        """Write a batch as soon as ``batch_size`` rows wait, and the rest every ``flush_s``.
+        """Hand a batch over as soon as ``batch_size`` rows wait, and the rest every ``flush_s``.
 
         Rows that arrive while a batch is being written wait for the next full batch or the
         next tick: writing them at once would chain small batches back to back under load
-        (each a thread hand-off, a pipe round trip and a commit), which cost requests more
-        than the rows themselves.
+        (each a pipe write or a thread hand-off, and a commit), which cost requests more than
+        the rows themselves.
         """
         assert self._wake is not None
-        if self.sink is not None:
-            await asyncio.to_thread(self._open_sink)
         loop = asyncio.get_running_loop()
         due = loop.time() + self.flush_s
+        busy = False
         while not self._closing:
-            wait_s = due - loop.time()
-            if wait_s > 0 and len(self.queue) < self.batch_size:
+            wait_s = min(due - loop.time(), _BUSY_RETRY_S if busy else self.flush_s)
+            if wait_s > 0 and (busy or len(self.queue) < self.batch_size):
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait_s)
                 except TimeoutError:
                     pass
             self._wake.clear()
             tick = loop.time() >= due
-            await self.flush(full_only=not tick)
+            busy = await self._hand_over(full_only=not tick) > 0
             if tick:
                 due = loop.time() + self.flush_s
 
     async def flush(self, full_only: bool = False) -> int:
-        """Write the rows queued now, in batches (only full ones with ``full_only``); rows that
-        arrive meanwhile wait for the next call. Returns how many rows were written."""
-        total = 0
+        """Write the rows queued now (only full batches with ``full_only``) and return once they
+        are stored, with what was handed over before; rows that arrive meanwhile wait for the
+        next call, and so do rows whose write failed. Returns how many rows were stored."""
+        before = self.written
+        if self.sink is not None:  # first what the background task handed over
+            await self._settle(await asyncio.to_thread(self._drain))
         pending = len(self.queue)
-        while min(pending, len(self.queue)) >= (self.batch_size if full_only else 1):
-            size = min(self.batch_size, pending, len(self.queue))
-            pending -= size
-            batch = [self.queue.popleft() for _ in range(size)]
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception:
-                log.exception("writing %d traces failed; will retry", len(batch))
-                self.queue.extendleft(reversed(batch))
-                await asyncio.sleep(min(1.0, self.flush_s * 5))
-                if self._closing:
-                    raise
-                return total
-            total += len(batch)
-        return total
-
-    def _write(self, batch: list[TraceRow]) -> None:
-        """One batch, in a worker thread: to the sink when there is one, else to the store."""
-        with self._lock:
+        threshold = self.batch_size if full_only else 1
+        while min(pending, len(self.queue)) >= threshold:
+            mark = self.written
+            await self._hand_over(full_only, limit=pending)
             if self.sink is not None:
-                try:
-                    self.sink.write(batch)  # the sink's process exports spans itself
-                except SinkGone as exc:
-                    self._sink_failures += 1
-                    if self._sink_failures >= _SINK_RETRIES:
-                        self.sink = None
-                    log.warning(
-                        "trace writer process gone (%s); this batch is written in this process%s",
-                        exc,
-                        ", and all that follow" if self.sink is None else "",
-                    )
-                    self._recovering = True
-                else:
-                    self._written(len(batch))
-                    return
-            self.table.insert(batch, skip_existing=self._recovering)
-            self._recovering = False
+                await self._settle(await asyncio.to_thread(self._drain))
+            if self.written == mark:
+                break  # nothing could be stored: the rows wait for the next call
+            pending -= self.written - mark
+        return self.written - before
+
+    async def _hand_over(self, full_only: bool, limit: int | None = None) -> int:
+        """Hand the queued rows over in batches (only full ones with ``full_only``; at most
+        ``limit`` rows); returns how many rows stay queued because the sink is busy or an
+        in-process write failed."""
+        pending = len(self.queue) if limit is None else limit
+        threshold = self.batch_size if full_only else 1
+        kept = 0
+        while min(pending, len(self.queue)) >= threshold:
+            if self.sink is not None and not self.sink.ready:
+                await self._settle(self.sink.collect())  # what died with the last one
+                if self.sink is not None:
+                    await asyncio.to_thread(self._open_sink)
+            size = min(self.batch_size, pending, len(self.queue))
+            batch = [self.queue.popleft() for _ in range(size)]
+            pending -= size
+            if self.sink is not None:
+                if self.sink.send(batch):
+                    continue
+                self.queue.extendleft(reversed(batch))  # busy: it waits at the front
+                kept = len(batch)
+                break
+            if not await self._insert(batch):
+                kept = len(batch)
+                break
+        if self.sink is not None:
+            await self._settle(self.sink.collect())
+        return kept
+
+    async def _settle(self, acks: Acks) -> None:
+        """Count what the sink stored; queue again what it failed; store what died with it."""
+        for batch in acks.stored:
+            self._written(len(batch))
+        if acks.failed:
+            log.warning("the trace writer process could not store %d batches; they wait for "
+                        "the next flush", len(acks.failed))  # fmt: skip
+            for batch in reversed(acks.failed):
+                self.queue.extendleft(reversed(batch))
+        if acks.gone:
+            self._sink_failures += len(acks.gone)
+            if self._sink_failures >= _SINK_RETRIES:
+                self.sink = None
+            log.warning(
+                "trace writer process gone (%s); its unacknowledged batches are written in "
+                "this process%s", "; ".join(acks.gone),
+                ", and all that follow" if self.sink is None else "",
+            )  # fmt: skip
+        for batch in acks.lost:  # it may have stored them before it died: skip those
+            await self._insert(batch, skip_existing=True)
+
+    async def _insert(self, batch: Batch, skip_existing: bool = False) -> bool:
+        """One batch into the store from a worker thread; when that fails (logged), the batch
+        waits at the front of the queue and the answer is False."""
+        try:
+            await asyncio.to_thread(self._insert_now, batch, skip_existing)
+        except Exception:
+            log.exception("writing %d traces failed; will retry", len(batch))
+            self.queue.extendleft(reversed(batch))
+            await asyncio.sleep(min(1.0, self.flush_s * 5))
+            return False
+        return True
+
+    def _insert_now(self, batch: Batch, skip_existing: bool) -> None:
+        with self._lock:
+            self.table.insert(batch, skip_existing=skip_existing)
             self._written(len(batch))
             if self.exporter is not None:
                 self.exporter.export(batch)
 
+    def _drain(self) -> Acks:
+        sink = self.sink
+        return sink.drain(_DRAIN_TIMEOUT_S) if sink is not None else Acks()
+
     def _open_sink(self) -> None:
-        with self._lock:
-            if self.sink is not None:
-                try:
-                    self.sink.open()
-                except SinkGone as exc:
-                    log.warning("trace writer process failed (%s); writing in this process", exc)
-                    self.sink = None
+        sink = self.sink
+        if sink is not None and not sink.ready:
+            try:
+                sink.open()
+            except SinkGone as exc:
+                log.warning("trace writer process failed (%s); writing in this process", exc)
+                self.sink = None
 
     def _written(self, n: int) -> None:
         self.written += n
@@ -384,7 +289,8 @@ class TraceWriter:
         for _ in range(3):
             try:
                 await self.flush()
-                break
+                if not self.queue:
+                    break
             except Exception:
                 log.exception("final trace flush failed")
         if self.sink is not None:

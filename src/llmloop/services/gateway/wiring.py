@@ -22,7 +22,8 @@ from llmloop.services.gateway.policy import make_limit_backend
 from llmloop.services.gateway.pool import EnginePool
 from llmloop.services.gateway.service import GatewayService
 from llmloop.services.gateway.trace_process import ProcessSink
-from llmloop.services.gateway.tracing import SpanExporter, TraceWriter
+from llmloop.services.gateway.trace_table import SpanExporter
+from llmloop.services.gateway.tracing import TraceWriter
 
 if TYPE_CHECKING:
     from llmloop.services.container import Container
