@@ -81,15 +81,25 @@ async def test_forced_tool_calls_from_the_hf_engine(gw: Gateway, tools_model_dir
     messages = [{"role": "user", "content": "plan a trip"}]
     resp = await gw.client.chat.completions.create(
         model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
-        max_tokens=80, temperature=0,
+        max_tokens=80, temperature=0, parallel_tool_calls=False,
     )  # fmt: skip
     assert resp.choices[0].finish_reason == "tool_calls"
     [call] = resp.choices[0].message.tool_calls or []
+    # Parallel calls allowed: this greedy model keeps calling until max_tokens cuts it.
+    cut = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
+        max_tokens=80, temperature=0,
+    )  # fmt: skip
+    assert cut.usage is not None and cut.usage.completion_tokens == 80
+    assert cut.choices[0].finish_reason == "length"
+    assert [c.function.arguments for c in cut.choices[0].message.tool_calls or []][:1] == [
+        call.function.arguments
+    ]
     assert call.function.name == "plan_trip"
     jsonschema.validate(json.loads(call.function.arguments), SCHEMA)
     stream = await gw.client.chat.completions.create(
         model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
-        max_tokens=80, temperature=0, stream=True,
+        max_tokens=80, temperature=0, stream=True, parallel_tool_calls=False,
     )  # fmt: skip
     deltas = [d async for c in stream if c.choices for d in c.choices[0].delta.tool_calls or []]
     assert (
