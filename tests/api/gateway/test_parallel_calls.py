@@ -93,6 +93,12 @@ async def test_a_cut_answer_ended_at_its_first_call(gw: Gateway) -> None:
     assert allowed.choices[0].finish_reason == "length"
 
 
+async def test_every_choice_holds_to_one_call(gw: Gateway) -> None:
+    await deploy(gw)
+    resp = await ask(gw, parallel_tool_calls=False, n=2)
+    assert [len(c.message.tool_calls or []) for c in resp.choices] == [1, 1]
+
+
 async def test_tool_choice_none_and_plain_answers_are_untouched(gw: Gateway) -> None:
     await deploy(gw)
     resp = await ask(gw, parallel_tool_calls=False, tool_choice="none")
