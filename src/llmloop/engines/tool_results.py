@@ -2,8 +2,10 @@
 
 The local engines (hf, vllm) produce plain text; when a request offers tools, these wrappers
 split that text into content and tool calls with :mod:`llmloop.engines.tool_parsers`, and set
-the finish reason to ``tool_calls`` when the model made any. Requests without tools never come
-here. Nothing here renders prompts or talks to a model.
+the finish reason to ``tool_calls`` when the model made any and stopped by itself. An answer cut
+by the token limit keeps ``length`` even when it holds complete calls (as OpenAI reports it): the
+calls it got to may not be all it meant to make. Requests without tools never come here. Nothing
+here renders prompts or talks to a model.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ def answer_parser(req: GenerationRequest, parser: ToolParserName | None) -> Tool
 
 
 def tool_finish_reason(reason: FinishReason, called: bool) -> FinishReason:
-    """``tool_calls`` when calls were made and the answer ended normally, else ``reason``."""
-    return "tool_calls" if called and reason in ("stop", "length") else reason
+    """``tool_calls`` when calls were made and the answer ended normally, else ``reason`` (a
+    ``length`` cut stays ``length``)."""
+    return "tool_calls" if called and reason == "stop" else reason
 
 
 def parse_result(result: GenerationResult, parser: ToolParserName) -> GenerationResult:

@@ -57,6 +57,32 @@ async def test_json_schema_answers_from_the_hf_engine(gw: Gateway, tiny_model_di
     await http.aclose()
 
 
+async def test_n_choices_from_the_hf_engine(gw: Gateway, tiny_model_dir: Path) -> None:
+    await deploy_hf(gw, tiny_model_dir)
+    messages: Any = [{"role": "user", "content": "plan a trip"}]
+    sampled = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, n=4, temperature=1.0, seed=5, max_tokens=12
+    )
+    texts = [c.message.content for c in sampled.choices]
+    assert [c.index for c in sampled.choices] == [0, 1, 2, 3] and len(set(texts)) > 1
+    single = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, temperature=1.0, seed=5, max_tokens=12
+    )
+    assert single.choices[0].message.content == texts[0]  # choice 0 is the n=1 answer
+    assert sampled.usage is not None and single.usage is not None
+    assert sampled.usage.prompt_tokens == single.usage.prompt_tokens
+    assert single.usage.completion_tokens < sampled.usage.completion_tokens <= 4 * 12
+    stream = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, n=4, temperature=1.0, seed=5, max_tokens=12,
+        stream=True,
+    )  # fmt: skip
+    streamed = ["", "", "", ""]
+    async for chunk in stream:
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+    assert streamed == texts
+
+
 async def test_token_id_prompts_on_the_hf_engine(gw: Gateway, tiny_model_dir: Path) -> None:
     await deploy_hf(gw, tiny_model_dir)
     resp = await gw.client.completions.create(
@@ -81,15 +107,25 @@ async def test_forced_tool_calls_from_the_hf_engine(gw: Gateway, tools_model_dir
     messages = [{"role": "user", "content": "plan a trip"}]
     resp = await gw.client.chat.completions.create(
         model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
-        max_tokens=80, temperature=0,
+        max_tokens=80, temperature=0, parallel_tool_calls=False,
     )  # fmt: skip
     assert resp.choices[0].finish_reason == "tool_calls"
     [call] = resp.choices[0].message.tool_calls or []
+    # Parallel calls allowed: this greedy model keeps calling until max_tokens cuts it.
+    cut = await gw.client.chat.completions.create(
+        model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
+        max_tokens=80, temperature=0,
+    )  # fmt: skip
+    assert cut.usage is not None and cut.usage.completion_tokens == 80
+    assert cut.choices[0].finish_reason == "length"
+    assert [c.function.arguments for c in cut.choices[0].message.tool_calls or []][:1] == [
+        call.function.arguments
+    ]
     assert call.function.name == "plan_trip"
     jsonschema.validate(json.loads(call.function.arguments), SCHEMA)
     stream = await gw.client.chat.completions.create(
         model="tiny", messages=messages, tools=[tool], tool_choice=choice,  # type: ignore[arg-type, list-item]
-        max_tokens=80, temperature=0, stream=True,
+        max_tokens=80, temperature=0, stream=True, parallel_tool_calls=False,
     )  # fmt: skip
     deltas = [d async for c in stream if c.choices for d in c.choices[0].delta.tool_calls or []]
     assert (

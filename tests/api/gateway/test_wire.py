@@ -104,7 +104,7 @@ async def test_unknown_model_is_404(gw: Gateway) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "param"),
-    [({"temperature": 5}, "temperature"), ({"max_tokens": 0}, "max_tokens"), ({"n": 3}, "n"),
+    [({"temperature": 5}, "temperature"), ({"max_tokens": 0}, "max_tokens"), ({"n": 0}, "n"),
      ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"), ({"stream": "yes"}, "stream"),
      ({"stop": 7}, "stop")],
 )  # fmt: skip

@@ -81,6 +81,22 @@ async def test_a_stream_without_calls_keeps_its_text_and_reason() -> None:
     assert not any(c.tool_calls for c in chunks)
 
 
+def test_calls_cut_by_the_token_limit_finish_with_length() -> None:
+    # A forced call sequence (parallel calls allowed) that ran into max_tokens: the complete
+    # calls come back, but the answer was cut, so it says so (as OpenAI does).
+    cut = GenerationResult(text=f'{CALL}\n{CALL}\n<tool_call>{{"na', finish_reason="length")
+    result = parse_result(cut, "hermes")
+    assert result.finish_reason == "length"
+    assert result.tool_calls is not None and len(result.tool_calls) == 2
+
+
+async def test_a_stream_of_calls_cut_by_the_token_limit_finishes_with_length() -> None:
+    text = f'{CALL}\n{CALL}\n<tool_call>{{"na'
+    chunks = [c async for c in parse_stream(chunks_of(text, 6, "length"), "hermes")]
+    assert chunks[-1].finish_reason == "length"
+    assert len(collect_tool_calls([d for c in chunks for d in c.tool_calls or []])) == 2
+
+
 async def test_an_unterminated_call_comes_back_as_content_in_the_last_chunk() -> None:
     text = 'Hi <tool_call>{"name": "f", "argu'
     chunks = [c async for c in parse_stream(chunks_of(text, 5, "length"), "hermes")]

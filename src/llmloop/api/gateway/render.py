@@ -66,31 +66,35 @@ def _message(result: GenerationResult) -> dict[str, Any]:
 
 
 def chat_response(
-    result: GenerationResult, model: str, trace_id: str, created: int
+    results: list[GenerationResult], model: str, trace_id: str, created: int
 ) -> dict[str, Any]:
-    u = result.usage
+    """One choice per answer (OpenAI's ``n``); usage counts the prompt once."""
     return {
         "id": f"chatcmpl-{trace_id}", "object": "chat.completion", "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": _message(result),
-                     "logprobs": _chat_logprobs(result.logprobs),
-                     "finish_reason": OPENAI_FINISH[result.finish_reason]}],
-        "usage": usage_dict(u.prompt_tokens, u.completion_tokens),
+        "choices": [{"index": i, "message": _message(r),
+                     "logprobs": _chat_logprobs(r.logprobs),
+                     "finish_reason": OPENAI_FINISH[r.finish_reason]}
+                    for i, r in enumerate(results)],
+        "usage": usage_dict(results[0].usage.prompt_tokens,
+                            sum(r.usage.completion_tokens for r in results)),
         "system_fingerprint": None, "trace_id": trace_id,
     }  # fmt: skip
 
 
 def completion_response(
-    results: list[GenerationResult], model: str, trace_ids: list[str], created: int
+    results: list[GenerationResult], model: str, trace_ids: list[str], created: int, n: int = 1
 ) -> dict[str, Any]:
-    """One choice per prompt, in prompt order; usage summed; every prompt's trace id."""
+    """``n`` choices per prompt, in prompt order (choice ``prompt_index * n + j``, as OpenAI
+    numbers them); usage counts each prompt once and sums the completions; every prompt's
+    trace id."""
     body = {
         "id": f"cmpl-{trace_ids[0]}", "object": "text_completion", "created": created,
         "model": model,
         "choices": [{"index": i, "text": r.text, "logprobs": completion_logprobs(r.logprobs),
                      "finish_reason": OPENAI_FINISH[r.finish_reason]}
                     for i, r in enumerate(results)],
-        "usage": usage_dict(sum(r.usage.prompt_tokens for r in results),
+        "usage": usage_dict(sum(r.usage.prompt_tokens for r in results[::n]),
                             sum(r.usage.completion_tokens for r in results)),
         "system_fingerprint": None, "trace_id": trace_ids[0],
     }  # fmt: skip

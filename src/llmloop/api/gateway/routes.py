@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -31,14 +32,15 @@ from llmloop.api.gateway.schemas import (
     parse_embeddings,
 )
 from llmloop.api.gateway.sse import DONE, ChunkRenderer, SSEResponse, error_event
-from llmloop.core.chat import GenerationChunk, GenerationRequest, GenerationResult
+from llmloop.core.chat import GenerationRequest, GenerationResult
 from llmloop.core.traces import TraceRecord
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.service import GatewayService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TRACE_HEADER = "x-llmloop-trace-id"
-PROMPTS_IN_FLIGHT = 32  # of one batched completion request
+T = TypeVar("T")
+CHOICES_IN_FLIGHT = 32  # of one batched completion request (prompts times n)
 
 
 def _gateway(request: Request) -> GatewayService:
@@ -55,12 +57,10 @@ def _json(body: dict[str, object], trace_id: str) -> Response:
                     headers={TRACE_HEADER: trace_id})  # fmt: skip
 
 
-async def _events(
-    chunks: AsyncIterator[GenerationChunk], renderer: ChunkRenderer
-) -> AsyncIterator[bytes]:
+async def _events(chunks: AsyncIterator[T], render: Callable[[T], bytes]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            yield renderer.render(chunk)
+            yield render(chunk)
         yield DONE
     except Exception as exc:
         yield error_event(exc)
@@ -76,49 +76,58 @@ async def _generate(request: Request, kind: str) -> Response | SSEResponse:
     body = load_body(await request.body())
     gateway = _gateway(request)
     if kind == "chat":
-        req, stream, include_usage = parse_chat(body)
+        req, how = parse_chat(body)
         reqs = [req]
     else:
-        reqs, stream, include_usage = parse_completion(body)
+        reqs, how = parse_completion(body)
         req = reqs[0]
     operation = "chat" if kind == "chat" else "text_completion"
-    created = int(time.time())
-    if stream:
+    created, n = int(time.time()), how.n
+    if how.stream:
         trace = gateway.new_trace(operation, req.model, actor, stream=True)
-        chunks = await gateway.stream(actor, req, trace)
         cid = f"chatcmpl-{trace.id}" if kind == "chat" else f"cmpl-{trace.id}"
-        renderer = ChunkRenderer(kind, cid, req.model, created, include_usage)
-        return SSEResponse(_events(chunks, renderer), {TRACE_HEADER: trace.id})
+        renderer = ChunkRenderer(kind, cid, req.model, created, how.include_usage, n)
+        if n == 1:
+            chunks = await gateway.stream(actor, req, trace)
+            return SSEResponse(_events(chunks, renderer.render), {TRACE_HEADER: trace.id})
+        choices = await gateway.stream_choices(actor, req, trace, n)
+        events = _events(choices, lambda item: renderer.render(item[1], item[0]))
+        return SSEResponse(events, {TRACE_HEADER: trace.id})
     traces = [gateway.new_trace(operation, req.model, actor) for _ in reqs]
     if kind == "chat":
-        result = await gateway.generate(actor, req, traces[0])
-        return _json(chat_response(result, req.model, traces[0].id, created), traces[0].id)
-    results = await _generate_all(gateway, actor, reqs, traces)
+        results = await gateway.generate_choices(actor, req, traces[0], n)
+        return _json(chat_response(results, req.model, traces[0].id, created), traces[0].id)
+    results = await _generate_all(gateway, actor, reqs, traces, n)
     ids = [t.id for t in traces]
-    return _json(completion_response(results, req.model, ids, created), ids[0])
+    return _json(completion_response(results, req.model, ids, created, n), ids[0])
 
 
 async def _generate_all(
-    gateway: GatewayService, actor: Actor, reqs: list[GenerationRequest], traces: list[TraceRecord]
+    gateway: GatewayService,
+    actor: Actor,
+    reqs: list[GenerationRequest],
+    traces: list[TraceRecord],
+    n: int,
 ) -> list[GenerationResult]:
-    """Every prompt of a batched completion, at most PROMPTS_IN_FLIGHT at once; the first error
-    cancels the rest and is the answer."""
+    """``n`` answers to every prompt of a batched completion (prompt by prompt), at most
+    CHOICES_IN_FLIGHT choices at once; the first error cancels the rest and is the answer."""
     if len(reqs) == 1:
-        return [await gateway.generate(actor, reqs[0], traces[0])]
-    gate = asyncio.Semaphore(PROMPTS_IN_FLIGHT)
+        return await gateway.generate_choices(actor, reqs[0], traces[0], n)
+    gate = asyncio.Semaphore(max(1, CHOICES_IN_FLIGHT // n))
 
-    async def one(req: GenerationRequest, trace: TraceRecord) -> GenerationResult:
+    async def one(req: GenerationRequest, trace: TraceRecord) -> list[GenerationResult]:
         async with gate:
-            return await gateway.generate(actor, req, trace)
+            return await gateway.generate_choices(actor, req, trace, n)
 
     tasks = [asyncio.ensure_future(one(r, t)) for r, t in zip(reqs, traces, strict=True)]
     try:
-        return await asyncio.gather(*tasks)
+        answers = await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    return [result for choices in answers for result in choices]
 
 
 @router.post("/chat/completions", response_model=None)

@@ -10,6 +10,7 @@ fields are kept for upstreams that read them (``passthrough``). Rendering answer
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +27,8 @@ from llmloop.errors import BadRequestError
 DEFAULT_CHAT_MAX_TOKENS = 1024  # when the client sends no max_tokens (limits estimate from it)
 ROLES = frozenset(("system", "user", "assistant", "tool", "developer"))
 MAX_PROMPTS = 2048
+MAX_N = 128  # choices per request, as OpenAI allows
+MAX_CHOICES = 2048  # of a batched completion: prompts times n
 _COMMON = ("model", "max_tokens", "temperature", "top_p", "top_k", "seed", "presence_penalty",
            "frequency_penalty", "repetition_penalty", "stop", "n", "user", "logprobs", "stream",
            "stream_options")  # fmt: skip
@@ -36,6 +39,16 @@ COMPLETION_FIELDS = frozenset((*_COMMON, "prompt", "echo"))
 MEDIA_PARTS = frozenset(("image_url", "input_audio", "file"))
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TOOLS = 128
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the answer goes back: ``n`` choices (per prompt), streamed or whole, and whether a
+    stream ends with a usage chunk."""
+
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
 
 
 def bad(message: str, param: str | None = None) -> BadRequestError:
@@ -203,9 +216,6 @@ def _sampling(body: dict[str, Any], default_max: int) -> SamplingParams:
     stop = body.get("stop")
     if stop is not None:
         fields["stop"] = [stop] if isinstance(stop, str) else stop
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise bad("only n=1 is supported", "n")
     try:
         params = SamplingParams.model_validate(fields)
     except ValidationError as exc:
@@ -213,6 +223,16 @@ def _sampling(body: dict[str, Any], default_max: int) -> SamplingParams:
     if max_tokens is None:  # our cap for local engines, not the client's choice
         params.__pydantic_fields_set__.discard("max_tokens")
     return params
+
+
+def _n(body: dict[str, Any]) -> int:
+    """How many choices: OpenAI's ``n``, an integer from 1 to MAX_N (1 when absent)."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise bad(f"'n' must be an integer from 1 to {MAX_N}", "n")
+    return n
 
 
 def _passthrough(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
@@ -243,8 +263,8 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
-    """(request, stream, include_usage) of a /v1/chat/completions body."""
+def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, Delivery]:
+    """(request, delivery) of a /v1/chat/completions body."""
     model = _model(body)
     messages = _messages(body.get("messages"))
     logprobs = None
@@ -264,7 +284,7 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, bool, bool]:
         parallel_tool_calls=parallel, response_format=_response_format(body),
         passthrough=_passthrough(body, CHAT_FIELDS),
     )  # fmt: skip
-    return req, _flag(body, "stream"), _include_usage(body)
+    return req, Delivery(_n(body), _flag(body, "stream"), _include_usage(body))
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
@@ -311,13 +331,15 @@ def _prompts(value: Any) -> list[str | list[int]]:
               "array of token-id arrays", "prompt")  # fmt: skip
 
 
-def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], bool, bool]:
-    """(one request per prompt, stream, include_usage) of a /v1/completions body."""
+def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], Delivery]:
+    """(one request per prompt, delivery) of a /v1/completions body."""
     model = _model(body)
     prompts = _prompts(body.get("prompt"))
-    stream = _flag(body, "stream")
+    stream, n = _flag(body, "stream"), _n(body)
     if stream and len(prompts) > 1:
         raise bad("streaming takes one prompt; send the others as separate requests", "prompt")
+    if len(prompts) * n > MAX_CHOICES:
+        raise bad(f"at most {MAX_CHOICES} choices per request (prompts times n)", "n")
     logprobs = body.get("logprobs")
     if logprobs is not None and (
         isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20
@@ -330,7 +352,7 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], boo
         prompt_ids=None if isinstance(p, str) else p, sampling=sampling, logprobs=logprobs,
         echo=echo, adapter=None, user=user, request_id="", passthrough=extra,
     ) for p in prompts]  # fmt: skip
-    return reqs, stream, _include_usage(body)
+    return reqs, Delivery(n, stream, _include_usage(body))
 
 
 def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], bool]:

@@ -24,42 +24,61 @@ DONE = b"data: [DONE]\n\n"
 
 
 class ChunkRenderer:
-    """Renders engine chunks as OpenAI ``chat.completion.chunk`` or ``text_completion`` events."""
+    """Renders engine chunks as OpenAI ``chat.completion.chunk`` or ``text_completion`` events.
 
-    def __init__(self, kind: str, cid: str, model: str, created: int, include_usage: bool) -> None:
+    With ``n`` choices, each chunk is rendered under its choice's index, and the usage chunk
+    (``include_usage``) comes once, after the last choice finished: the prompt counted once, the
+    completions summed.
+    """
+
+    def __init__(
+        self, kind: str, cid: str, model: str, created: int, include_usage: bool, n: int = 1
+    ) -> None:
         self.chat = kind == "chat"
         self.include_usage = include_usage
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         head = {"id": cid, "object": obj, "created": created, "model": model}
-        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,'
+        self._base = b"data: " + orjson.dumps(head)[:-1] + b","
+        self._heads = [self._base + b'"choices":[{"index":%d,' % i for i in range(n)]
         self._usage_tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
-        self._first = True
+        self._started = [False] * n
+        self._left = n  # choices not finished yet
+        self._prompt_tokens = self._completion_tokens = 0
 
-    def render(self, chunk: GenerationChunk) -> bytes:
+    def render(self, chunk: GenerationChunk, index: int = 0) -> bytes:
         out = b""
-        if self.chat and self._first:
-            self._first = False
-            out = (self._head + b'"delta":{"role":"assistant","content":""},"logprobs":null,'
+        head = self._heads[index]
+        if self.chat and not self._started[index]:
+            self._started[index] = True
+            out = (head + b'"delta":{"role":"assistant","content":""},"logprobs":null,'
                    b'"finish_reason":null}]' + self._usage_tail)  # fmt: skip
         if chunk.text or (chunk.finish_reason is None and not chunk.tool_calls):
             text = orjson.dumps(chunk.text)
             body = b'"delta":{"content":' + text + b"}," if self.chat else b'"text":' + text + b","
-            out += self._head + body + b'"logprobs":null,"finish_reason":null}]' + self._usage_tail
+            out += head + body + b'"logprobs":null,"finish_reason":null}]' + self._usage_tail
         if chunk.tool_calls and self.chat:
             calls = orjson.dumps([_tool_delta(d) for d in chunk.tool_calls])
-            out += (self._head + b'"delta":{"tool_calls":' + calls +
+            out += (head + b'"delta":{"tool_calls":' + calls +
                     b'},"logprobs":null,"finish_reason":null}]' + self._usage_tail)  # fmt: skip
         if chunk.finish_reason is not None:
             finish = OPENAI_FINISH.get(chunk.finish_reason, "stop").encode()
             body = b'"delta":{},' if self.chat else b'"text":"",'
-            out += (self._head + body + b'"logprobs":null,"finish_reason":"' + finish + b'"}]'
+            out += (head + body + b'"logprobs":null,"finish_reason":"' + finish + b'"}]'
                     + self._usage_tail)  # fmt: skip
             if self.include_usage:
-                u = chunk.usage
-                usage = usage_dict(u.prompt_tokens, u.completion_tokens) if u else usage_dict(0, 0)
-                out += (self._head[: -len(b'[{"index":0,')] + b"[]," + b'"usage":'
-                        + orjson.dumps(usage) + b"}\n\n")  # fmt: skip
+                out += self._usage(chunk)
         return out
+
+    def _usage(self, final: GenerationChunk) -> bytes:
+        """The usage chunk once every choice has finished (b"" before)."""
+        self._left -= 1
+        if final.usage is not None:
+            self._prompt_tokens = final.usage.prompt_tokens
+            self._completion_tokens += final.usage.completion_tokens
+        if self._left > 0:
+            return b""
+        usage = usage_dict(self._prompt_tokens, self._completion_tokens)
+        return self._base + b'"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n"
 
 
 def _tool_delta(delta: ToolCallDelta) -> dict[str, Any]:

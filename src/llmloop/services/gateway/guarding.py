@@ -27,6 +27,7 @@ from llmloop.core.chat import (
     ChatMessage,
     GenerationChunk,
     GenerationRequest,
+    GenerationResult,
     ToolCall,
     ToolCallDelta,
     collect_tool_calls,
@@ -168,6 +169,19 @@ class GuardPipeline:
                 call = call.model_copy(update={"arguments": guarded.text})
             out.append(call)
         return out, verdicts
+
+    def check_result(self, result: GenerationResult) -> tuple[GenerationResult, list[GuardVerdict]]:
+        """A whole answer's text, then its calls' arguments: (the answer to return, verdicts)."""
+        out = self.check_output(result.text)
+        verdicts = list(out.verdicts)
+        if out.text != result.text:
+            result = result.model_copy(update={"text": out.text})
+        if result.tool_calls:
+            calls, found = self.check_tool_calls(result.tool_calls)
+            verdicts += found
+            if calls != result.tool_calls:
+                result = result.model_copy(update={"tool_calls": calls})
+        return result, verdicts
 
     async def stream(
         self, chunks: AsyncIterator[GenerationChunk], verdicts: list[GuardVerdict] | None = None

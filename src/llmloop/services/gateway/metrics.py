@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from llmloop.core.traces import TraceRecord
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -42,6 +44,20 @@ class GatewayMetrics:
                                ["deployment"], registry=r)  # fmt: skip
         self.shadow = Counter("llmloop_gateway_shadow_requests", "Shadow copies by outcome.",
                               ["deployment", "status"], registry=r)  # fmt: skip
+
+    def count(self, trace: TraceRecord) -> None:
+        """A finished request: its outcome, latency, time to first token, tokens, cache hit."""
+        dep, op = trace.deployment, trace.operation
+        self.requests.labels(dep, op, trace.status).inc()
+        self.latency.labels(dep, op).observe(trace.latency_ms / 1000.0)
+        if trace.ttft_ms is not None:
+            self.ttft.labels(dep).observe(trace.ttft_ms / 1000.0)
+        if trace.input_tokens:
+            self.tokens.labels(dep, "input").inc(trace.input_tokens)
+        if trace.output_tokens:
+            self.tokens.labels(dep, "output").inc(trace.output_tokens)
+        if trace.cache_hit:
+            self.cache_hits.labels(dep).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -5,91 +5,55 @@ Routes call :class:`GatewayService` with parsed :class:`GenerationRequest` value
 it answers with generation values and fills the :class:`TraceRecord` the route created (so the
 trace id can go out in headers before a stream starts). Limits (``policy``) are one backend per
 process; the response cache (``cache``) and guardrails (``guarding``) are per deployment, on its
-runtime.
+runtime. Several answers to one request (OpenAI's ``n``) are fanned out to the engine by
+``choices``; ``parallel_tool_calls: false`` is held to one call by ``single_call``; shadow copies
+run in ``shadow``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
-
-import orjson
 
 from llmloop.core.chat import (
     EmbeddingResult,
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
-    ToolCall,
     ToolCallDelta,
     collect_tool_calls,
 )
 from llmloop.core.guards import GuardVerdict
 from llmloop.core.traces import TraceRecord, new_trace_id, sampled
 from llmloop.engines.base import Engine
-from llmloop.errors import BadRequestError, LlmloopError
+from llmloop.errors import LlmloopError
 from llmloop.services.actors import Actor
+from llmloop.services.gateway.choices import (
+    ChoiceStreams,
+    call_choices,
+    choice_requests,
+    note_choices,
+    note_tool_calls,
+    open_choices,
+)
 from llmloop.services.gateway.guarding import verdict_dicts
+from llmloop.services.gateway.intake import estimate_tokens, request_text, require_capable
 from llmloop.services.gateway.manager import DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import LimitBackend, Reservation
 from llmloop.services.gateway.router import DeploymentRuntime, Slot
+from llmloop.services.gateway.shadow import run_shadow
+from llmloop.services.gateway.single_call import chat_call, stream_call
 from llmloop.services.gateway.trace_query import TraceQuery
 from llmloop.services.gateway.tracing import TraceWriter
 from llmloop.store.registry import utcnow
 
 log = logging.getLogger("llmloop.gateway")
 T = TypeVar("T")
-
-
-def request_text(req: GenerationRequest) -> str:
-    if req.prompt_ids is not None:
-        return " ".join(map(str, req.prompt_ids))
-    if req.prompt is not None:
-        return req.prompt
-    assert req.messages is not None
-    return "\n".join(f"{m.role}: {m.content}" for m in req.messages)
-
-
-def estimate_tokens(req: GenerationRequest) -> int:
-    """A cheap upper-ish estimate for limits: ~4 characters a token plus the output cap."""
-    chars = len(request_text(req))
-    if req.tools:
-        chars += len(orjson.dumps(req.tools))
-    return chars // 4 + 1 + req.sampling.max_tokens
-
-
-def require_capable(engine: Engine, req: GenerationRequest, deployment: str) -> None:
-    """Refuse (400) tools, a JSON response format, token-id prompts or media parts that the
-    target's engine cannot honour."""
-    media = req.messages is not None and any(m.parts for m in req.messages)
-    if not (req.wants_tools or media) and req.response_format is None and req.prompt_ids is None:
-        return
-    caps = engine.capabilities
-    if media and not caps.multimodal:
-        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) takes text only: "
-                              "no image, audio or file parts", param="messages")  # fmt: skip
-    if req.prompt_ids is not None and not caps.token_prompts:
-        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) takes prompts as "
-                              "text, not token ids", param="prompt")  # fmt: skip
-    if req.wants_tools and not caps.tools:
-        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) does not support "
-                              "tools", param="tools")  # fmt: skip
-    if req.response_format is not None and not caps.structured_output:
-        raise BadRequestError(f"model '{deployment}' ({engine.kind} engine) does not support "
-                              "response_format " + repr(req.response_format.get("type")),
-                              param="response_format")  # fmt: skip
-
-
-def note_tool_calls(trace: TraceRecord, calls: list[ToolCall], keep_text: bool) -> None:
-    """The calls on the trace: names always, arguments only where the deployment logs text."""
-    trace.extra["llmloop.tool_calls"] = (
-        [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
-        if keep_text else [c.name for c in calls]
-    )  # fmt: skip
 
 
 class GatewayService:
@@ -170,18 +134,7 @@ class GatewayService:
 
     def record(self, trace: TraceRecord, sample: float = 1.0) -> None:
         """Count the trace in metrics and queue it for the writer (if it is sampled)."""
-        m = self.metrics
-        dep, op = trace.deployment, trace.operation
-        m.requests.labels(dep, op, trace.status).inc()
-        m.latency.labels(dep, op).observe(trace.latency_ms / 1000.0)
-        if trace.ttft_ms is not None:
-            m.ttft.labels(dep).observe(trace.ttft_ms / 1000.0)
-        if trace.input_tokens:
-            m.tokens.labels(dep, "input").inc(trace.input_tokens)
-        if trace.output_tokens:
-            m.tokens.labels(dep, "output").inc(trace.output_tokens)
-        if trace.cache_hit:
-            m.cache_hits.labels(dep).inc()
+        self.metrics.count(trace)
         if sampled(trace.id, sample):
             self.writer.submit(trace)
 
@@ -202,67 +155,74 @@ class GatewayService:
         self, actor: Actor, req: GenerationRequest, trace: TraceRecord
     ) -> GenerationResult:
         """A whole answer for a chat or completion request on deployment ``req.model``."""
+        [result] = await self.generate_choices(actor, req, trace, 1)
+        return result
+
+    async def generate_choices(
+        self, actor: Actor, req: GenerationRequest, trace: TraceRecord, n: int
+    ) -> list[GenerationResult]:
+        """``n`` whole answers (OpenAI's ``n``) admitted, limited and traced as one request."""
         started = time.perf_counter()
         runtime = await self.manager.get(req.model)
-        reservation = await self._admit(actor, runtime, estimate_tokens(req))
+        reservation = await self._admit(actor, runtime, estimate_tokens(req, n))
         error: BaseException | None = None
         try:
-            result = await self._generate(runtime, actor, req, trace)
-            return result
+            return await self._generate(runtime, actor, req, trace, n)
         except BaseException as exc:
             error = exc
             raise
         finally:
             await self._finish(runtime, reservation, trace, started, error)
 
-    async def _generate(
+    def _prepare(
         self, runtime: DeploymentRuntime, actor: Actor, req: GenerationRequest, trace: TraceRecord
-    ) -> GenerationResult:
+    ) -> tuple[Slot, GenerationRequest]:
+        """Before the engine: the trace's request side, the target, its capabilities, and the
+        input guards (which may rewrite ``req``)."""
         trace.user = req.user
-        keep_text = runtime.spec.log_text
-        if keep_text:
+        if runtime.spec.log_text:
             trace.request_text = request_text(req)
         slot = runtime.pick(req.user or actor.key_id)
         self._fill(trace, slot, runtime)
         require_capable(slot.engine, req, runtime.spec.name)
-        guards, cache = runtime.guards, runtime.cache
-        if guards is not None:
-            req, verdicts = guards.check_request(req)
+        if runtime.guards is not None:
+            req, verdicts = runtime.guards.check_request(req)
             trace.guard_verdicts = verdict_dicts(verdicts)
+        return slot, req
+
+    async def _generate(
+        self,
+        runtime: DeploymentRuntime,
+        actor: Actor,
+        req: GenerationRequest,
+        trace: TraceRecord,
+        n: int,
+    ) -> list[GenerationResult]:
+        slot, req = self._prepare(runtime, actor, req, trace)
+        cache = runtime.cache if n == 1 else None  # a stored answer is one choice, not n
         hit = await cache.lookup(slot.resolved.key, req) if cache is not None else None
         trace.cache_hit = hit is not None
         t0 = time.perf_counter()
         if hit is not None:
-            result = hit.result
+            results = [hit.result]
         else:
-            slot, result, attempts = await runtime.call(slot, lambda e: e.chat(req))
-            if attempts > 1:
-                self.metrics.retries.labels(runtime.spec.name).inc(attempts - 1)
+            slot, results, attempts = await call_choices(runtime, slot, choice_requests(req, n))
+            if attempts > n:
+                self.metrics.retries.labels(runtime.spec.name).inc(attempts - n)
             self._fill(trace, slot, runtime)
             if cache is not None:
-                await cache.store(slot.resolved.key, req, result)
-            self._shadow(runtime, trace, lambda e: e.chat(req))
-        if guards is not None:
-            out = guards.check_output(result.text)
-            trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(out.verdicts)]
-            if out.text != result.text:
-                result = result.model_copy(update={"text": out.text})
-            if result.tool_calls:
-                calls, verdicts = guards.check_tool_calls(result.tool_calls)
-                trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(verdicts)]
-                if calls != result.tool_calls:
-                    result = result.model_copy(update={"tool_calls": calls})
-        if result.tool_calls:
-            note_tool_calls(trace, result.tool_calls, keep_text)
-        usage = result.usage
-        trace.input_tokens, trace.output_tokens = usage.prompt_tokens, usage.completion_tokens
-        trace.finish_reason = result.finish_reason
+                await cache.store(slot.resolved.key, req, results[0])
+            self._shadow(runtime, trace, chat_call(req))
+        if runtime.guards is not None:
+            checked = [runtime.guards.check_result(r) for r in results]
+            results = [r for r, _ in checked]
+            found = [v for _, verdicts in checked for v in verdicts]
+            trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(found)]
+        note_choices(trace, results, runtime.spec.log_text)
         if not trace.cache_hit:
-            trace.cost = self._cost(slot, usage.prompt_tokens, usage.completion_tokens,
+            trace.cost = self._cost(slot, n * trace.input_tokens, trace.output_tokens,
                                     time.perf_counter() - t0)  # fmt: skip
-        if keep_text:
-            trace.response_text = result.text
-        return result
+        return results
 
     async def stream(
         self, actor: Actor, req: GenerationRequest, trace: TraceRecord
@@ -273,27 +233,64 @@ class GatewayService:
         runtime = await self.manager.get(req.model)
         reservation = await self._admit(actor, runtime, estimate_tokens(req))
         try:
-            trace.user = req.user
-            if runtime.spec.log_text:
-                trace.request_text = request_text(req)
-            slot = runtime.pick(req.user or actor.key_id)
-            self._fill(trace, slot, runtime)
-            require_capable(slot.engine, req, runtime.spec.name)
-            if runtime.guards is not None:
-                req, verdicts = runtime.guards.check_request(req)
-                trace.guard_verdicts = verdict_dicts(verdicts)
-            slot, first, iterator = await runtime.open_stream(slot, lambda e: e.stream(req))
+            slot, req = self._prepare(runtime, actor, req, trace)
+            slot, first, iterator = await runtime.open_stream(slot, stream_call(req))
         except BaseException as exc:
             await self._finish(runtime, reservation, trace, started, exc)
             raise
         trace.ttft_ms = (time.perf_counter() - started) * 1000.0
         self._fill(trace, slot, runtime)
-        self._shadow(runtime, trace, lambda e: e.chat(req))
+        self._shadow(runtime, trace, chat_call(req))
         if runtime.guards is None:
             return self._relay(runtime, reservation, trace, started, slot, first, iterator)
         live: list[GuardVerdict] = []
         chunks = self._relay(runtime, reservation, trace, started, slot, first, iterator, live)
         return runtime.guards.stream(chunks, live)
+
+    async def stream_choices(
+        self, actor: Actor, req: GenerationRequest, trace: TraceRecord, n: int
+    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """``n`` answers streamed together as ``(choice index, chunk)``; as :meth:`stream`,
+        errors before every choice has its first chunk raise here."""
+        started = time.perf_counter()
+        runtime = await self.manager.get(req.model)
+        reservation = await self._admit(actor, runtime, estimate_tokens(req, n))
+        try:
+            slot, req = self._prepare(runtime, actor, req, trace)
+            opened = await open_choices(runtime, slot, choice_requests(req, n))
+        except BaseException as exc:
+            await self._finish(runtime, reservation, trace, started, exc)
+            raise
+        trace.ttft_ms = (time.perf_counter() - started) * 1000.0
+        self._fill(trace, opened[0][0], runtime)
+        self._shadow(runtime, trace, chat_call(req))
+        streams = ChoiceStreams(opened, runtime.guards)
+        return self._relay_choices(runtime, reservation, trace, started, streams)
+
+    async def _relay_choices(
+        self,
+        runtime: DeploymentRuntime,
+        reservation: Reservation | None,
+        trace: TraceRecord,
+        started: float,
+        streams: ChoiceStreams,
+    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        error: BaseException | None = None
+        try:
+            async with contextlib.aclosing(streams.chunks()) as chunks:
+                async for item in chunks:
+                    yield item
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                await streams.aclose()
+            finally:
+                streams.note(trace, runtime.spec.log_text)
+                tokens_in, seconds = streams.n * trace.input_tokens, time.perf_counter() - started
+                trace.cost = self._cost(streams.slot, tokens_in, trace.output_tokens, seconds)
+                await self._finish(runtime, reservation, trace, started, error)
 
     async def _relay(
         self,
@@ -355,41 +352,7 @@ class GatewayService:
         slot = runtime.shadow
         if slot is None:
             return
-        self._spawn(self._run_shadow(runtime, slot, parent, fn))
-
-    async def _run_shadow(
-        self,
-        runtime: DeploymentRuntime,
-        slot: Slot,
-        parent: TraceRecord,
-        fn: Callable[[Engine], Awaitable[GenerationResult]],
-    ) -> None:
-        """Run the shadow copy; its answer is traced (kind 'shadow', parent = the primary)."""
-        trace = TraceRecord(id=new_trace_id(), at=utcnow(), operation=parent.operation,
-                            deployment=parent.deployment, request_model=parent.request_model,
-                            response_model=runtime.spec.name, kind="shadow", parent_id=parent.id,
-                            key_id=parent.key_id, user=parent.user, target=slot.label,
-                            model_version_id=slot.resolved.version_id,
-                            request_text=parent.request_text)  # fmt: skip
-        started = time.perf_counter()
-        slot.pooled.enter()
-        try:
-            async with asyncio.timeout(runtime.spec.timeout_s):
-                result = await fn(slot.engine)
-            trace.response_text = result.text
-            trace.input_tokens = result.usage.prompt_tokens
-            trace.output_tokens = result.usage.completion_tokens
-            trace.finish_reason = result.finish_reason
-            trace.cost = slot.cost(trace.input_tokens, trace.output_tokens)
-        except Exception as exc:
-            trace.status, trace.http_status = "error", getattr(exc, "status", 500)
-            trace.error = str(exc) or type(exc).__name__
-        finally:
-            slot.pooled.leave()
-        trace.latency_ms = (time.perf_counter() - started) * 1000.0
-        self.metrics.shadow.labels(trace.deployment, trace.status).inc()
-        if sampled(parent.id, runtime.spec.trace_sample):
-            self.writer.submit(trace)
+        self._spawn(run_shadow(runtime, slot, parent, fn, self.metrics, self.writer))
 
     # -- embeddings and models ----------------------------------------------------------------
 
