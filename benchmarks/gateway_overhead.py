@@ -110,7 +110,7 @@ asyncio.run(serve_forever(EchoEngine(EngineSpec(kind="echo", model="mock")), int
 """
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children_only: bool = False) -> float:
     """User + system CPU seconds of a process and its children (the trace writer process)."""
     tick = os.sysconf("SC_CLK_TCK")
 
@@ -118,7 +118,7 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / tick
 
-    total = own(pid)
+    total = 0.0 if children_only else own(pid)
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit():
@@ -352,9 +352,12 @@ def main() -> None:
                     order = [(UNTRACED, "no_tracing"), ("mock", "tracing")]
                     for model, name in order if first_quiet else order[::-1]:
                         before = cpu_seconds(llm_proc.pid)
+                        child = cpu_seconds(llm_proc.pid, children_only=True)
                         res = load(llm_url, llm_key, 32, secs / 2, model=model)
                         add(f"rps_{name}", res["rps"])
                         add(f"cpu_us_{name}", (cpu_seconds(llm_proc.pid) - before) / res["n"] * 1e6)
+                        child = cpu_seconds(llm_proc.pid, children_only=True) - child
+                        add(f"writer_cpu_us_{name}", child / res["n"] * 1e6)
             bare1 = load(bare_url, "x", 1, secs)
             llm1 = load(llm_url, llm_key, 1, secs)
             add("p50_added_ms", llm1["p50"] - bare1["p50"])

@@ -62,6 +62,16 @@ def test_choice_requests_keep_the_first_seed_and_what_the_client_set() -> None:
     assert reqs[0] is req and [r.sampling.seed for r in reqs] == [41, 42, 43]
     assert all(r.sampling.model_fields_set == {"temperature", "seed"} for r in reqs)
     assert choice_requests(req, 1) == [req]
+    top = req.model_copy(update={"sampling": SamplingParams(seed=2**63 - 2)})
+    assert [r.sampling.seed for r in choice_requests(top, 3)] == [2**63 - 2, 2**63 - 1, -(2**63)]
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 2**70])
+async def test_a_seed_outside_int64_is_a_bad_request(gw: Gateway, seed: int) -> None:
+    body = {"model": "chat", "messages": MSG, "seed": seed}
+    resp = await gw.http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "seed"
 
 
 async def test_streamed_choices_interleave_with_their_index_and_one_usage_chunk(

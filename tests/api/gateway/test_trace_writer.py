@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from llmloop.core.traces import TraceRecord, new_trace_id
-from llmloop.services.gateway.trace_process import ProcessSink, _serve
+from llmloop.services.gateway.trace_process import ProcessSink, _encode, _serve
 from llmloop.services.gateway.trace_query import TraceQuery
 from llmloop.services.gateway.trace_table import SpanExporter, TraceRow, TraceTable
 from llmloop.services.gateway.tracing import Acks, Batch, SinkGone, TraceWriter
+from llmloop.store import tables as t
 from llmloop.store.registry import Store, utcnow
 
 
@@ -238,6 +239,33 @@ def test_child_answers_failed_for_a_batch_it_cannot_store(store: Store) -> None:
     assert struct.unpack("<II", out.getvalue()[8:]) == (9, 1)  # batch 9: FAILED
 
 
+def test_child_reads_marshalled_and_pickled_batches(store: Store) -> None:
+    """SQLite's rows (plain values) travel marshalled; rows with a datetime (PostgreSQL's)
+    cannot, and travel pickled."""
+
+    class Keeps:
+        def __init__(self) -> None:
+            self.batches: list[list[TraceRow]] = []
+
+        def insert(self, batch: list[TraceRow], skip_existing: bool = False) -> int:
+            self.batches.append(batch)
+            return len(batch)
+
+    plain = [TraceTable(store, 4000).row(_record(i)) for i in range(3)]
+    generic = TraceTable(store, 4000)
+    generic.sqlite = False
+    with_datetimes = [generic.row(_record(i)) for i in range(2)]
+    frames = b""
+    for batch_id, batch in enumerate((plain, with_datetimes), start=1):
+        payload, form = _encode(batch)
+        frames += struct.pack("<II", batch_id, len(payload) | form) + payload
+    assert _encode(plain)[1] and not _encode(with_datetimes)[1]
+    kept, out = Keeps(), io.BytesIO()
+    _serve(io.BytesIO(frames), out, kept, None)  # type: ignore[arg-type]
+    assert kept.batches == [plain, with_datetimes]
+    assert struct.unpack("<IIII", out.getvalue()[8:]) == (1, 0, 2, 0)  # both stored
+
+
 async def test_writer_process_exports_spans_to_stderr_not_its_answers(
     store: Store, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -301,13 +329,17 @@ def test_sqlite_bulk_rows_are_what_sqlalchemy_would_store(store: Store) -> None:
     bulk, generic = TraceTable(store, max_text=20), TraceTable(store, max_text=20)
     assert bulk._bulk is not None
     generic._bulk, generic.sqlite = None, False  # the SQLAlchemy path, from datetime values
-    bulk.insert([bulk.row(r) for r in records])
+    # Batches in which a column holds its default in every row leave it out of the insert:
+    # the last record alone has nothing but defaults, the first two together have none.
+    bulk.insert([bulk.row(r) for r in records[:2]])
+    bulk.insert([bulk.row(records[2])])
     twins = [dataclasses.replace(r, id=r.id + "-twin") for r in records]
     generic.insert([generic.row(r) for r in twins])
+    quoted = ", ".join(f'quote("{c.name}")' for c in t.traces.columns)  # types show: 0 vs 0.0
     with store.engine.connect() as conn:
-        raw = {r[0]: r[1:] for r in conn.exec_driver_sql("SELECT * FROM traces").fetchall()}
+        raw = {r[0]: r[1:] for r in conn.exec_driver_sql(f"SELECT {quoted} FROM traces")}
     for rec in records:
-        assert raw[rec.id] == raw[rec.id + "-twin"]
+        assert raw[f"'{rec.id}'"] == raw[f"'{rec.id}-twin'"]
     read = {r.id: r for r in TraceQuery(store).list(limit=10)}
     assert read[records[0].id].guard_verdicts == records[0].guard_verdicts
     assert read[records[0].id].attributes["x"] == 10**30

@@ -68,13 +68,20 @@ def note_choices(trace: TraceRecord, results: list[GenerationResult], keep_text:
             trace.extra["llmloop.choices"] = [r.text for r in results]
 
 
+def _int64(value: int) -> int:
+    """``value`` wrapped into the int64 range that seeds live in."""
+    return (value + 2**63) % 2**64 - 2**63
+
+
 def choice_requests(req: GenerationRequest, n: int) -> list[GenerationRequest]:
     """``req`` once per choice, choice ``j`` seeded with ``seed + j`` when there is a seed."""
     seed = req.sampling.seed
     if n == 1 or seed is None:
         return [req] * n
     return [req] + [
-        req.model_copy(update={"sampling": req.sampling.model_copy(update={"seed": seed + j})})
+        req.model_copy(
+            update={"sampling": req.sampling.model_copy(update={"seed": _int64(seed + j)})}
+        )
         for j in range(1, n)
     ]
 

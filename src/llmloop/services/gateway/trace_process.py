@@ -4,13 +4,14 @@ The gateway's event loop runs on one thread, and every microsecond of Python the
 runs in that process (binding parameters, the insert itself) is taken from requests through
 the GIL. :class:`ProcessSink` moves that work into a child process
 (``python -m llmloop.services.gateway.trace_process``): on the event loop's thread, the server
-only pickles each batch of rows (tuples of plain values, under a microsecond each) into a
+only serialises each batch of rows (tuples of plain values, under a microsecond each) into a
 non-blocking pipe to the child's stdin, and reads the child's acknowledgements when they have
 arrived; it never waits for the child and needs no worker thread. The child inserts each batch
 in one transaction, answers, then exports the spans when an exporter is configured.
 
 Protocol, both ways little-endian ``<II`` headers: the parent sends ``(batch id, payload
-length)`` then the pickled ``list`` of :data:`TraceRow`; the child answers
+length)`` then the ``list`` of :data:`TraceRow`, marshalled when the length's top bit is set
+and pickled otherwise; the child answers
 ``(batch id, status)`` once the batch is committed (``OK``) or its insert failed (``FAILED``:
 the parent queues the batch again). At most ``max_in_flight`` batches go unanswered. The child
 ignores SIGINT and SIGTERM and exits when its stdin closes, after the batch in hand, so a
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import marshal
 import os
 import pickle
 import select
@@ -41,6 +43,8 @@ from llmloop.services.gateway.tracing import Acks, Batch, SinkGone
 log = logging.getLogger("llmloop.gateway.traces")
 
 _HEADER = struct.Struct("<II")
+#: The top bit of a batch's length: its rows were written with ``marshal``, not ``pickle``.
+_MARSHAL = 1 << 31
 #: The pipe to the child holds this much (Linux lets any process ask for up to 1 MiB).
 _PIPE_SIZE = 1 << 20
 OK, FAILED, READY = 0, 1, 2
@@ -176,10 +180,10 @@ class ProcessSink:
                 self._early.add(self._read())
                 if len(self._in_flight) >= self.max_in_flight:
                     return False
-            payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+            payload, form = _encode(batch)
             self._next_id = (self._next_id + 1) & 0xFFFFFFFF
             self._in_flight.append((self._next_id, batch, time.monotonic()))
-            self._out = memoryview(_HEADER.pack(self._next_id, len(payload)) + payload)
+            self._out = memoryview(_HEADER.pack(self._next_id, len(payload) | form) + payload)
             self._push()
             return True
         finally:
@@ -273,6 +277,16 @@ class ProcessSink:
             self.proc = None
 
 
+def _encode(batch: Batch) -> tuple[bytes, int]:
+    """A batch as bytes, and the flag that says how: rows of plain values (SQLite's, with the
+    time as text) go through ``marshal``, a third faster than ``pickle`` both ways; rows that
+    hold other objects (``datetime`` for PostgreSQL) through ``pickle``."""
+    try:
+        return marshal.dumps(batch), _MARSHAL
+    except ValueError:
+        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), 0
+
+
 def _serve(inp: IO[bytes], out: IO[bytes], table: TraceTable, exporter: Any) -> None:
     out.write(_HEADER.pack(0, READY))
     out.flush()
@@ -281,10 +295,11 @@ def _serve(inp: IO[bytes], out: IO[bytes], table: TraceTable, exporter: Any) -> 
         if len(header) < _HEADER.size:
             return  # stdin closed: the server is done
         batch_id, size = _HEADER.unpack(header)
+        form, size = size & _MARSHAL, size & ~_MARSHAL
         payload = inp.read(size)
         if len(payload) < size:
             return
-        rows = pickle.loads(payload)
+        rows = marshal.loads(payload) if form else pickle.loads(payload)
         try:
             table.insert(rows)
             status = OK

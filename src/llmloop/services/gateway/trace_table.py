@@ -13,6 +13,8 @@ import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -75,6 +77,19 @@ def _dump_attributes(attrs: dict[str, Any]) -> str:
         return json.dumps(attrs, default=str)
 
 
+def _stored_default(column: sa.Column[Any]) -> tuple[bool, Any]:
+    """Whether an insert may leave ``column`` out, and the value the table then stores."""
+    default = column.server_default
+    if default is None:
+        return column.nullable is True, None
+    arg = getattr(default, "arg", None)
+    if isinstance(arg, sa.sql.elements.False_):
+        return True, False
+    if isinstance(arg, str):
+        return True, column.type.python_type(arg)  # "0" -> 0 or 0.0, "" -> ""
+    return False, None
+
+
 class _SQLiteBulk:
     """SQLite's bulk path: one ``INSERT ... VALUES (...), (...)`` per chunk, on the driver.
 
@@ -82,24 +97,42 @@ class _SQLiteBulk:
     GIL around every step: at thousands of rows a second that hand-off, contended by the event
     loop's thread, cost more than the insert itself. One multi-row statement per chunk takes
     the GIL back once; the rows are already the values SQLAlchemy would bind.
+
+    A column that holds its default in every row of a chunk (no error, no parent, no user,
+    no cache hit ... as most requests) is left out of the statement, and the table stores
+    the same default: SQLite's insert costs about as much per bound value as per row, so a
+    typical chunk costs half as much. A test keeps the stored rows equal to SQLAlchemy's.
     """
 
     def __init__(self) -> None:
-        quoted = ", ".join(f'"{name}"' for name in _COLUMNS)
-        self.head = f"INSERT INTO traces ({quoted}) VALUES "
-        self.group = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-        self.sql: dict[int, str] = {}
+        self.defaults = [
+            (i, value)
+            for i, column in enumerate(t.traces.columns)
+            for omittable, value in [_stored_default(column)]
+            if omittable
+        ]
+        self.sql: dict[tuple[tuple[int, ...], int], str] = {}
+
+    def _statement(self, kept: tuple[int, ...], n: int) -> str:
+        sql = self.sql.get((kept, n))
+        if sql is None:
+            if len(self.sql) > 256:
+                self.sql.clear()
+            quoted = ", ".join(f'"{_COLUMNS[i]}"' for i in kept)
+            group = "(" + ", ".join("?" * len(kept)) + ")"
+            sql = f"INSERT INTO traces ({quoted}) VALUES " + ", ".join([group] * n)
+            self.sql[(kept, n)] = sql
+        return sql
 
     def __call__(self, conn: sa.Connection, rows: list[TraceRow]) -> None:
-        params: list[Any] = []
-        for row in rows:
-            params.extend(row)
-        sql = self.sql.get(len(rows))
-        if sql is None:
-            sql = self.sql[len(rows)] = self.head + ", ".join([self.group] * len(rows))
+        columns = list(zip(*rows, strict=True))
+        n = len(rows)
+        left_out = {i for i, value in self.defaults if columns[i].count(value) == n}
+        kept = tuple(i for i in range(len(_COLUMNS)) if i not in left_out)  # id and at, at least
+        params = list(chain.from_iterable(map(itemgetter(*kept), rows)))
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, params)
+            cursor.execute(self._statement(kept, n), params)
         finally:
             cursor.close()
 
