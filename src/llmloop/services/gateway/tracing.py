@@ -154,6 +154,8 @@ class TraceWriter:
         the rows themselves.
         """
         assert self._wake is not None
+        if self.sink is not None:  # start the writer process ahead of the first batch
+            await asyncio.to_thread(self._open_sink)
         loop = asyncio.get_running_loop()
         due = loop.time() + self.flush_s
         busy = False
