@@ -1,60 +1,27 @@
 """The gateway in process: a fresh SQLite home, an admin key, the probe engine registered, the
-official ``openai`` client over httpx's ASGITransport, and helpers to declare deployments."""
+official ``openai`` client over httpx's ASGITransport (see gw_harness.py)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import gw_probe
+from gw_harness import Gateway, echo
 
 from llmloop.api.app import create_app
 from llmloop.config import load_settings
-from llmloop.core.deployments import DeploymentSpec
 from llmloop.core.governance import ApiKeyCreate
 from llmloop.plugins import build_registry
 from llmloop.services.actors import local_actor
 from llmloop.services.container import Container
-
-
-@dataclass
-class Gateway:
-    app: FastAPI
-    container: Container
-    key: str
-    http: httpx.AsyncClient
-    client: openai.AsyncOpenAI
-
-    async def deploy(self, spec: dict[str, Any]) -> None:
-        dep = DeploymentSpec.model_validate(spec)
-        self.container.deployments.apply(dep, local_actor())
-        await self.container.gateway.manager.reload(dep.name)
-
-    def new_key(self, role: str = "viewer", limits: dict[str, Any] | None = None) -> str:
-        spec = ApiKeyCreate(name=f"{role}-extra", role=role, limits=limits or {})
-        return self.container.keys.create(spec, local_actor()).secret
-
-    async def traces(self, **where: Any) -> list[dict[str, Any]]:
-        await self.container.gateway.writer.flush()
-        return [t.model_dump() for t in self.container.gateway.traces.list(limit=1000, **where)]
-
-
-def echo(prefix: str = "", **options: Any) -> dict[str, Any]:
-    return {"engine": {"kind": "echo", "model": "echo", "options": {"prefix": prefix, **options}}}
-
-
-def probe(model: str, **options: Any) -> dict[str, Any]:
-    return {"engine": {"kind": "probe", "model": model, "options": options}}
 
 
 @pytest.fixture

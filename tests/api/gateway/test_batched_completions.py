@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import gw_probe
 import pytest
-
-from conftest import Gateway, probe
+from gw_harness import Gateway, probe
 
 
 async def test_batched_text_prompts_answer_in_order(gw: Gateway) -> None:

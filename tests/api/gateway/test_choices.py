@@ -13,8 +13,8 @@ from typing import Any
 import gw_probe
 import openai
 import pytest
+from gw_harness import Gateway, probe
 
-from conftest import Gateway, probe
 from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
 from llmloop.services.gateway.choices import choice_requests
 
@@ -256,13 +256,11 @@ async def test_retried_choices_recover(gw: Gateway) -> None:
 
 
 async def test_disconnect_cancels_every_choice(gw: Gateway) -> None:
-    from test_stress import _raw_stream
-
     await gw.deploy({"name": "slow", "targets": [probe("slow", delay_s=0.05)]})
     words = " ".join(f"w{i}" for i in range(200))
     body = {"model": "slow", "stream": True, "n": 3,
             "messages": [{"role": "user", "content": words}]}  # fmt: skip
-    await _raw_stream(gw, body, chunks_before_leaving=6)  # 10 s if the choices ran to the end
+    await gw.raw_stream(body, chunks_before_leaving=6)  # 10 s if the choices ran to the end
     for _ in range(100):  # the cancels land as the tasks unwind
         if gw_probe.ACTIVE["slow"] == 0:
             break

@@ -11,9 +11,9 @@ from typing import Any, Literal
 import httpx
 import jsonschema
 import pytest
+from gw_harness import Gateway
 from pydantic import BaseModel, Field
 
-from conftest import Gateway
 from llmloop.engines.structured import structured_available
 
 pytest.importorskip("torch")

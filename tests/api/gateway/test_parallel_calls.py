@@ -9,8 +9,7 @@ import json
 from typing import Any
 
 import pytest
-
-from conftest import Gateway, probe
+from gw_harness import Gateway, probe
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {}}}

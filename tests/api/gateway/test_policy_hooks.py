@@ -4,8 +4,7 @@ cache per deployment version, and deployment CRUD through /api/deployments."""
 from __future__ import annotations
 
 import gw_probe
-
-from conftest import Gateway, echo, probe
+from gw_harness import Gateway, echo, probe
 
 DENY = {"kind": "deny_list", "config": {"terms": ["secret"]}}
 

@@ -6,8 +6,7 @@ import asyncio
 from collections import Counter
 
 import gw_probe
-
-from conftest import Gateway, echo, probe
+from gw_harness import Gateway, echo, probe
 
 MSG = [{"role": "user", "content": "hi"}]
 

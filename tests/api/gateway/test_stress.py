@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import gw_probe
-import orjson
+from gw_harness import Gateway, probe
 
-from conftest import Gateway, probe
 from llmloop.core.models import ModelCreate, ModelVersionCreate
 from llmloop.services.actors import local_actor
 
@@ -55,43 +53,12 @@ async def test_alias_swap_under_load_fails_no_request(gw: Gateway) -> None:
     assert gw_probe.ACTIVE["m-v1"] == 0
 
 
-async def _raw_stream(gw: Gateway, body: dict[str, Any], chunks_before_leaving: int) -> int:
-    """Drive the ASGI app directly and disconnect after some body chunks; returns chunks seen."""
-    payload = orjson.dumps(body)
-    leave = asyncio.Event()
-    seen = 0
-
-    async def receive() -> dict[str, Any]:
-        nonlocal payload
-        if payload:
-            data, payload = payload, b""
-            return {"type": "http.request", "body": data, "more_body": False}
-        await leave.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal seen
-        if message["type"] == "http.response.body" and message.get("body"):
-            seen += 1
-            if seen >= chunks_before_leaving:
-                leave.set()
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
-             "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
-             "headers": [(b"authorization", f"Bearer {gw.key}".encode()),
-                         (b"content-type", b"application/json")],
-             "client": ("127.0.0.1", 1), "server": ("gw", 80)}  # fmt: skip
-    await asyncio.wait_for(gw.app(scope, receive, send), 5)
-    return seen
-
-
 async def test_disconnect_cancels_generation(gw: Gateway) -> None:
     await gw.deploy({"name": "slow", "targets": [probe("slow", delay_s=0.05)]})
     words = " ".join(f"w{i}" for i in range(200))  # 10 s if it ran to the end
     started = time.perf_counter()
     body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": words}]}
-    seen = await _raw_stream(gw, body, chunks_before_leaving=3)
+    seen = await gw.raw_stream(body, chunks_before_leaving=3)
     assert time.perf_counter() - started < 2.0
     assert seen < 10
     assert gw_probe.CANCELLED["slow"] == 1 and gw_probe.ACTIVE["slow"] == 0

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from gw_harness import Gateway
 
-from conftest import Gateway
 from llmloop.core.deployments import AdmissionPolicy, BreakerPolicy, RetryPolicy, TargetSpec
 from llmloop.core.models import ModelCreate, ModelVersionCreate
 from llmloop.errors import ConfigError, NotFoundError, OverloadedError

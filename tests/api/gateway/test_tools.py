@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from gw_harness import Gateway, echo
 
-from conftest import Gateway, echo
 from llmloop.core.chat import EngineSpec
 from llmloop.engines.echo import EchoEngine
 from llmloop.testing.mock_upstream import MockUpstream

@@ -6,8 +6,7 @@ records which rule fired."""
 from __future__ import annotations
 
 import pytest
-
-from conftest import Gateway, echo
+from gw_harness import Gateway, echo
 
 CANARY = "llmloop-canary-7f3a9c21"
 GUARDS = [

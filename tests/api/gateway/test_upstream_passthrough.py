@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from gw_harness import Gateway
 
-from conftest import Gateway
 from llmloop.core.chat import EngineSpec
 from llmloop.engines.echo import EchoEngine
 from llmloop.testing.mock_upstream import MockUpstream

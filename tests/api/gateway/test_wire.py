@@ -6,8 +6,7 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
-
-from conftest import Gateway
+from gw_harness import Gateway
 
 
 async def test_chat_returns_answer_usage_and_trace_id(gw: Gateway) -> None:
