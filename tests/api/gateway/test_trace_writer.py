@@ -115,6 +115,35 @@ async def test_full_queue_drops_oldest_and_counts(store: Store) -> None:
     assert TraceQuery(store).count() == 5
 
 
+async def test_a_few_records_are_written_on_the_next_tick(store: Store) -> None:
+    """Records become rows a few dozen at a time; fewer than that still reach the store within
+    a flush interval, and the queue depth counts them meanwhile."""
+    writer = TraceWriter(store, flush_ms=20, batch_size=500)
+    for i in range(3):
+        writer.submit(_record(i))
+    assert writer.depth == 3
+    for _ in range(200):
+        if writer.written == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.written == 3 and writer.depth == 0
+    assert TraceQuery(store).count() == 3
+    await writer.aclose()
+
+
+async def test_a_record_that_cannot_be_stored_does_not_take_others_with_it(
+    store: Store,
+) -> None:
+    writer = TraceWriter(store, flush_ms=10_000, batch_size=1000)
+    good = [_record(i) for i in range(40)]
+    bad = dataclasses.replace(_record(), request_text=None)  # type: ignore[arg-type]
+    for rec in [*good[:20], bad, *good[20:]]:
+        writer.submit(rec)
+    await writer.aclose()
+    assert writer.dropped == 1 and writer.written == 40
+    assert {r.id for r in TraceQuery(store).list(limit=100)} == {r.id for r in good}
+
+
 async def test_failed_write_is_retried(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     writer = TraceWriter(store, flush_ms=5, batch_size=10)
     real = writer._insert_now

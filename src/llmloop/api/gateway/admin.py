@@ -100,6 +100,6 @@ async def metrics(request: Request, c: ContainerDep) -> Response:
     if not c.settings.metrics_public:
         get_actor(request)
     gateway = c.gateway
-    gateway.metrics.queue_depth.set(len(gateway.writer.queue))
+    gateway.metrics.queue_depth.set(gateway.writer.depth)
     gateway.metrics.traces_dropped.set(gateway.writer.dropped)
     return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)

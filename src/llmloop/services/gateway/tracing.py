@@ -1,8 +1,10 @@
 """The trace writer: an asynchronous, batched, bounded writer of gateway trace records.
 
-``submit`` is a non-blocking append from the request path: the record becomes a row of plain
-values at once (``TraceTable.row``; queued objects would cost every garbage collection). A
-background task hands rows over every ``flush_ms`` or as soon as ``batch_size`` rows wait.
+``submit`` is a non-blocking append from the request path. Records become rows of plain values
+(``TraceTable.row``) a few dozen at a time: one record at a time, each conversion ran on cold
+caches between requests and cost the server several times what the same code costs in a loop
+(about 10 against 2 µs here); held longer, queued objects would cost every garbage collection.
+A background task hands rows over every ``flush_ms`` or as soon as ``batch_size`` rows wait.
 
 Where they go:
 
@@ -44,6 +46,8 @@ _SINK_RETRIES = 3
 _BUSY_RETRY_S = 0.01
 #: How long ``flush`` waits for the sink to acknowledge what it was handed.
 _DRAIN_TIMEOUT_S = 120.0
+#: Records that wait as they are before they become rows, together (see the module's doc).
+_ROW_BATCH = 32
 
 Batch = list[TraceRow]
 
@@ -120,6 +124,7 @@ class TraceWriter:
         self.sink = sink
         self.table = TraceTable(store, max_text)
         self.queue: deque[TraceRow] = deque()
+        self._fresh: list[TraceRecord] = []  # submitted, not yet rows
         self.dropped = 0
         self.written = 0
         self._wake: asyncio.Event | None = None
@@ -129,15 +134,45 @@ class TraceWriter:
         self._sink_failures = 0
 
     def submit(self, record: TraceRecord) -> None:
-        """Queue one record (as its row); never blocks and never raises."""
-        if len(self.queue) >= self.max_queue:
-            self.queue.popleft()
-            self.dropped += 1
-        self.queue.append(self.table.row(record))
+        """Queue one record; never blocks and never raises."""
+        fresh = self._fresh
+        fresh.append(record)
         if self._task is None and not self._closing:
             self.start()
-        if len(self.queue) >= self.batch_size and self._wake is not None:
-            self._wake.set()
+        if len(fresh) >= _ROW_BATCH or len(fresh) + len(self.queue) > self.max_queue:
+            self._make_rows()
+            if len(self.queue) >= self.batch_size and self._wake is not None:
+                self._wake.set()
+
+    @property
+    def depth(self) -> int:
+        """Records queued and not yet handed over."""
+        return len(self.queue) + len(self._fresh)
+
+    def _make_rows(self) -> None:
+        """The records submitted since the last call join the queue as rows; beyond
+        ``max_queue`` the oldest rows are dropped (and counted)."""
+        fresh, self._fresh = self._fresh, []
+        if not fresh:
+            return
+        row = self.table.row
+        try:
+            rows = [row(record) for record in fresh]
+        except Exception:  # a record the table cannot hold must not lose the others
+            rows = []
+            for record in fresh:
+                try:
+                    rows.append(row(record))
+                except Exception:
+                    log.exception("trace %s cannot be stored; it is dropped", record.id)
+                    self.dropped += 1
+        queue = self.queue
+        queue.extend(rows)
+        excess = len(queue) - self.max_queue
+        if excess > 0:
+            for _ in range(excess):
+                queue.popleft()
+            self.dropped += excess
 
     def start(self) -> None:
         """Start the flush task on the running loop (done lazily by the first submit)."""
@@ -177,6 +212,7 @@ class TraceWriter:
         are stored, with what was handed over before; rows that arrive meanwhile wait for the
         next call, and so do rows whose write failed. Returns how many rows were stored."""
         before = self.written
+        self._make_rows()
         if self.sink is not None:  # first what the background task handed over
             await self._settle(await asyncio.to_thread(self._drain))
         pending = len(self.queue)
@@ -195,6 +231,8 @@ class TraceWriter:
         """Hand the queued rows over in batches (only full ones with ``full_only``; at most
         ``limit`` rows); returns how many rows stay queued because the sink is busy or an
         in-process write failed."""
+        if limit is None:
+            self._make_rows()
         pending = len(self.queue) if limit is None else limit
         threshold = self.batch_size if full_only else 1
         kept = 0
@@ -291,7 +329,7 @@ class TraceWriter:
         for _ in range(3):
             try:
                 await self.flush()
-                if not self.queue:
+                if not self.depth:
                     break
             except Exception:
                 log.exception("final trace flush failed")
@@ -299,5 +337,5 @@ class TraceWriter:
             await asyncio.to_thread(self.sink.close)
         if self.exporter is not None:
             self.exporter.shutdown()
-        if self.queue or self.dropped:
-            log.warning("trace writer: %d unwritten, %d dropped", len(self.queue), self.dropped)
+        if self.depth or self.dropped:
+            log.warning("trace writer: %d unwritten, %d dropped", self.depth, self.dropped)
