@@ -5,6 +5,7 @@ and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -138,22 +139,38 @@ async def test_sigterm_drains_in_flight_and_loses_no_trace(server: Server) -> No
     await client.close()
 
 
+def _litellm_python() -> str:
+    """The .venv's Python when LiteLLM is installed there (the dev extra), else the benchmark's."""
+    if importlib.util.find_spec("litellm") is not None:
+        return sys.executable
+    if LITELLM_PY.exists():
+        return str(LITELLM_PY)
+    pytest.skip("LiteLLM is not installed (the dev extra, or .bench/litellm)")
+
+
 def test_litellm_as_a_client(server: Server) -> None:
-    if not LITELLM_PY.exists():
-        pytest.skip("LiteLLM is not installed in .bench/litellm (benchmarks/gateway_overhead.py)")
+    python = _litellm_python()
     script = (
         "import litellm, sys\n"
+        "litellm.suppress_debug_info = True\n"
         "kw = dict(model='openai/chat', api_base=sys.argv[1], api_key=sys.argv[2],"
         " messages=[{'role': 'user', 'content': 'via litellm'}])\n"
         "r = litellm.completion(**kw)\n"
-        "print(r.choices[0].message.content)\n"
-        "print(''.join(c.choices[0].delta.content or '' for c in litellm.completion("
+        "print('OUT', r.choices[0].message.content, r.usage.prompt_tokens > 0)\n"
+        "print('OUT', ''.join(c.choices[0].delta.content or '' for c in litellm.completion("
         "stream=True, **kw)))\n"
+        "try:\n"
+        "    litellm.completion(**{**kw, 'api_key': 'sk-wrong'})\n"
+        "except litellm.AuthenticationError as e:\n"
+        "    print('OUT AuthenticationError', e.status_code)\n"
     )  # fmt: skip
-    out = subprocess.run([str(LITELLM_PY), "-c", script, f"{server.url}/v1", server.key],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    # LiteLLM fetches its model price list from the internet at import unless told not to.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    out = subprocess.run([python, "-c", script, f"{server.url}/v1", server.key],
+                         capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines()[-2:] == ["via litellm", "via litellm"]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("OUT ")]
+    assert lines == ["OUT via litellm True", "OUT via litellm", "OUT AuthenticationError 401"]
 
 
 def test_langchain_chat_openai(server: Server) -> None:
