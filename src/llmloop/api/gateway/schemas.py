@@ -10,11 +10,12 @@ fields are kept for upstreams that read them (``passthrough``). Rendering answer
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmloop.core.chat import (
     ChatMessage,
@@ -38,6 +39,45 @@ CHAT_FIELDS = frozenset((*_COMMON, "messages", "top_logprobs", "tools", "tool_ch
 COMPLETION_FIELDS = frozenset((*_COMMON, "prompt", "echo"))
 MEDIA_PARTS = frozenset(("image_url", "input_audio", "file"))
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _maker(cls: type[M]) -> Callable[..., M]:
+    """``cls.model_construct`` for the parsed (trusted) values of every request, without its
+    search of each field's aliases: a third of the time (5.5 against 1.8 µs for a request).
+    Fields left out take their defaults; the instance is the one ``model_construct`` builds
+    (tests/unit/gateway/test_schemas_construct.py holds the two side by side, so a pydantic
+    that changes its internals fails there, not in production)."""
+    fields = cls.__pydantic_fields__
+    if (
+        cls.__pydantic_post_init__
+        or cls.model_config.get("extra") == "allow"
+        or any(f.alias is not None or f.validation_alias is not None for f in fields.values())
+    ):
+        raise TypeError(f"{cls.__name__} needs model_construct")  # import time: a code error
+    names = tuple(fields)
+    new, setattr_ = cls.__new__, object.__setattr__
+
+    def make(**values: Any) -> M:
+        given = set(values)
+        if len(given) != len(names):
+            for name in names:
+                if name not in values:
+                    values[name] = fields[name].get_default(call_default_factory=True)
+        obj = new(cls)
+        setattr_(obj, "__dict__", {name: values[name] for name in names})
+        setattr_(obj, "__pydantic_fields_set__", given)
+        setattr_(obj, "__pydantic_extra__", None)
+        setattr_(obj, "__pydantic_private__", None)
+        return obj
+
+    return make
+
+
+_chat_message = _maker(ChatMessage)
+_generation_request = _maker(GenerationRequest)
+_tool_call = _maker(ToolCall)
 MAX_TOOLS = 128
 
 
@@ -111,7 +151,7 @@ def _messages(value: Any) -> list[ChatMessage]:
             raise bad("messages with role 'tool' need a 'tool_call_id' string",
                       f"messages.[{i}].tool_call_id")  # fmt: skip
         content, parts = _content(m.get("content"), i)
-        out.append(ChatMessage.model_construct(
+        out.append(_chat_message(
             role=role, content=content, parts=parts,
             name=name if isinstance(name, str) else None, tool_calls=calls,
             tool_call_id=call_id if role == "tool" else None))  # fmt: skip
@@ -135,7 +175,7 @@ def _message_tool_calls(value: Any, index: int) -> list[ToolCall] | None:
             raise bad("each tool call needs an 'id' string", f"{where}.[{j}].id")
         if not isinstance(args, str):
             raise bad("'arguments' must be a JSON string", f"{where}.[{j}].function.arguments")
-        calls.append(ToolCall.model_construct(id=call_id, name=fn["name"], arguments=args))
+        calls.append(_tool_call(id=call_id, name=fn["name"], arguments=args))
     return calls or None
 
 
@@ -277,7 +317,7 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, Delivery]:
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         raise bad("'parallel_tool_calls' must be a boolean", "parallel_tool_calls")
-    req = GenerationRequest.model_construct(
+    req = _generation_request(
         model=model, messages=messages, prompt=None,
         sampling=_sampling(body, DEFAULT_CHAT_MAX_TOKENS), logprobs=logprobs, echo=False,
         adapter=None, user=_user(body), request_id="", tools=tools, tool_choice=tool_choice,
@@ -347,7 +387,7 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], Del
         raise bad("'logprobs' must be an integer from 0 to 20", "logprobs")
     sampling, echo, user = _sampling(body, 16), _flag(body, "echo"), _user(body)
     extra = _passthrough(body, COMPLETION_FIELDS)
-    reqs = [GenerationRequest.model_construct(
+    reqs = [_generation_request(
         model=model, messages=None, prompt=p if isinstance(p, str) else "",
         prompt_ids=None if isinstance(p, str) else p, sampling=sampling, logprobs=logprobs,
         echo=echo, adapter=None, user=user, request_id="", passthrough=extra,
