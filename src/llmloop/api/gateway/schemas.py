@@ -39,6 +39,7 @@ CHAT_FIELDS = frozenset((*_COMMON, "messages", "top_logprobs", "tools", "tool_ch
 COMPLETION_FIELDS = frozenset((*_COMMON, "prompt", "echo"))
 MEDIA_PARTS = frozenset(("image_url", "input_audio", "file"))
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOLS = 128
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,7 +79,6 @@ def _maker(cls: type[M]) -> Callable[..., M]:
 _chat_message = _maker(ChatMessage)
 _generation_request = _maker(GenerationRequest)
 _tool_call = _maker(ToolCall)
-MAX_TOOLS = 128
 
 
 @dataclass(frozen=True)

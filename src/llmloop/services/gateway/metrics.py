@@ -51,7 +51,6 @@ class GatewayMetrics:
 
         # Labelled children by label values: ``labels()`` checks and locks on every call, and
         # four of them cost a request 5 µs. Children are never removed, so the cache holds.
-        self._outcome: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
@@ -66,15 +65,8 @@ class GatewayMetrics:
     def count(self, trace: TraceRecord) -> None:
         """A finished request: its outcome, latency, time to first token, tokens, cache hit."""
         dep, op = trace.deployment, trace.operation
-        key = (dep, op, trace.status)
-        outcome = self._outcome.get(key)
-        if outcome is None:
-            if len(self._outcome) > _MAX_CACHED:
-                self._outcome.clear()
-            requests = self.requests.labels(dep, op, trace.status)
-            outcome = self._outcome[key] = (requests, self.latency.labels(dep, op))
-        outcome[0].inc()
-        outcome[1].observe(trace.latency_ms / 1000.0)
+        self._child(self.requests, dep, op, trace.status).inc()
+        self._child(self.latency, dep, op).observe(trace.latency_ms / 1000.0)
         if trace.ttft_ms is not None:
             self._child(self.ttft, dep).observe(trace.ttft_ms / 1000.0)
         if trace.input_tokens:
