@@ -28,10 +28,12 @@ from llmloop.api.routes import feedback as feedback_routes
 from llmloop.api.routes import monitoring as monitoring_routes
 from llmloop.config import Settings, load_settings
 from llmloop.services.container import Container
+from llmloop.ui import pages as ui_pages
+from llmloop.ui import web as ui_web
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """The llmloop server: REST API (and the gateway and UI as they join)."""
+    """The llmloop server: REST API, OpenAI-compatible gateway and the dashboard (``/ui``)."""
     settings = settings or (container.settings if container else load_settings())
     container = container or Container(settings)
     container.store  # noqa: B018 - open the store now: an outdated schema stops start-up
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(gateway_admin.router)
     for loop_module in (feedback_routes, annotation_routes, monitoring_routes, alert_routes):
         app.include_router(loop_module.router)
+
+    ui_web.install(app, ui_pages.routers())
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(get_actor)])
     def openapi() -> Any:

@@ -1,5 +1,6 @@
 """Errors to HTTP, in one place: RFC 9457 problem JSON for the REST API, and OpenAI's error shape
-(``{"error": {"message", "type", "code"}}``) for the OpenAI-compatible routes under ``/v1``.
+(``{"error": {"message", "type", "code"}}``) for the OpenAI-compatible routes under ``/v1``, and
+an HTML error page for the dashboard under ``/ui``.
 
 No route builds an error response by hand; they raise ``llmloop.errors`` and these handlers answer.
 """
@@ -16,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmloop.errors import LlmloopError, OverloadedError, RateLimitError
+from llmloop.ui import web as ui_web
 
 log = logging.getLogger("llmloop.api")
 PROBLEM_TYPE_BASE = "https://llmloop.dev/problems/"
@@ -39,6 +41,10 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
 
+def is_dashboard_path(path: str) -> bool:
+    return path.startswith(f"{ui_web.PREFIX}/") or path == ui_web.PREFIX
+
+
 def problem_response(
     request: Request, status: int, code: str, title: str, detail: str, **extra: Any
 ) -> Response:
@@ -46,6 +52,10 @@ def problem_response(
     retry_after = extra.pop("retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
+    if is_dashboard_path(request.url.path):  # a person in a browser: a page, not JSON
+        page = ui_web.error_page(request, status, title, detail)
+        page.headers.update(headers)
+        return page
     if is_openai_path(request.url.path):
         body: dict[str, Any] = {
             "error": {

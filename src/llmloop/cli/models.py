@@ -236,7 +236,11 @@ def export_version(
     data, data_ref = split_name_ref(eval_dataset, "latest")
     rows = container.datasets.read_rows(container.datasets.get_version(data, data_ref))
     version = container.training.export(
-        name, int(ref) if ref.isdigit() else ref, kind, state.actor(), rows_to_texts(rows)[:64]
+        name,
+        int(ref) if ref.isascii() and ref.isdigit() else ref,
+        kind,
+        state.actor(),
+        rows_to_texts(rows)[:64],
     )
     if as_json:
         print_json(version)

@@ -66,7 +66,7 @@ def parse_ref(ref: str) -> int | str:
     ref = ref.strip()
     if not ref:
         raise InvalidInputError("a version reference cannot be empty")
-    return int(ref) if ref.isdigit() else ref
+    return int(ref) if ref.isascii() and ref.isdigit() else ref
 
 
 def split_name_ref(text: str, default: str) -> tuple[str, str]:

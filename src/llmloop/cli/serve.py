@@ -93,7 +93,8 @@ def serve_command(
     create_app = _load_factory()
     say(
         f"llmloop serving on http://{bind_host}:{bind_port} "
-        f"(database {redact_url(settings.database_url)}, {workers} worker(s))"
+        f"(database {redact_url(settings.database_url)}, {workers} worker(s)); "
+        f"dashboard at http://{_browser_host(bind_host)}:{bind_port}/ui"
     )
     if workers == 1:
         # Built here so an outdated schema or a bad setting stops before binding the port.
@@ -112,6 +113,13 @@ def serve_command(
         workers=workers,
         log_level=log_level,
     )
+
+
+def _browser_host(host: str) -> str:
+    """The address a browser on this machine opens for ``host`` (a wildcard is not one)."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def serve_on_ray(

@@ -296,6 +296,10 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "   llmloop models list --json | llmloop runs list | llmloop lineage "
         f"{champion.id} | llmloop monitor --since 1h | llmloop audit"
     )
+    say(
+        "   in a browser: llmloop keys create me --role admin, then llmloop serve and open "
+        f"http://127.0.0.1:{c.settings.port}/ui with that key"
+    )
     return {
         "champion": champion.id,
         "raw": raw.id,

@@ -67,7 +67,7 @@ class EvaluationService:
         """A started engine for a registry model version, and that version's id."""
         target = (
             TargetSpec(model=model, version=int(ref))
-            if str(ref).isdigit()
+            if str(ref).isascii() and str(ref).isdigit()
             else TargetSpec(model=model, alias=str(ref))
         )
         resolved = resolve_target(target, self.c.models, self.c.artifacts)

@@ -141,7 +141,7 @@ class ModelService:
 
     def _resolve(self, tx: Tx, model: Row, ref: int | str) -> Row:
         mid = model["id"]
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             row = tx.get(t.model_versions, model_id=mid, version=int(ref))
         elif ref == "latest":
             number = tx.max_value(t.model_versions, "version", model_id=mid)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from llmloop.core.base import NAME_PATTERN
 from llmloop.core.ids import new_id
-from llmloop.errors import NotFoundError
+from llmloop.errors import InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.store.registry import Row, Tx, utcnow
 
@@ -27,6 +28,12 @@ def get_or_create_owner(
         return row
     if not create:
         raise NotFoundError(f"no {entity} named '{name}'")
+    if not NAME_PATTERN.match(name):
+        # The same rule as the REST API's create: a name it could not address is never stored.
+        raise InvalidInputError(
+            f"{entity} name {name!r} must be 1-128 characters of letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
     row = {"id": new_id(entity), "name": name, "description": "", "created_at": utcnow(),
            "created_by": actor.name}  # fmt: skip
     tx.insert(table, row)

@@ -37,8 +37,8 @@ def move_pointer(
     current = tx.get(t.pointers, for_update=True, kind=kind, owner_id=owner_id, name=name)
     if current is not None and current["protected"] and not approved:
         raise ApprovalRequiredError(
-            f"'{name}' is protected: request an approval "
-            "(`llmloop approvals request ...`) to move it"
+            f"'{name}' is protected: it moves only through an approval "
+            "(dashboard, API or `llmloop approvals request`)"
         )
     now = utcnow()
     if current is None:

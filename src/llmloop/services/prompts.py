@@ -148,7 +148,7 @@ class PromptService:
 
     def _resolve(self, tx: Tx, prompt: Row, ref: int | str) -> Row:
         pid = prompt["id"]
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             row = tx.get(t.prompt_versions, prompt_id=pid, version=int(ref))
         elif ref == "latest":
             number = tx.max_value(t.prompt_versions, "version", prompt_id=pid)

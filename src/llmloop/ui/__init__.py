@@ -1,1 +1,1 @@
-"""Dashboard pages (a later issue)."""
+"""The dashboard: server-rendered pages under ``/ui`` over the services (see ``web.py``)."""

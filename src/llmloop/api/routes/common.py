@@ -20,4 +20,4 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")
 
 
 def parse_ref(ref: str) -> int | str:
-    return int(ref) if ref.isdigit() else ref
+    return int(ref) if ref.isascii() and ref.isdigit() else ref
