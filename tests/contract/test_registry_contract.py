@@ -157,6 +157,11 @@ def test_audit_log_is_append_only_and_ordered(container: Container) -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert [e.actor for e in entries][-1] == "bob"
     assert container.governance.audit(after_id=ids[-1]) == []
+    newest = container.governance.audit(limit=2, before_id=0)
+    assert [e.id for e in newest] == ids[::-1][:2]
+    older = container.governance.audit(limit=100, before_id=newest[-1].id)
+    assert [e.id for e in older] == ids[::-1][2:]
+    assert [e.actor for e in container.governance.audit(actor_name="bob", before_id=0)] == ["bob"]
 
 
 def test_viewers_cannot_write(container: Container) -> None:

@@ -7,6 +7,7 @@ These are values only: resolving a target to an engine, routing and retrying liv
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -136,6 +137,7 @@ class DeploymentPublic(Value):
     spec: DeploymentSpec
     source: Literal["api", "file"]
     created_by: str = ""
+    updated_at: datetime | None = None
     resolved: dict[str, str] = Field(
         default_factory=dict, description="Target label -> model version id now serving."
     )

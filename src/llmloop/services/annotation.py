@@ -203,6 +203,15 @@ class AnnotationService:
             row = {**dict(found), "status": "assigned", "assignee": annotator, "updated_at": now}
             return self._item(tx, row)
 
+    def get_item(self, name: str, item_id: int) -> ItemPublic:
+        """One item of the queue, whatever its state; reading it leases nothing."""
+        with self.store.read() as tx:
+            queue = self._queue(tx, name)
+            row = tx.get(t.annotation_items, id=item_id, queue_id=queue["id"])
+            if row is None:
+                raise NotFoundError(f"queue '{name}' has no item {item_id}")
+            return self._item(tx, row)
+
     def _item(self, tx: Tx, row: Row) -> ItemPublic:
         ref: str = row["item_ref"]
         content: dict[str, Any] = {}

@@ -145,4 +145,5 @@ def _public(row: Row) -> DeploymentPublic:
         spec=DeploymentSpec.model_validate(row["spec"]),
         source=row["source"],
         created_by=row.get("created_by", ""),
+        updated_at=row.get("updated_at"),
     )

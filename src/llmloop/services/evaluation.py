@@ -28,6 +28,7 @@ from llmloop.services.gateway.targets import resolve_target
 
 T = TypeVar("T")
 REPORT_ARTIFACT = "eval_report.json"
+GATE_ARTIFACT = "gate_result.json"
 
 
 class EvalOutcome(BaseModel):
@@ -241,6 +242,15 @@ class EvaluationService:
                     return SuiteReport.model_validate_json(fh.read())
         raise NotFoundError(f"eval run '{eval_run_id}' has no stored report")
 
+    def gate_result(self, gate_run_id: str) -> GateResult:
+        """How each rule of a gate run went (gate runs recorded before this was kept: 404)."""
+        run = self.c.runs.get(gate_run_id)
+        for item in run.artifacts:
+            if item.name == GATE_ARTIFACT:
+                with self.c.artifacts.open(item.artifact) as fh:
+                    return GateResult.model_validate_json(fh.read())
+        raise NotFoundError(f"run '{gate_run_id}' has no stored gate result")
+
     def gate(
         self,
         rules: list[str],
@@ -274,6 +284,9 @@ class EvaluationService:
         self.c.runs.log_metrics(
             run.id, [MetricPoint(key="gate_passed", value=1.0 if result.passed else 0.0)], actor
         )
+        # Each rule's values, threshold, test and reason: the verdict alone does not say why.
+        ref = self.c.artifacts.put(result.model_dump_json().encode(), name=GATE_ARTIFACT)
+        self.c.runs.add_artifact(run.id, GATE_ARTIFACT, ref, actor)
         self.c.runs.finish(run.id, "finished", actor)
         return GateOutcome(
             run_id=run.id, passed=result.passed, result=json.loads(result.model_dump_json())

@@ -147,12 +147,15 @@ class GovernanceService:
         limit: int = 100,
         after_id: int = 0,
         actor_name: str | None = None,
+        before_id: int | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries in order, paged by ``after_id``."""
+        """Audit entries oldest first, paged by ``after_id``; or, with ``before_id``, newest
+        first below that id (0: from the newest)."""
         if limit < 1 or limit > 10_000:
             raise InvalidInputError("limit must be between 1 and 10000")
         with self.store.read() as tx:
-            return [AuditEntry(**r) for r in tx.audit_page(entity_id, limit, after_id, actor_name)]
+            rows = tx.audit_page(entity_id, limit, after_id, actor_name, before_id)
+            return [AuditEntry(**r) for r in rows]
 
     def lineage(self, entity_id: str, direction: str = "both", depth: int = 20) -> LineageGraph:
         """Upstream and/or downstream graph of an entity, as nodes and edges."""

@@ -190,15 +190,24 @@ class Tx:
         )
 
     def audit_page(
-        self, entity_id: str | None, limit: int, after_id: int = 0, actor: str | None = None
+        self,
+        entity_id: str | None,
+        limit: int,
+        after_id: int = 0,
+        actor: str | None = None,
+        before_id: int | None = None,
     ) -> list[Row]:
+        """Oldest first after ``after_id``; newest first below ``before_id`` when it is given
+        (0: from the newest entry)."""
         a = t.audit_log
         stmt = sa.select(a).where(a.c.id > after_id)
+        if before_id:
+            stmt = stmt.where(a.c.id < before_id)
         if entity_id:
             stmt = stmt.where(a.c.entity_id == entity_id)
         if actor:
             stmt = stmt.where(a.c.actor == actor)
-        stmt = stmt.order_by(a.c.id).limit(limit)
+        stmt = stmt.order_by(a.c.id.desc() if before_id is not None else a.c.id).limit(limit)
         return [_row(r) for r in self.conn.execute(stmt).mappings()]
 
 

@@ -228,9 +228,10 @@ def test_an_item_already_labelled_says_so(ui: TestClient, app: FastAPI) -> None:
     back, page = _go(ui, ui.post(f"{location}/label", data={"value": "bad"}))
     assert back == "/ui/annotation/review"
     assert f"item {_item_id(location)} is already labelled" in page
-    moved, shown = _go(ui, ui.get(location))
-    assert moved != location and "is not leased to you" in shown
-    assert _counts(app)["labelled"] == 1
+    shown = ui.get(location)
+    assert shown.status_code == 200
+    assert "Labelled <strong>good</strong>" in shown.text and "Submit and next" not in shown.text
+    assert _counts(app) == {"pending": 0, "assigned": 1, "labelled": 1, "skipped": 0}  # the next
 
 
 def test_an_item_someone_else_holds_cannot_be_labelled(
@@ -246,9 +247,21 @@ def test_an_item_someone_else_holds_cannot_be_labelled(
     assert "is assigned to &#39;bob&#39;: your lease expired and someone else holds it" in page
     back, page = _go(viewer_ui, viewer_ui.post(f"{url}/skip"))
     assert "assigned to &#39;bob&#39;" in page
-    moved = viewer_ui.get(url)
-    assert moved.status_code == 303 and moved.headers["location"] == "/ui/annotation/review"
+    shown = viewer_ui.get(url)  # read only: looking leases nothing and takes nothing from bob
+    assert shown.status_code == 200
+    assert "bob holds this item" in shown.text and "Submit and next" not in shown.text
     assert _counts(app) == {"pending": 0, "assigned": 1, "labelled": 0, "skipped": 0}
+
+
+def test_opening_a_pending_item_leases_nothing(ui: TestClient, app: FastAPI) -> None:
+    _traces(app, 2)
+    _queue(app)
+    items = app.state.container.annotation
+    pending = [i for i in (items.get_item("review", n) for n in (1, 2)) if i.status == "pending"]
+    page = ui.get(f"/ui/annotation/review/items/{pending[0].id}")
+    assert page.status_code == 200 and "Not leased" in page.text and "Submit and next" in page.text
+    assert _counts(app) == {"pending": 2, "assigned": 0, "labelled": 0, "skipped": 0}
+    assert ui.get("/ui/annotation/review/items/999").status_code == 404
 
 
 def test_refill_adds_new_traces(ui: TestClient, app: FastAPI) -> None:

@@ -232,18 +232,20 @@ def test_the_audit_log_filters_and_pages(ui: TestClient, c: Container) -> None:
     by = section(ui.get("/ui/governance?actor=seeder").text, "Audit log")
     assert "model.create" in by and "api_key.create" not in by
     assert f"/ui/governance?entity_id={model.id}" in by
+    # newest first: the stage move and the version, then (older) the model
     first = section(ui.get("/ui/governance?actor=seeder&limit=2").text, "Audit log")
-    assert "model.create" in first and "model_version.stage" not in first
-    next_page = re.search(r'href="([^"]*after_id=\d+[^"]*)#audit">next page', first)
+    assert "model_version.stage" in first and "model.create" not in first
+    assert first.index("model_version.stage") < first.index("model_version.create")
+    next_page = re.search(r'href="([^"]*before_id=\d+[^"]*)#audit">older', first)
     assert next_page, first
     second = ui.get(unescape(next_page.group(1))).text
     second_log = section(second, "Audit log")
-    assert "model_version.stage" in second_log and "model.create" not in second_log
-    assert "first page" in second_log and "actor=seeder" in second_log
+    assert "model.create" in second_log and "model_version.stage" not in second_log
+    assert "newest" in second_log and "actor=seeder" in second_log
 
 
 def test_bad_audit_queries_are_422_pages(ui: TestClient) -> None:
-    for query in ("limit=0", "limit=501", "after_id=-1", "entity_id=" + "x" * 201, "pending=0"):
+    for query in ("limit=0", "limit=501", "before_id=-1", "entity_id=" + "x" * 201, "pending=0"):
         response = ui.get(f"/ui/governance?{query}")
         assert response.status_code == 422, query
         assert response.headers["content-type"].startswith("text/html")

@@ -262,6 +262,11 @@ def test_a_gate_run_shows_its_verdict_and_the_runs_it_compared(
     assert f'baseline: <a href="/ui/runs/{seeded.eval_good}">' in html
     assert "<code>rougeL &gt;= baseline - 0.01</code>" in html
     assert "no stored suite report" in html
+    # each rule's outcome, from the gate result stored with the run
+    rules = html.split("Gate verdict", 1)[1].split("<h2>", 1)[0]
+    assert '<span class="badge failed">failed</span></td>' in rules
+    # candidate, baseline and the threshold the baseline gives (1 - 0.01)
+    assert '<td class="num">0</td><td class="num">1</td><td class="num">0.99</td>' in rules
 
 
 def test_an_unknown_run_is_a_404_page_with_the_id_escaped(ui: TestClient) -> None:

@@ -228,22 +228,19 @@ def conversation(item: ItemPublic) -> list[tuple[str, str]]:
 def item_page(
     name: str, item_id: str, request: Request, c: ContainerPage, actor: ActorPage
 ) -> Response:
-    wanted = _item_number(name, item_id)
-    # The service has no read-only item getter: next_item gives back the item this annotator
-    # holds (renewing the lease), so an item that is not theirs shows as "not yours".
-    item = c.annotation.next_item(name, actor.name)
-    queue = c.annotation.get_queue(name)
-    if item is None or item.id != wanted:
-        note = (f"Item {wanted} is not leased to you: it was labelled or skipped, or its lease "
-                "expired and it went to someone else.")  # fmt: skip
-        if item is None:
-            return redirect(queue_url(name), f"{note} Nothing is left to label.", error=True)
-        return redirect(item_url(name, item.id), f"{note} This is your next item.", error=True)
-    return _render_item(request, queue, item)
+    # Reading an item leases nothing (a prefetch or a link must not take work from others);
+    # "Label next item" is the POST that leases.
+    item = c.annotation.get_item(name, _item_number(name, item_id))
+    return _render_item(request, c.annotation.get_queue(name), item, actor)
 
 
-def _render_item(request: Request, queue: QueuePublic, item: ItemPublic) -> HTMLResponse:
+def _render_item(
+    request: Request, queue: QueuePublic, item: ItemPublic, actor: Actor
+) -> HTMLResponse:
     turns = conversation(item)
+    # The same rule as the service's: an open item that is free, yours, or any (for an admin).
+    open_item = item.status not in ("labelled", "skipped")
+    can_label = open_item and (item.assignee in (None, actor.name) or actor.role == "admin")
     return render(
         request,
         "annotation/item.html",
@@ -252,6 +249,7 @@ def _render_item(request: Request, queue: QueuePublic, item: ItemPublic) -> HTML
         item=item,
         turns=[(role, role if role in ROLES else "other", text) for role, text in turns],
         trace_id=item.item_ref if queue.source == "traces" else None,
+        can_label=can_label,
     )
 
 

@@ -92,20 +92,10 @@ def routes_of(c: Container, dep: DeploymentPublic) -> list[Route]:
     return routes
 
 
-def updated_at(c: Container, dep: DeploymentPublic) -> datetime | None:
-    """When the deployment was last created or changed, from the audit log."""
-    last, after = None, 0
-    while True:
-        page = c.governance.audit(entity_id=dep.id, limit=1000, after_id=after)
-        if not page:
-            return last
-        last, after = page[-1].at, page[-1].id
-
-
 @router.get("/deployments")
 def deployment_list(request: Request, c: ContainerPage, actor: ActorPage) -> HTMLResponse:
     deployments = c.deployments.list()
-    rows = [(d, routes_of(c, d), updated_at(c, d)) for d in deployments]
+    rows = [(d, routes_of(c, d), d.updated_at) for d in deployments]
     return render(request, "deployments/list.html", section="deployments", rows=rows)
 
 
@@ -126,7 +116,7 @@ def deployment_detail(
         section="deployments",
         dep=dep,
         routes=routes_of(c, dep),
-        updated=updated_at(c, dep),
+        updated=dep.updated_at,
         loaded=dep.name in c.gateway.manager.runtimes,
         hour=totals[0] if totals else None,
         by_version=by_version,

@@ -37,7 +37,7 @@ router = page_router()
 
 MAX_COMMENT = 10_000
 MORE_CAP = 1000
-DEFAULTS = {"limit": 50, "pending": 50, "decided": 20, "after_id": 0}
+DEFAULTS = {"limit": 50, "pending": 50, "decided": 20, "before_id": 0}
 #: Entities the lineage service can draw a graph for (their ids carry one of these prefixes).
 LINEAGE_KINDS = {"dataset", "dataset_version", "prompt", "prompt_version", "run", "model",
                  "model_version", "trace", "deployment"}  # fmt: skip
@@ -217,7 +217,7 @@ def governance(
     actor: ActorPage,
     entity_id: Annotated[str, Query(max_length=200)] = "",
     who: Annotated[str, Query(alias="actor", max_length=128)] = "",
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    before_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     pending: Annotated[int, Query(ge=1, le=MORE_CAP)] = 50,
     decided: Annotated[int, Query(ge=1, le=MORE_CAP)] = 20,
@@ -225,9 +225,10 @@ def governance(
     entity_id, who = entity_id.strip(), who.strip()
     waiting = c.governance.list_approvals("pending", pending)
     done = _decided(c, decided)
-    entries = c.governance.audit(entity_id or None, limit, after_id, who or None)
+    # Newest first: what just happened is what a person opens the log for.
+    entries = c.governance.audit(entity_id or None, limit, 0, who or None, before_id=before_id)
     params = {"entity_id": entity_id, "actor": who, "limit": limit, "pending": pending,
-              "decided": decided, "after_id": after_id}  # fmt: skip
+              "decided": decided, "before_id": before_id}  # fmt: skip
     last = entries[-1].id if len(entries) >= limit else None
     return render(
         request,
@@ -243,8 +244,8 @@ def governance(
         entries=[audit_view(e) for e in entries],
         filters={"entity_id": entity_id, "actor": who, "limit": limit},
         filtered=bool(entity_id or who),
-        first_page=_query(params, after_id=0) if after_id else None,
-        next_page=_query(params, after_id=last) if last is not None else None,
+        first_page=_query(params, before_id=0) if before_id else None,
+        next_page=_query(params, before_id=last) if last is not None else None,
     )
 
 

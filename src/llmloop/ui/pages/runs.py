@@ -308,6 +308,16 @@ def _report(c: Container, run: RunPublic) -> tuple[Any, str]:
         return None, getattr(exc, "detail", None) or str(exc)
 
 
+def _gate_rules(c: Container, run: RunPublic) -> list[Any]:
+    """Each rule's outcome on a gate run that stored it (older gate runs kept only the verdict)."""
+    if "gate" not in run.tags:
+        return []
+    try:
+        return list(c.evaluation.gate_result(run.id).rules)
+    except (LlmloopError, OSError, ValueError):
+        return []
+
+
 def _cases(report: Any) -> dict[str, Any]:
     """Per-case rows of a suite report: output, usage and every evaluator's score for it."""
     scores: dict[str, dict[str, float]] = {}
@@ -372,6 +382,7 @@ def run_detail(request: Request, actor: ActorPage, c: ContainerPage, run_id: str
         report_error=report_error,
         cases=_cases(report) if report is not None else None,
         gates=gates,
+        gate_rules=_gate_rules(c, run),
         can_edit=actor.role in ("editor", "admin"),
         terminal=sorted(TERMINAL_STATUSES),
         inputs=found["inputs"],
