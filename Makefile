@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build these machines carry; a GPU user overrides it, e.g. TORCH_SPEC='torch==2.13.0'
 # with PIP_EXTRA_INDEX_URL pointing at a CUDA wheel index.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= hf,structured,eval,postgres,redis,ray,dev
+EXTRAS ?= hf,structured,eval,postgres,redis,ray,otel,dev
 PYTEST_ARGS ?= -v
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

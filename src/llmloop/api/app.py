@@ -26,6 +26,7 @@ from llmloop.api.routes import annotation as annotation_routes
 from llmloop.api.routes import data, datasets, governance, health, keys, models, prompts, runs
 from llmloop.api.routes import feedback as feedback_routes
 from llmloop.api.routes import monitoring as monitoring_routes
+from llmloop.api.routes import otlp as otlp_routes
 from llmloop.config import Settings, load_settings
 from llmloop.services.container import Container
 from llmloop.ui import pages as ui_pages
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(module.router)
     app.include_router(gateway_routes.router)
     app.include_router(gateway_admin.router)
-    for loop_module in (feedback_routes, annotation_routes, monitoring_routes, alert_routes):
+    for loop_module in (feedback_routes, annotation_routes, monitoring_routes, alert_routes,
+                        otlp_routes):  # fmt: skip
         app.include_router(loop_module.router)
 
     ui_web.install(app, ui_pages.routers())

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from llmloop.services.feedback import FeedbackService
     from llmloop.services.gateway.service import GatewayService
     from llmloop.services.monitoring import MonitoringService
+    from llmloop.services.otlp import OtlpIngest
     from llmloop.services.rollout import RolloutService
     from llmloop.services.training import TrainingService
     from llmloop.services.triggers import TriggerService
@@ -87,6 +88,12 @@ class Container:
         from llmloop.services.gateway.wiring import build_gateway
 
         return build_gateway(self)
+
+    @cached_property
+    def otlp(self) -> OtlpIngest:
+        from llmloop.services.otlp import OtlpIngest
+
+        return OtlpIngest(self.gateway.writer)
 
     @cached_property
     def evaluation(self) -> EvaluationService:
