@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_VERSION = 2_147_483_647  # version columns are 32-bit integers on every store
 
 
 def _check_name(value: str) -> str:

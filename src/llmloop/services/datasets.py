@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 
 from llmloop.artifacts.base import ArtifactStore
-from llmloop.core.base import ArtifactRef, JsonDict
+from llmloop.core.base import MAX_VERSION, ArtifactRef, JsonDict
 from llmloop.core.datasets import (
     DatasetCreate,
     DatasetPublic,
@@ -252,7 +252,11 @@ class DatasetService:
                     raise NotFoundError(f"dataset '{name}' has no versions yet")
             else:
                 number = _version_number(version)
-            row = tx.get(t.dataset_versions, dataset_id=ds["id"], version=number)
+            row = (
+                tx.get(t.dataset_versions, dataset_id=ds["id"], version=number)
+                if number <= MAX_VERSION
+                else None
+            )
             if row is None:
                 raise NotFoundError(f"dataset '{name}' has no version {version}")
             return _version_public(row, name)

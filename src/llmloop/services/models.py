@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 
-from llmloop.core.base import ArtifactRef
+from llmloop.core.base import MAX_VERSION, ArtifactRef
 from llmloop.core.ids import entity_of, new_id
 from llmloop.core.models import (
     ModelCreate,
@@ -142,7 +142,12 @@ class ModelService:
     def _resolve(self, tx: Tx, model: Row, ref: int | str) -> Row:
         mid = model["id"]
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            row = tx.get(t.model_versions, model_id=mid, version=int(ref))
+            number = int(ref)
+            row = (
+                tx.get(t.model_versions, model_id=mid, version=number)
+                if number <= MAX_VERSION
+                else None
+            )
         elif ref == "latest":
             number = tx.max_value(t.model_versions, "version", model_id=mid)
             row = tx.get(t.model_versions, model_id=mid, version=number) if number else None

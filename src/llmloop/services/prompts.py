@@ -15,6 +15,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llmloop.core.base import MAX_VERSION
 from llmloop.core.ids import new_id
 from llmloop.core.prompts import (
     PromptCreate,
@@ -149,7 +150,12 @@ class PromptService:
     def _resolve(self, tx: Tx, prompt: Row, ref: int | str) -> Row:
         pid = prompt["id"]
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            row = tx.get(t.prompt_versions, prompt_id=pid, version=int(ref))
+            number = int(ref)
+            row = (
+                tx.get(t.prompt_versions, prompt_id=pid, version=number)
+                if number <= MAX_VERSION
+                else None
+            )
         elif ref == "latest":
             number = tx.max_value(t.prompt_versions, "version", prompt_id=pid)
             row = tx.get(t.prompt_versions, prompt_id=pid, version=number) if number else None

@@ -59,7 +59,11 @@ def _seconds(text: str, what: str, zero_ok: bool = False) -> float:
     if zero_ok and text in ("", "0", "0s"):
         return 0.0
     try:
-        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+        return (
+            float(text)
+            if text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()
+            else parse_duration(text)
+        )
     except InvalidInputError as exc:
         raise InvalidInputError(f"{what}: {exc.detail}") from None
 

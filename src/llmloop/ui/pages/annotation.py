@@ -198,7 +198,7 @@ def refill(name: str, c: ContainerPage, actor: ActorPage) -> Response:
 
 
 def _item_number(name: str, item_id: str) -> int:
-    if not item_id.isdigit() or len(item_id) > 18:
+    if not (item_id.isascii() and item_id.isdigit()) or len(item_id) > 18:
         raise NotFoundError(f"queue '{name}' has no item {item_id!r}")
     return int(item_id)
 

@@ -77,7 +77,7 @@ def node_href(node: LineageNode) -> str | None:
         return f"{PREFIX}/{kind}s/{segment(label)}"
     if kind in ("dataset_version", "prompt_version", "model_version"):
         name, sep, number = label.rpartition(":v")
-        if not sep or name == "?" or not number.isdigit():
+        if not sep or name == "?" or not (number.isascii() and number.isdigit()):
             return None
         if kind == "prompt_version":
             return f"{PREFIX}/prompts/{segment(name)}"

@@ -296,7 +296,7 @@ def move_label(
     if not LABEL_PATTERN.match(label):
         return redirect(_url(name), "A label is lower-case letters, digits, '_' or '-', "
                         "starting with a letter.", error=True)  # fmt: skip
-    if not version.strip().isdigit() or int(version) < 1:
+    if not (version.strip().isascii() and version.strip().isdigit()) or int(version) < 1:
         return redirect(_url(name), "Choose a version to point the label at.", error=True)
     try:
         c.prompts.set_label(name, label, int(version), actor)

@@ -273,7 +273,14 @@ def _node_url(node: LineageNode) -> str | None:
     if node.type in ("run", "trace"):
         return _url(f"{node.type}s", node.id)
     name, sep, version = node.label.rpartition(":v")
-    if node.type in _LINKS and sep and version.isdigit() and name and name != "?":
+    if (
+        node.type in _LINKS
+        and sep
+        and version.isascii()
+        and version.isdigit()
+        and name
+        and name != "?"
+    ):
         return PREFIX + _LINKS[node.type].format(name=quote(name, safe=""), version=version)
     return None
 
