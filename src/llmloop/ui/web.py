@@ -194,7 +194,9 @@ NAV = (
     ("alerts", "Alerts", "/alerts"),
     ("annotation", "Annotation", "/annotation"),
     ("governance", "Governance", "/governance"),
+    ("keys", "Keys", "/keys"),
 )
+ADMIN_ONLY = frozenset({"keys"})
 
 
 def render(
@@ -205,10 +207,11 @@ def render(
     flash = request.cookies.get(FLASH_COOKIE)
     context.setdefault("flash", unquote(flash[2:]) if flash else None)
     context.setdefault("flash_kind", "error" if flash and flash.startswith("e:") else "ok")
+    nav = [n for n in NAV if n[0] not in ADMIN_ONLY or (actor and actor.role == "admin")]
     html = (
         templates()
         .get_template(template)
-        .render(request=request, section=section, nav=NAV, actor=actor, **context)
+        .render(request=request, section=section, nav=nav, actor=actor, **context)
     )
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if flash:

@@ -13,6 +13,7 @@ def routers() -> list[APIRouter]:
         datasets,
         deployments,
         governance,
+        keys,
         models,
         monitoring,
         overview,
@@ -22,5 +23,5 @@ def routers() -> list[APIRouter]:
     )
 
     modules = (overview, models, datasets, prompts, runs, deployments, traces, monitoring,
-               alerts, annotation, governance)  # fmt: skip
+               alerts, annotation, governance, keys)  # fmt: skip
     return [m.router for m in modules]
