@@ -210,12 +210,18 @@ async def test_bad_amounts_are_refused(
 async def test_a_cancelled_reserve_gives_its_slot_back(backend_factory: BackendFactory) -> None:
     backend = backend_factory()
     actor = key({"max_concurrent": 1, "budget_usd": 1.0})
+    cancelled = 0
     for _ in range(3):
         task = asyncio.create_task(backend.reserve(actor, "dep", 5, 0.9))
         await asyncio.sleep(0)
         task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        try:
+            won = await task
+        except asyncio.CancelledError:
+            cancelled += 1
+        else:  # it finished before the cancel landed (its state was cached): give it back
+            await backend.release(won)
+    assert cancelled >= 1  # the first one always waits for its key's state to load
     for _ in range(100):  # the undo runs in the background once the write has finished
         try:
             res = await backend.reserve(actor, "dep", 5, 0.9)
