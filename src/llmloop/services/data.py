@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmloop.core.base import JsonDict
+from llmloop.core.base import ArtifactRef, JsonDict
 from llmloop.core.datasets import DatasetVersionPublic
 from llmloop.data.loaders import LoadOptions, LoadReport, RowReader
 from llmloop.data.profile import DataProfile, ProfileConfig, Profiler
 from llmloop.data.recipes import RecipeReport, RecipeRunner, RowDiff, diff_rows, load_recipe
 from llmloop.data.shapes import Batch, detect_shape, write_canonical
 from llmloop.data.split import SplitConfig, split_rows
-from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.errors import ConfigError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.datasets import SchemaBuilder
 
@@ -148,6 +148,15 @@ class DataService:
         facts[REPORT_ARTIFACT_KEY] = ref.model_dump(mode="json")
         self.c.datasets.set_profile(dv.id, facts, actor)
         return profile, html
+
+    def report_html(self, dataset: str, version: int | str = "latest") -> str:
+        """The stored EDA report of a version (NotFoundError until it is profiled)."""
+        dv = self.c.datasets.get_version(dataset, version)
+        stored = (dv.profile or {}).get(REPORT_ARTIFACT_KEY)
+        if not stored:
+            raise NotFoundError(f"{dataset} v{dv.version} has no profile yet: profile it first")
+        with self.c.artifacts.open(ArtifactRef.model_validate(stored)) as fh:
+            return str(fh.read().decode("utf-8"))
 
     def clean(
         self,

@@ -19,7 +19,7 @@ from pydantic import Field
 from llmloop.api.deps import ActorDep, ContainerDep
 from llmloop.api.routes.common import NamePath, RefPath
 from llmloop.core.base import JsonDict, Value
-from llmloop.errors import InvalidInputError, NotFoundError
+from llmloop.errors import InvalidInputError
 
 router = APIRouter(prefix="/api/data", tags=["data"])
 SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq"}
@@ -69,14 +69,7 @@ def profile(name: NamePath, ref: RefPath, c: ContainerDep, actor: ActorDep) -> A
 
 @router.get("/{name}/versions/{ref}/report", response_class=HTMLResponse)
 def report(name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep) -> Any:
-    version = c.datasets.get_version(name, ref)
-    stored = (version.profile or {}).get("report_artifact")
-    if not stored:
-        raise NotFoundError(f"{name} v{version.version} has no profile yet: profile it first")
-    from llmloop.core.base import ArtifactRef
-
-    with c.artifacts.open(ArtifactRef.model_validate(stored)) as fh:
-        return HTMLResponse(fh.read().decode("utf-8"))
+    return HTMLResponse(c.data.report_html(name, ref))
 
 
 @router.post("/{name}/versions/{ref}/clean", status_code=201)

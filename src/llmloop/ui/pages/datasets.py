@@ -15,7 +15,7 @@ from urllib.parse import quote
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from llmloop.core.base import ArtifactRef, JsonDict
+from llmloop.core.base import JsonDict
 from llmloop.core.datasets import DatasetPublic, DatasetVersionPublic
 from llmloop.errors import LlmloopError
 from llmloop.services.container import Container
@@ -179,9 +179,7 @@ def version_report(name: str, version: str, request: Request, c: ContainerPage,
     stored = (dv.profile or {}).get(REPORT_KEY)
     if not stored:
         return render(request, "datasets/no_report.html", status=404, section=SECTION, v=dv)
-    with c.artifacts.open(ArtifactRef.model_validate(stored)) as fh:
-        html = fh.read().decode("utf-8")
-    return HTMLResponse(html, headers=REPORT_HEADERS)
+    return HTMLResponse(c.data.report_html(name, dv.version), headers=REPORT_HEADERS)
 
 
 @router.post("/datasets/{name:path}/versions/{version}/profile", dependencies=[FormGuard])
