@@ -1,7 +1,8 @@
 """OTLP trace ingest: spans that an application exports with OpenTelemetry become llmloop traces.
 
 An app that calls a model provider directly (not through the gateway), instrumented with the
-OpenTelemetry GenAI conventions (the SDK by hand, OpenLLMetry, OpenInference-style exporters),
+OpenTelemetry GenAI conventions (the SDK by hand, OpenLLMetry) or OpenInference's (Arize
+Phoenix's instrumentors for LangChain, LlamaIndex, OpenAI, ...),
 points its OTLP/HTTP exporter at ``/otlp`` (``OTEL_EXPORTER_OTLP_ENDPOINT=http://host:8400/otlp``
 and ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer <key>``). Each span that describes a GenAI
 call (it has ``gen_ai.*`` attributes) becomes one trace row, the same row the gateway writes, so
@@ -13,7 +14,9 @@ Both OTLP encodings are read: protobuf (``application/x-protobuf``) and JSON
 model names, token usage, latency, status, the user, the service (as the deployment) and the
 conversation, from ``gen_ai.input.messages``/``gen_ai.output.messages``, from OpenLLMetry's
 ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*``, or from the older ``gen_ai.*.message`` and
-``gen_ai.choice`` span events. Every attribute is kept under its own name.
+``gen_ai.choice`` span events; an OpenInference LLM or embedding span (``llm.model_name``,
+``llm.token_count.*``, ``llm.input_messages.N.message.*``, ``input.value``) is read as its GenAI
+equivalent. Every attribute is kept under its own name.
 
 Not here: the HTTP route (``api/routes/otlp.py``) or writing rows (the gateway's trace writer).
 """
@@ -92,6 +95,8 @@ class OtlpIngest:
             spans = _from_protobuf(raw) if media == PROTOBUF else _from_json(raw)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadRequestError(f"not an OTLP trace export request: {exc}") from None
+        for span in spans:
+            span.attributes = genai_names(span.attributes)
         return spans, media
 
     def store(self, spans: list[Span], media: str, actor: Actor) -> IngestResult:
@@ -102,6 +107,35 @@ class OtlpIngest:
         for record in records:
             self.writer.submit(record)
         return IngestResult(len(records), len(spans) - len(records), _answer(media), media)
+
+
+def genai_names(a: dict[str, Any]) -> dict[str, Any]:
+    """``a`` with the GenAI names an OpenInference LLM or embedding span means (its own names
+    kept); any other span as it is."""
+    kind = str(a.get("openinference.span.kind", "")).upper()
+    if kind not in ("LLM", "EMBEDDING") or any(k.startswith("gen_ai.") for k in a):
+        return a
+    out = dict(a)
+    out["gen_ai.operation.name"] = "embeddings" if kind == "EMBEDDING" else "chat"
+    renames = {
+        "llm.model_name": "gen_ai.request.model",
+        "embedding.model_name": "gen_ai.request.model",
+        "llm.provider": "gen_ai.provider.name",
+        "llm.system": "gen_ai.system",
+        "llm.token_count.prompt": "gen_ai.usage.input_tokens",
+        "llm.token_count.completion": "gen_ai.usage.output_tokens",
+    }
+    for source, target in renames.items():
+        if source in a and target not in out:
+            out[target] = a[source]
+    for side, prefix in (("input", "gen_ai.prompt"), ("output", "gen_ai.completion")):
+        messages = _indexed(a, f"llm.{side}_messages")
+        for i, m in enumerate(messages):
+            out[f"{prefix}.{i}.role"] = m.get("message.role", "")
+            out[f"{prefix}.{i}.content"] = m.get("message.content", "")
+        if not messages and isinstance(a.get(f"{side}.value"), str):
+            out[f"{prefix}.0.content"] = a[f"{side}.value"]
+    return out
 
 
 def is_genai(span: Span) -> bool:

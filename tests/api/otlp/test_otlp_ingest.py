@@ -182,3 +182,41 @@ def test_a_full_trace_queue_answers_503_with_retry_after(
     response = otlp.post("/otlp/v1/traces", content=body, headers=PROTOBUF)
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert app.state.container.gateway.writer.depth == 0
+
+
+def test_openinference_spans_are_read_as_genai(app: FastAPI, otlp: TestClient) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "rag-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("openinference.instrumentation.langchain")
+    with tracer.start_as_current_span("ChatOpenAI") as span:  # as Arize's instrumentors write it
+        span.set_attributes({
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o", "llm.provider": "openai",
+            "llm.token_count.prompt": 30, "llm.token_count.completion": 4,
+            "llm.input_messages.0.message.role": "system",
+            "llm.input_messages.0.message.content": "Use the context.",
+            "llm.input_messages.1.message.role": "user",
+            "llm.input_messages.1.message.content": "What is RAG?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "Retrieval, then generation.",
+        })  # fmt: skip
+    with tracer.start_as_current_span("embed") as span:
+        span.set_attributes(
+            {"openinference.span.kind": "EMBEDDING", "embedding.model_name": "minilm",
+             "input.value": "what is rag"}
+        )  # fmt: skip
+    with tracer.start_as_current_span("retrieve") as span:
+        span.set_attributes({"openinference.span.kind": "RETRIEVER", "input.value": "rag"})
+    provider.shutdown()
+    body = encode_spans(memory.get_finished_spans()).SerializeToString()
+    response = otlp.post("/otlp/v1/traces", content=body, headers=PROTOBUF)
+    assert response.headers["x-llmloop-spans-stored"] == "2"  # the retriever span is not a call
+    _flush(otlp)
+    stored = {t.operation: t for t in app.state.container.gateway.traces.list(deployment="rag-app")}
+    chat, embed = stored["chat"], stored["embeddings"]
+    assert (chat.request_model, chat.input_tokens, chat.output_tokens) == ("gpt-4o", 30, 4)
+    assert chat.request_text == "system: Use the context.\nuser: What is RAG?"
+    assert chat.response_text == "Retrieval, then generation."
+    assert chat.attributes["gen_ai.provider.name"] == "openai"
+    assert chat.attributes["llm.model_name"] == "gpt-4o"  # its own names are kept
+    assert embed.request_model == "minilm" and embed.request_text == "user: what is rag"
