@@ -220,3 +220,18 @@ def test_openinference_spans_are_read_as_genai(app: FastAPI, otlp: TestClient) -
     assert chat.attributes["gen_ai.provider.name"] == "openai"
     assert chat.attributes["llm.model_name"] == "gpt-4o"  # its own names are kept
     assert embed.request_model == "minilm" and embed.request_text == "user: what is rag"
+
+
+def test_ingested_traces_show_on_the_dashboard(
+    app: FastAPI, otlp: TestClient, keys: dict[str, str]
+) -> None:
+    body = encode_spans(_spans("shop")).SerializeToString()
+    assert otlp.post("/otlp/v1/traces", content=body, headers=PROTOBUF).status_code == 200
+    _flush(otlp)
+    with TestClient(app) as browser:
+        assert browser.post("/ui/login", data={"key": keys["viewer"]}).status_code == 200
+        listing = browser.get("/ui/traces?deployment=shop").text
+        assert "gpt-4o-mini" in listing and ">otlp</span>" in listing
+        trace = app.state.container.gateway.traces.list(deployment="shop", limit=1)[0]
+        page = browser.get(f"/ui/traces/{trace.id}").text
+        assert "otel.trace_id" in page and "llmloop.source" in page
