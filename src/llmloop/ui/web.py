@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute, APIRouter
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
+from pydantic import ValidationError
 from starlette.staticfiles import StaticFiles
 
 from llmloop import __version__
@@ -147,6 +148,22 @@ def _segment(value: object, safe: str = "") -> str:
 
 def _short(value: str | None, n: int = 12) -> str:
     return "-" if not value else value if len(value) <= n else value[:n] + "…"
+
+
+def problem_text(exc: ValidationError, limit: int = 4, default_field: str = "") -> str:
+    """A pydantic error as one line a person can act on: its first ``limit`` problems, each
+    as ``field: message`` (pydantic's "Value error, " prefix dropped)."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        field = ".".join(str(p) for p in err.get("loc", ())) or default_field
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}" if field else message)
+    return "; ".join(parts) or "invalid input"
+
+
+# Paging of the list pages: a page of at most 500 rows.
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
 def _build_env() -> Environment:

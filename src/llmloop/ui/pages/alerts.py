@@ -26,6 +26,7 @@ from llmloop.ui.web import (
     ContainerPage,
     FormGuard,
     page_router,
+    problem_text,
     redirect,
     render,
 )
@@ -66,16 +67,6 @@ def _seconds(text: str, what: str, zero_ok: bool = False) -> float:
         )
     except InvalidInputError as exc:
         raise InvalidInputError(f"{what}: {exc.detail}") from None
-
-
-def problem_text(exc: ValidationError) -> str:
-    """A pydantic error as one line a person can act on."""
-    parts = []
-    for err in exc.errors()[:4]:
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{field}: {message}" if field else message)
-    return "; ".join(parts) or "invalid input"
 
 
 def parse_rule(form: dict[str, str]) -> AlertRuleCreate:

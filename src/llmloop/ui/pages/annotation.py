@@ -28,6 +28,7 @@ from llmloop.ui.web import (
     ContainerPage,
     FormGuard,
     page_router,
+    problem_text,
     redirect,
     render,
 )
@@ -48,16 +49,6 @@ def queue_url(name: str) -> str:
 
 def item_url(name: str, item_id: int) -> str:
     return f"{queue_url(name)}/items/{item_id}"
-
-
-def problem_text(exc: ValidationError) -> str:
-    """A pydantic error as one line a person can act on."""
-    parts = []
-    for err in exc.errors()[:4]:
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{field}: {message}" if field else message)
-    return "; ".join(parts) or "invalid input"
 
 
 def _number(text: str, what: str, integer: bool = False) -> float | int | None:

@@ -9,10 +9,10 @@ work and stores the report); cleaning, splitting and ingesting stay in the CLI a
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import Query, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 from llmloop.core.base import JsonDict
@@ -25,6 +25,8 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
+    Offset,
     page_router,
     redirect,
     render,
@@ -45,9 +47,6 @@ REPORT_HEADERS = {
         "form-action 'none'; base-uri 'none'"
     ),
 }
-
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
 def _version_url(name: str, version: int) -> str:

@@ -28,6 +28,7 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
     page_router,
     redirect,
     render,
@@ -218,7 +219,7 @@ def governance(
     entity_id: Annotated[str, Query(max_length=200)] = "",
     who: Annotated[str, Query(alias="actor", max_length=128)] = "",
     before_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
     pending: Annotated[int, Query(ge=1, le=MORE_CAP)] = 50,
     decided: Annotated[int, Query(ge=1, le=MORE_CAP)] = 20,
 ) -> HTMLResponse:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, get_args
 
-from fastapi import Form, Path, Query, Request
+from fastapi import Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
@@ -33,7 +33,10 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
+    Offset,
     page_router,
+    problem_text,
     redirect,
     render,
 )
@@ -79,8 +82,8 @@ def list_models(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> HTMLResponse:
     found = c.models.list(limit + 1, offset)  # one more than shown says whether a next page is
     return render(
@@ -202,12 +205,6 @@ def show_version(
 # --- actions ---------------------------------------------------------------------------------
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "value"
-    return f"{field}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
-
-
 def parse_alias_move(alias: str, version: str) -> AliasMove:
     """The form's alias and version, checked as the REST body would be."""
     try:
@@ -217,7 +214,7 @@ def parse_alias_move(alias: str, version: str) -> AliasMove:
     try:
         return AliasMove(alias=alias.strip(), version=number)
     except ValidationError as exc:
-        raise InvalidInputError(_first_error(exc)) from None
+        raise InvalidInputError(problem_text(exc, 1, "value")) from None
 
 
 def _back(name: str, back: str, version: int | None) -> str:

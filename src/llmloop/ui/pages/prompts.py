@@ -33,7 +33,10 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
+    Offset,
     page_router,
+    problem_text,
     redirect,
     render,
 )
@@ -43,19 +46,10 @@ router = page_router()
 SECTION = "prompts"
 VAR_FIELD = "var."  # playground inputs are named var.<variable>
 REF_RE = re.compile(r"^([1-9][0-9]{0,8}|[a-z][a-z0-9_-]{0,63})$")
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
 def _url(name: str, page: str = "") -> str:
     return f"{PREFIX}/prompts/{quote(name)}{page}"
-
-
-def _message(exc: ValidationError) -> str:
-    """A pydantic error as one line a person can act on."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -87,7 +81,7 @@ def create_prompt(
     try:
         spec = PromptCreate(name=name.strip(), description=description.strip())
     except ValidationError as exc:
-        return redirect(back, f"Prompt not created: {_message(exc)}", error=True)
+        return redirect(back, f"Prompt not created: {problem_text(exc, 1)}", error=True)
     try:
         c.prompts.create(spec, actor)
     except LlmloopError as exc:
@@ -246,7 +240,7 @@ def _sampling(params: JsonDict, form: dict[str, str]) -> SamplingParams:
     try:
         return SamplingParams.model_validate(chosen)
     except ValidationError as exc:
-        raise InvalidInputError(f"sampling settings: {_message(exc)}")
+        raise InvalidInputError(f"sampling settings: {problem_text(exc, 1)}")
 
 
 async def _run(c: Container, actor: Actor, ctx: JsonDict, form: dict[str, str]) -> JsonDict:
@@ -320,7 +314,7 @@ def _version_spec(template: str, variables: str, params: str, message: str) -> P
         return PromptVersionCreate(template=template, variables=declared, params=parsed,
                                    message=message.strip())  # fmt: skip
     except ValidationError as exc:
-        raise InvalidInputError(_message(exc))
+        raise InvalidInputError(problem_text(exc, 1))
 
 
 @router.post("/prompts/{name:path}/versions", dependencies=[FormGuard])

@@ -31,6 +31,7 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
     page_router,
     redirect,
     render,
@@ -147,7 +148,7 @@ def run_list(
     kind: str = "",
     status: str = "",
     parent: str = "",
-    limit: int = Query(50, ge=1, le=500),
+    limit: Limit = 50,
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> HTMLResponse:
     wanted = _choice("kind", kind, KINDS), _choice("status", status, STATUSES)

@@ -31,7 +31,9 @@ from llmloop.ui.web import (
     ActorPage,
     ContainerPage,
     FormGuard,
+    Limit,
     page_router,
+    problem_text,
     redirect,
     render,
 )
@@ -142,7 +144,7 @@ def trace_list(
     key: str = "",
     since: str = "",
     until: str = "",
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> HTMLResponse:
     flt = Filters(deployment.strip(), status, kind, user.strip(), key.strip(), since, until)
@@ -230,10 +232,7 @@ def feedback_spec(fields: dict[str, str]) -> FeedbackCreate:
     try:
         return FeedbackCreate.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise InvalidInputError(f"{where}: {message}" if where else message) from None
+        raise InvalidInputError(problem_text(exc, 1)) from None
 
 
 @router.post("/traces/{trace_id}/feedback", dependencies=[FormGuard])
