@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +24,8 @@ from llmloop.core.base import Value
 from llmloop.core.ids import encode_id
 
 GEN_AI_SYSTEM = "llmloop"
+# A chat request's text in a trace: one "role: content" block per message, joined by newlines.
+CHAT_TURN = re.compile(r"^(system|user|assistant|tool|developer): ", re.MULTILINE)
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))
 
 
@@ -155,3 +159,20 @@ class TracePublic(Value):
         trace = handler(data)
         attributes = {**column_attributes(trace), **trace.attributes}
         return trace.model_copy(update={"attributes": attributes})
+
+
+def join_turns(turns: Iterable[tuple[str, str]]) -> str:
+    """A chat request's trace text from its ``(role, content)`` messages."""
+    return "\n".join(f"{role}: {content}" for role, content in turns)
+
+
+def split_turns(text: str) -> list[tuple[str, str]]:
+    """The ``(role, content)`` messages of a chat request's trace text; [] when it is not one
+    (a completion prompt, say)."""
+    marks = list(CHAT_TURN.finditer(text))
+    if not marks or marks[0].start() != 0:
+        return []
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    pairs = zip(marks, ends, strict=True)
+    # messages are joined with one newline, which is not part of the content
+    return [(m.group(1), text[m.end() : end].removesuffix("\n")) for m, end in pairs]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 from llmloop.core.drift import DriftTestResult
 from llmloop.core.feedback import QueueFilter
 from llmloop.core.monitoring import DriftReport, DriftResultPublic, DriftRunCreate, Window
+from llmloop.core.traces import CHAT_TURN
 from llmloop.drift.tests import ks_test, mmd_test, proportion_test
 from llmloop.errors import InvalidInputError
 from llmloop.services.actors import Actor
@@ -40,7 +40,6 @@ REFUSAL_PHRASES = (
     "i am sorry, but", "i won't", "i will not", "as an ai", "i'm not able to", "i am not able to",
     "i cannot provide", "i can't provide", "i'm unable to", "i am unable to",
 )  # fmt: skip
-_TURN = re.compile(r"^(system|user|assistant|tool|developer): ", re.MULTILINE)
 WINDOW_CAP = 5000
 
 
@@ -67,7 +66,7 @@ class MiniLmEmbedder:
 
 def last_user_turn(request_text: str) -> str:
     """The last user message of a gateway ``request_text`` (``role: content`` lines)."""
-    marks = list(_TURN.finditer(request_text))
+    marks = list(CHAT_TURN.finditer(request_text))
     if not marks:
         return request_text
     users = [i for i, m in enumerate(marks) if m.group(1) == "user"]

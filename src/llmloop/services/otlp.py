@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from llmloop.core.traces import TraceRecord, new_trace_id
+from llmloop.core.traces import TraceRecord, join_turns, new_trace_id
 from llmloop.errors import BadRequestError, OverloadedError, PayloadTooLargeError
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.tracing import TraceWriter
@@ -347,7 +347,7 @@ def _conversation(span: Span, side: str) -> str:
 def _side(side: str, turns: list[tuple[str, str]]) -> str:
     if side == "output":
         return "\n".join(text for _, text in turns)
-    return _lines(turns)
+    return join_turns(turns)
 
 
 def _message(m: Any, side: str) -> tuple[str, str]:
@@ -383,10 +383,6 @@ def _from_events(span: Span, side: str) -> str:
         elif side == "input" and name == "gen_ai.content.prompt":
             turns.append(("user", str(attrs.get("gen_ai.prompt") or "")))
     return _side(side, turns)
-
-
-def _lines(turns: Any) -> str:
-    return "\n".join(f"{role}: {text}" for role, text in turns)
 
 
 def _plain(value: Any) -> bool:

@@ -16,14 +16,15 @@ from markupsafe import escape
 
 from llmloop.api.app import create_app
 from llmloop.config import load_settings
+from llmloop.core.chat import ChatMessage, GenerationRequest
 from llmloop.core.deployments import DeploymentSpec
 from llmloop.core.feedback import FeedbackCreate
 from llmloop.core.models import ModelVersionCreate
-from llmloop.core.traces import TraceRecord, new_trace_id
+from llmloop.core.traces import TraceRecord, join_turns, new_trace_id, split_turns
 from llmloop.services.actors import local_actor
 from llmloop.services.container import Container
+from llmloop.services.gateway.intake import request_text
 from llmloop.services.gateway.trace_table import TraceTable
-from llmloop.ui.pages.traces import chat_messages
 
 ME = local_actor("ops")
 HOSTILE = "<script>alert('x')</script>"
@@ -505,13 +506,17 @@ def test_a_request_through_the_gateway_shows_up(
 # --- helpers and TraceQuery's filters ----------------------------------------------------
 
 
-def test_chat_messages_split_on_role_marks_only_at_line_starts() -> None:
+def test_chat_turns_split_on_role_marks_only_at_line_starts() -> None:
     text = "system: s\nuser: a\nb user: not a mark\nassistant: c\n\nuser: d"
-    assert chat_messages(text) == [
+    assert split_turns(text) == [
         ("system", "s"), ("user", "a\nb user: not a mark"), ("assistant", "c\n"), ("user", "d"),
     ]  # fmt: skip
-    assert chat_messages("plain prompt\nuser: late") == []
-    assert chat_messages("") == []
+    assert split_turns("plain prompt\nuser: late") == []
+    assert split_turns("") == []
+    turns = [("system", "be brief"), ("user", "two\nlines"), ("assistant", "ok")]
+    assert split_turns(join_turns(turns)) == turns  # what the gateway writes reads back
+    req = GenerationRequest(model="m", messages=[ChatMessage(role=r, content=c) for r, c in turns])
+    assert request_text(req) == join_turns(turns)  # the gateway's inline copy of the format
 
 
 def test_trace_query_filters(app: FastAPI) -> None:

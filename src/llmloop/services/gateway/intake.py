@@ -18,6 +18,7 @@ def request_text(req: GenerationRequest) -> str:
     if req.prompt is not None:
         return req.prompt
     assert req.messages is not None
+    # core.traces.join_turns's format, written inline: on every request, without its tuples
     return "\n".join(f"{m.role}: {m.content}" for m in req.messages)
 
 

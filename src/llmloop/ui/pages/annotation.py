@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from llmloop.core.feedback import ItemPublic, LabelSubmit, QueueCreate, QueuePublic
 from llmloop.core.monitoring import parse_since
+from llmloop.core.traces import split_turns
 from llmloop.errors import InvalidInputError, LlmloopError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
@@ -35,7 +36,6 @@ from llmloop.ui.web import (
 
 router = page_router()
 
-_TURN = re.compile(r"^(system|user|assistant|tool|developer): ", re.MULTILINE)
 ROLES = ("system", "user", "assistant", "tool", "developer")
 BLANK_FORM = {"name": "", "source": "traces", "deployment": "", "status": "", "flagged": "",
               "since": "", "limit": "1000", "dataset": "", "version": "", "kind": "categorical",
@@ -199,13 +199,7 @@ def conversation(item: ItemPublic) -> list[tuple[str, str]]:
     content = item.content
     if "request_text" in content:
         text = str(content.get("request_text") or "")
-        marks = list(_TURN.finditer(text))
-        if not marks or marks[0].start() != 0:  # a plain completion prompt
-            turns = [("prompt", text)]
-        else:
-            ends = [m.start() for m in marks[1:]] + [len(text)]
-            pairs = zip(marks, ends, strict=True)
-            turns = [(m.group(1), text[m.end() : end].rstrip("\n")) for m, end in pairs]
+        turns = split_turns(text) or [("prompt", text)]  # or a plain completion prompt
         return [*turns, ("response", str(content.get("response_text") or ""))]
     messages = content.get("messages")
     if isinstance(messages, list):

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from llmloop.core.feedback import FeedbackCreate
-from llmloop.core.traces import TracePublic
+from llmloop.core.traces import TracePublic, split_turns
 from llmloop.errors import InvalidInputError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
@@ -41,23 +41,10 @@ from llmloop.ui.web import (
 router = page_router()
 STATUSES = ("ok", "error", "cancelled")
 KINDS = ("primary", "shadow")
-# How the gateway writes a chat request's text: one "role: content" block per message.
-_TURN = re.compile(r"^(system|user|assistant|tool|developer): ", re.MULTILINE)
 MAX_SHADOWS = 20
 _AGO = re.compile(r"([0-9]{1,9})\s*(m|h|d)")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 QUICK_RANGES = (("last hour", "1h"), ("24 hours", "24h"), ("7 days", "7d"))
-
-
-def chat_messages(text: str) -> list[tuple[str, str]]:
-    """``(role, content)`` of each message of a chat ``request_text``; [] when it is not one."""
-    marks = list(_TURN.finditer(text))
-    if not marks or marks[0].start() != 0:
-        return []
-    ends = [m.start() for m in marks[1:]] + [len(text)]
-    pairs = zip(marks, ends, strict=True)
-    # the gateway joins messages with one newline, which is not part of the content
-    return [(m.group(1), text[m.end() : end].removesuffix("\n")) for m, end in pairs]
 
 
 def version_names(c: Container, ids: Iterable[str | None]) -> dict[str, str]:
@@ -199,7 +186,7 @@ def trace_detail(
         "traces/detail.html",
         section="traces",
         trace=trace,
-        messages=chat_messages(trace.request_text) if trace.operation == "chat" else [],
+        messages=split_turns(trace.request_text) if trace.operation == "chat" else [],
         attributes=sorted((k, _attribute_text(v)) for k, v in trace.attributes.items()),
         shadows=shadows,
         feedback=c.feedback.list(trace_id=trace.id),
