@@ -149,6 +149,20 @@ def test_lineage_graph_up_and_down(container: Container) -> None:
         container.governance.lineage("mv_00000000000000000000000000")
 
 
+def test_owners_are_counted(container: Container) -> None:
+    assert (container.models.count(), container.datasets.count(), container.prompts.count()) == (
+        0, 0, 0,
+    )  # fmt: skip
+    for name in ("a", "b"):
+        container.prompts.create_version(name, PromptVersionCreate(template="x"), ALICE)
+        container.models.create_version(name, ModelVersionCreate(), ALICE)
+    container.prompts.create_version("a", PromptVersionCreate(template="y"), ALICE)  # a version
+    container.datasets.create_version("d", DatasetVersionCreate(rows=[{"t": 1}]), ALICE)
+    assert (container.models.count(), container.datasets.count(), container.prompts.count()) == (
+        2, 1, 2,
+    )  # fmt: skip
+
+
 def test_audit_log_is_append_only_and_ordered(container: Container) -> None:
     container.prompts.create_version("p", PromptVersionCreate(template="x"), ALICE)
     container.prompts.set_label("p", "production", 1, BOB)

@@ -142,6 +142,11 @@ class DatasetService:
         except ConflictError:  # created meanwhile by someone else
             return self.get(name)
 
+    def count(self) -> int:
+        """How many data sets there are."""
+        with self.store.read() as tx:
+            return tx.count(t.datasets)
+
     def list(self, limit: int = 100, offset: int = 0) -> list[DatasetPublic]:
         with self.store.read() as tx:
             rows = tx.select(t.datasets, order_by="name", limit=limit, offset=offset)

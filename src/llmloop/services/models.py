@@ -64,6 +64,11 @@ class ModelService:
             tx.audit(actor.name, "model.create", "model", row["id"], None, row)
             return self._public(tx, row)
 
+    def count(self) -> int:
+        """How many models there are."""
+        with self.store.read() as tx:
+            return tx.count(t.models)
+
     def list(self, limit: int = 100, offset: int = 0) -> list[ModelPublic]:
         with self.store.read() as tx:
             return [

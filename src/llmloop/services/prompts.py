@@ -92,6 +92,11 @@ class PromptService:
             tx.audit(actor.name, "prompt.create", "prompt", row["id"], None, row)
             return self._public(tx, row)
 
+    def count(self) -> int:
+        """How many prompts there are."""
+        with self.store.read() as tx:
+            return tx.count(t.prompts)
+
     def list(self, limit: int = 100, offset: int = 0) -> list[PromptPublic]:
         with self.store.read() as tx:
             return [

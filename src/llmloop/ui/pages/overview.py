@@ -24,9 +24,9 @@ def overview(request: Request, c: ContainerPage, actor: ActorPage) -> HTMLRespon
     totals = c.monitoring.summary(since, now, group_by=[])
     hourly = c.monitoring.timeseries(since, 3600, now, group_by=[])
     counts = {
-        "models": len(c.models.list(limit=1000)),
-        "datasets": len(c.datasets.list(limit=1000)),
-        "prompts": len(c.prompts.list(limit=1000)),
+        "models": c.models.count(),
+        "datasets": c.datasets.count(),
+        "prompts": c.prompts.count(),
         "deployments": len(c.deployments.list()),
     }
     firing = [rule for rule in c.alerts.list() if rule.state == "firing"]
