@@ -89,6 +89,14 @@ class PermissionDeniedError(LlmloopError):
     exit_code = 5
 
 
+class UnsupportedMediaTypeError(BadRequestError):
+    """The body is in an encoding or media type the endpoint does not read (HTTP 415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
 class PayloadTooLargeError(LlmloopError):
     """The body is over the configured limit (HTTP 413)."""
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from llmloop.core.base import JsonDict
 from llmloop.core.deployments import TargetSpec
-from llmloop.core.runs import MetricPoint, RunCreate, RunInput
+from llmloop.core.runs import MetricPoint, RunCreate, RunInput, RunPublic
 from llmloop.engines.base import Engine
 from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
 from llmloop.evaluators.gate import GateResult, evaluate_gate
@@ -236,20 +236,25 @@ class EvaluationService:
         run = self.c.runs.get(eval_run_id)
         if run.kind != "eval":
             raise InvalidInputError(f"run '{eval_run_id}' is a {run.kind} run, not an eval run")
-        for item in run.artifacts:
-            if item.name == REPORT_ARTIFACT:
-                with self.c.artifacts.open(item.artifact) as fh:
-                    return SuiteReport.model_validate_json(fh.read())
-        raise NotFoundError(f"eval run '{eval_run_id}' has no stored report")
+        raw = self._stored(run, REPORT_ARTIFACT)
+        if raw is None:
+            raise NotFoundError(f"eval run '{eval_run_id}' has no stored report")
+        return SuiteReport.model_validate_json(raw)
 
     def gate_result(self, gate_run_id: str) -> GateResult:
         """How each rule of a gate run went (gate runs recorded before this was kept: 404)."""
-        run = self.c.runs.get(gate_run_id)
+        raw = self._stored(self.c.runs.get(gate_run_id), GATE_ARTIFACT)
+        if raw is None:
+            raise NotFoundError(f"run '{gate_run_id}' has no stored gate result")
+        return GateResult.model_validate_json(raw)
+
+    def _stored(self, run: RunPublic, name: str) -> bytes | None:
+        """The bytes of the run's artifact called ``name`` (None: it has none)."""
         for item in run.artifacts:
-            if item.name == GATE_ARTIFACT:
+            if item.name == name:
                 with self.c.artifacts.open(item.artifact) as fh:
-                    return GateResult.model_validate_json(fh.read())
-        raise NotFoundError(f"run '{gate_run_id}' has no stored gate result")
+                    return bytes(fh.read())
+        return None
 
     def gate(
         self,

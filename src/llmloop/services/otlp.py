@@ -32,7 +32,12 @@ from typing import Any
 import orjson
 
 from llmloop.core.traces import TraceRecord, join_turns, new_trace_id
-from llmloop.errors import BadRequestError, OverloadedError, PayloadTooLargeError
+from llmloop.errors import (
+    BadRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.tracing import TraceWriter
 
@@ -42,12 +47,6 @@ MAX_INFLATED = 64 * 1024 * 1024  # a gzip body never grows past this (no decompr
 _ERROR = 2  # Status.STATUS_CODE_ERROR
 _OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "execute_tool",
                "create_agent", "invoke_agent"}  # fmt: skip
-
-
-class UnsupportedMediaTypeError(BadRequestError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
 
 
 @dataclass
