@@ -8,18 +8,33 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from llmloop.services.container import Container
 
-@pytest.fixture
-def ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
-    """Signed in as admin through the sign-in form, as a browser would be (cookie, no header)."""
+
+def _signed_in(app: FastAPI, key: str) -> Iterator[TestClient]:
+    """Signed in through the sign-in form, as a browser would be (cookie, no header)."""
     with TestClient(app, follow_redirects=False) as tc:
-        response = tc.post("/ui/login", data={"key": keys["admin"], "next": "/ui/"})
+        response = tc.post("/ui/login", data={"key": key, "next": "/ui/"})
         assert response.status_code == 303, response.text
         yield tc
 
 
 @pytest.fixture
+def ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
+    yield from _signed_in(app, keys["admin"])
+
+
+@pytest.fixture
+def editor_ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
+    yield from _signed_in(app, keys["editor"])
+
+
+@pytest.fixture
 def viewer_ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(app, follow_redirects=False) as tc:
-        assert tc.post("/ui/login", data={"key": keys["viewer"]}).status_code == 303
-        yield tc
+    yield from _signed_in(app, keys["viewer"])
+
+
+@pytest.fixture
+def c(app: FastAPI) -> Container:
+    container: Container = app.state.container
+    return container

@@ -36,13 +36,6 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
     application.state.container.close()
 
 
-@pytest.fixture
-def editor_ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(app, follow_redirects=False) as tc:
-        assert tc.post("/ui/login", data={"key": keys["editor"]}).status_code == 303
-        yield tc
-
-
 def container(app: FastAPI) -> Container:
     c: Container = app.state.container
     return c

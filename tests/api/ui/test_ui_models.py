@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from html import unescape
 
 import pytest
@@ -23,19 +22,6 @@ from llmloop.services.pointers import MODEL_ALIAS
 ADMIN = local_actor("seeder")
 EDITOR = Actor(name="editor-key", role="editor")
 HOSTILE = "<script>x</script>"
-
-
-@pytest.fixture
-def c(app: FastAPI) -> Container:
-    container: Container = app.state.container
-    return container
-
-
-@pytest.fixture
-def editor_ui(app: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(app, follow_redirects=False) as tc:
-        assert tc.post("/ui/login", data={"key": keys["editor"]}).status_code == 303
-        yield tc
 
 
 def seed_model(c: Container, name: str = "chat-model", versions: int = 2) -> None:
