@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     trace_max_text: int = Field(
         default=4000, ge=0, description="Characters of request/response text kept per trace."
     )
+    responses_store_max: int = Field(
+        default=10_000,
+        ge=0,
+        description="Responses API: answers each gateway process keeps in memory for "
+        "previous_response_id and GET /v1/responses/{id} (least recently used go first; "
+        "0 keeps none).",
+    )
     otel_exporter: str = Field(
         default="none",
         pattern="^(none|console|otlp)$",

@@ -196,3 +196,22 @@ def test_langchain_chat_openai(server: Server) -> None:
     for part in bound.stream("what time is it?"):
         merged = part if merged is None else merged + part
     assert merged is not None and [c["name"] for c in merged.tool_calls] == ["current_time"]
+
+
+def test_responses_api_over_http(server: Server) -> None:
+    """The official client's Responses API against the real server: a stored conversation
+    continued by id, a stream read through the SDK's own event accumulator, and a 404."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.key, max_retries=0)
+    first = client.responses.create(model="chat", input="first turn", instructions="Be brief.")
+    assert first.output_text == "first turn" and first.status == "completed"
+    second = client.responses.create(model="chat", input="second turn",
+                                     previous_response_id=first.id)  # fmt: skip
+    assert second.output_text == "second turn"
+    with client.responses.stream(model="chat", input="streamed over http",
+                                 previous_response_id=second.id) as stream:  # fmt: skip
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == "streamed over http"
+    assert client.responses.retrieve(final.id).output_text == "streamed over http"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="chat", input="x", previous_response_id="resp_unknown")

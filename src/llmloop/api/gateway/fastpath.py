@@ -4,11 +4,12 @@ FastAPI's route matching walks every route of the app on each request (about a t
 millisecond here), and its middleware stack (error, telemetry and body-limit layers, which read
 the environment on every request) costs more again; the gateway's overhead budget is smaller than
 that. :class:`GatewayApp` (the app ``create_app`` builds) sends ``POST /v1/chat/completions``,
-``/v1/completions`` and ``/v1/embeddings`` through the body size limit straight to
-:class:`GatewayFastPath`, which calls the same handlers the router declares (``routes.py``) and
-answers their errors through the same problem handlers (``api/problems.py``), so behaviour is
-identical either way. Everything else goes through FastAPI untouched; middleware added to the app
-with ``add_middleware`` does not see the hot routes.
+``/v1/completions``, ``/v1/responses`` and ``/v1/embeddings`` through the body size limit
+straight to :class:`GatewayFastPath`, which calls the same handlers the router declares
+(``routes.py``) and answers their errors through the same problem handlers
+(``api/problems.py``), so behaviour is identical either way. Everything else goes through
+FastAPI untouched; middleware added to the app with ``add_middleware`` does not see the hot
+routes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 HOT: dict[str, Handler] = {
     "/v1/chat/completions": routes.chat_completions,
     "/v1/completions": routes.completions,
+    "/v1/responses": routes.create_response,
     "/v1/embeddings": routes.embeddings,
 }
 

@@ -1,5 +1,5 @@
 """The OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings`` and ``/v1/models``, on the same app as the REST API.
+``/v1/responses``, ``/v1/embeddings`` and ``/v1/models``, on the same app as the REST API.
 
 Each route reads the raw body with ``orjson``, authenticates with the shared ``get_actor``
 (cached keys: no database round trip per request), parses to generation values, calls the
@@ -25,6 +25,15 @@ from llmloop.api.gateway.render import (
     embeddings_response,
     models_response,
 )
+from llmloop.api.gateway.responses_sse import ResponseEvents
+from llmloop.api.gateway.responses_wire import (
+    ResponseAsk,
+    answer_turn,
+    output_items,
+    parse_responses,
+    response_body,
+    usage_body,
+)
 from llmloop.api.gateway.schemas import (
     load_body,
     parse_chat,
@@ -32,10 +41,15 @@ from llmloop.api.gateway.schemas import (
     parse_embeddings,
 )
 from llmloop.api.gateway.sse import DONE, ChunkRenderer, SSEResponse, error_event
-from llmloop.core.chat import GenerationRequest, GenerationResult
+from llmloop.core.chat import ChatMessage, GenerationChunk, GenerationRequest, GenerationResult
+from llmloop.core.prompts import PromptVersionPublic
 from llmloop.core.traces import TraceRecord
+from llmloop.errors import BadRequestError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
+from llmloop.services.gateway.responses import StoredResponse, conversation_chars
 from llmloop.services.gateway.service import GatewayService
+from llmloop.services.prompts import render_template
+from llmloop.services.trace_analytics import PROMPT_ATTR as PROMPT_VERSION_ATTR
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TRACE_HEADER = "x-llmloop-trace-id"
@@ -140,6 +154,96 @@ async def chat_completions(request: Request) -> Response | SSEResponse:
 async def completions(request: Request) -> Response | SSEResponse:
     """OpenAI legacy Completions, with ``logprobs`` (int) and ``echo``."""
     return await _generate(request, "completion")
+
+
+@router.post("/responses", response_model=None)
+async def create_response(request: Request) -> Response | SSEResponse:
+    """OpenAI Responses (JSON or semantic SSE events with ``stream: true``), served by the
+    same chat path: ``previous_response_id`` continues a response this process keeps."""
+    actor = get_actor(request)
+    ask = parse_responses(load_body(await request.body()))
+    gateway = _gateway(request)
+    prompt_version = await _use_prompt(request, ask) if ask.prompt is not None else None
+    history: tuple[ChatMessage, ...] = ()
+    if ask.previous_response_id is not None:
+        previous = gateway.responses.get(ask.previous_response_id, actor, "previous_response_id")
+        history = previous.conversation
+    req = ask.request(history)
+    created = int(time.time())
+
+    def keep(body: dict[str, object], answer: ChatMessage) -> None:
+        if ask.store and body["status"] != "failed":
+            conversation = (*history, *ask.input, answer)
+            stored = StoredResponse(body, conversation, actor.key_id,
+                                    conversation_chars(conversation))  # fmt: skip
+            gateway.responses.put(str(body["id"]), stored)
+
+    trace = gateway.new_trace("chat", req.model, actor, stream=ask.stream)
+    if prompt_version is not None:
+        trace.extra[PROMPT_VERSION_ATTR] = prompt_version.id
+        trace.extra["llmloop.prompt"] = f"{prompt_version.prompt_name}@{prompt_version.version}"
+    if ask.stream:
+        chunks = await gateway.stream(actor, req, trace)
+        events = ResponseEvents(ask, trace.id, created)
+        return SSEResponse(_response_events(chunks, events, keep), {TRACE_HEADER: trace.id})
+    result = await gateway.generate(actor, req, trace)
+    usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens)
+    body = response_body(ask, trace.id, created, output_items(result, trace.id),
+                         result.finish_reason, usage)  # fmt: skip
+    keep(body, answer_turn(result))
+    return _json(body, trace.id)
+
+
+async def _use_prompt(request: Request, ask: ResponseAsk) -> PromptVersionPublic:
+    """Render the registry prompt a Responses request names into ``ask``."""
+    assert ask.prompt is not None
+    name, ref, variables = ask.prompt.name, ask.prompt.ref, ask.prompt.variables
+    prompts = request.app.state.container.prompts
+    try:
+        version = await asyncio.to_thread(prompts.get_version, name, ref)
+        text = render_template(version.template, variables)
+    except NotFoundError as exc:
+        raise NotFoundError(exc.detail, param="prompt") from None
+    except InvalidInputError as exc:
+        raise BadRequestError(exc.detail, param="prompt.variables") from None
+    ask.use_prompt(version, text)
+    return version
+
+
+async def _response_events(
+    chunks: AsyncIterator[GenerationChunk],
+    events: ResponseEvents,
+    keep: Callable[[dict[str, object], ChatMessage], None],
+) -> AsyncIterator[bytes]:
+    try:
+        yield events.start()
+        async for chunk in chunks:
+            yield events.render(chunk)
+        yield events.finish()
+        assert events.final is not None
+        keep(events.final, events.answer_turn())
+    except Exception as exc:
+        yield events.fail(exc)
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@router.get("/responses/{response_id}")
+async def get_response(request: Request, response_id: str) -> Response:
+    """A response this gateway process keeps (``store``), as it was answered."""
+    actor = get_actor(request)
+    stored = _gateway(request).responses.get(response_id, actor)
+    return Response(orjson.dumps(stored.body), media_type="application/json")
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(request: Request, response_id: str) -> Response:
+    actor = get_actor(request)
+    _gateway(request).responses.delete(response_id, actor)
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.post("/embeddings")

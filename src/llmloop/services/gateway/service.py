@@ -45,6 +45,7 @@ from llmloop.services.gateway.intake import estimate_tokens, request_text, requi
 from llmloop.services.gateway.manager import DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import LimitBackend, Reservation
+from llmloop.services.gateway.responses import ResponseStore
 from llmloop.services.gateway.router import DeploymentRuntime, Slot
 from llmloop.services.gateway.shadow import run_shadow
 from llmloop.services.gateway.single_call import chat_call, stream_call
@@ -65,6 +66,7 @@ class GatewayService:
         limits: LimitBackend | None = None,
         device_hour_price: float = 0.0,
         traces: TraceQuery | None = None,
+        responses: ResponseStore | None = None,
     ) -> None:
         self.manager = manager
         self.traces = traces if traces is not None else TraceQuery(writer.store)
@@ -72,6 +74,7 @@ class GatewayService:
         self.metrics = metrics
         self.limits = limits
         self.device_hour_price = device_hour_price
+        self.responses = responses if responses is not None else ResponseStore()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- shared steps -------------------------------------------------------------------------
