@@ -58,6 +58,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     deployments = tmp_path / "deployments.yaml"
     deployments.write_text(json.dumps({"deployments": [
         {"name": "chat", "targets": [{"engine": {"kind": "echo"}}]},
+        {"name": "agent", "targets": [{"engine": {"kind": "echo", "options": {
+            "tool_arguments": {"get_weather": {"city": "Paris"}}}}}]},
         {"name": "slow", "targets": [{"engine": {"kind": "echo",
                                                  "options": {"delay_s": 0.1}}}]}]}))  # fmt: skip
     env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home"),
@@ -215,3 +217,38 @@ def test_responses_api_over_http(server: Server) -> None:
     assert client.responses.retrieve(final.id).output_text == "streamed over http"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="chat", input="x", previous_response_id="resp_unknown")
+
+
+def test_openai_agents_sdk(server: Server) -> None:
+    """The OpenAI Agents SDK's agent loop (Responses API: a function call, the tool's output
+    sent back, the final answer), whole, streamed and chained by response id."""
+    agents = pytest.importorskip("agents", reason="openai-agents is not installed in .venv")
+    agents.set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=server.key, max_retries=0)
+    model = agents.OpenAIResponsesModel(model="agent", openai_client=client)
+    seen: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        seen.append(city)
+        return f"sunny in {city}"
+
+    agent = agents.Agent(name="helper", instructions="Be brief.", tools=[get_weather],
+                         model=model)  # fmt: skip
+
+    async def run() -> None:
+        result = await agents.Runner.run(agent, "call get_weather for me")
+        assert result.final_output == "sunny in Paris"
+        streamed = agents.Runner.run_streamed(agent, "get_weather, streamed")
+        kinds = {event.type async for event in streamed.stream_events()}
+        assert streamed.final_output == "sunny in Paris" and "raw_response_event" in kinds
+        first = await agents.Runner.run(agent, "hello", auto_previous_response_id=True)
+        chained = await agents.Runner.run(
+            agent, "again", previous_response_id=first.last_response_id
+        )
+        assert chained.final_output == "again"
+        await client.close()
+
+    asyncio.run(run())
+    assert seen == ["Paris", "Paris"]
