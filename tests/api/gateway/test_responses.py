@@ -437,3 +437,47 @@ async def test_registry_prompt_errors(gw: Gateway) -> None:
         resp = await gw.http.post("/v1/responses", json={"model": "chat", "prompt": prompt})
         assert resp.status_code == status, (prompt, resp.text)
         assert resp.json()["error"]["param"] == param
+
+
+async def test_guards_judge_responses_whole_and_streamed(gw: Gateway) -> None:
+    deny = {"kind": "deny_list", "config": {"terms": ["secret"]}}
+    await gw.deploy({"name": "guarded", "targets": [echo()], "guards": [deny]})
+    blocked = await gw.http.post("/v1/responses", json={"model": "guarded", "input": "secret?"})
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"
+    out_only = {"kind": "deny_list", "config": {"terms": ["secret"], "check_input": False}}
+    await gw.deploy({"name": "outg", "targets": [echo("the secret is ")], "guards": [out_only]})
+    whole = await gw.http.post("/v1/responses", json={"model": "outg", "input": "x"})
+    assert whole.status_code == 400 and whole.json()["error"]["code"] == "content_filter"
+    stream = await gw.client.responses.create(model="outg", input="x", stream=True)
+    events = [e async for e in stream]
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    released = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "secret" not in released
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    with pytest.raises(openai.NotFoundError):  # a failed answer is not kept
+        await gw.client.responses.retrieve(failed.id)
+    traces = await gw.traces(deployment="outg")
+    assert {t["status"] for t in traces} == {"error"}
+
+
+async def test_input_items_of_a_kept_response(gw: Gateway) -> None:
+    first = await gw.client.responses.create(model="chat", input="earlier")
+    resp = await gw.client.responses.create(model="chat", previous_response_id=first.id, input=[
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+    ])  # fmt: skip
+    page = await gw.client.responses.input_items.list(resp.id, order="asc")
+    assert [i.type for i in page.data] == ["message", "function_call", "function_call_output"]
+    assert page.data[0].content[0].text == "weather?"  # type: ignore[union-attr]
+    assert page.data[2].output == "sunny"  # type: ignore[union-attr]
+    newest = await gw.http.get(f"/v1/responses/{resp.id}/input_items", params={"limit": 1})
+    body = newest.json()
+    assert [i["type"] for i in body["data"]] == ["function_call_output"] and body["has_more"]
+    rest = await gw.http.get(f"/v1/responses/{resp.id}/input_items",
+                             params={"after": body["last_id"]})  # fmt: skip
+    assert [i["type"] for i in rest.json()["data"]] == ["function_call", "message"]
+    for params, status in (({"limit": 0}, 422), ({"order": "up"}, 422), ({"after": "x"}, 404)):
+        bad = await gw.http.get(f"/v1/responses/{resp.id}/input_items", params=params)
+        assert bad.status_code == status and "error" in bad.json()

@@ -18,13 +18,13 @@ from typing import Any
 
 import orjson
 
-from llmloop.api.gateway.responses_wire import (
-    ResponseAsk,
+from llmloop.api.gateway.responses_render import (
     call_item,
     message_item,
     response_body,
     usage_body,
 )
+from llmloop.api.gateway.responses_wire import ResponseAsk
 from llmloop.core.chat import ChatMessage, GenerationChunk, ToolCall, ToolCallDelta
 from llmloop.errors import LlmloopError
 

@@ -1,17 +1,15 @@
-"""OpenAI Responses API wire format: request bodies -> generation values, answers -> bodies.
+"""OpenAI Responses API wire format: request bodies -> generation values.
 
 A ``POST /v1/responses`` body becomes the same :class:`GenerationRequest` a chat completion does
 (``instructions`` as the system turn, ``input`` items as turns, function tools and ``text.format``
 in their chat shapes), so every engine, guard, limit, cache and trace serves it unchanged. The
-answer is rendered as a ``response`` object: a ``message`` output item with ``output_text`` and
-one ``function_call`` item per tool call. Streamed events are ``responses_sse.py``; the route is
+answer is rendered by ``responses_render.py`` and streamed by ``responses_sse.py``; the route is
 ``routes.py``. Only function tools exist here (no hosted tools: web or file search, computer
 use, code interpreter), and ``background`` and ``conversation`` are refused with a 400.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +25,7 @@ from llmloop.api.gateway.schemas import (
     _tool_choice,
     bad,
 )
-from llmloop.core.chat import ChatMessage, GenerationRequest, GenerationResult, ToolCall
+from llmloop.core.chat import ChatMessage, GenerationRequest
 from llmloop.core.prompts import PromptVersionPublic
 from llmloop.errors import BadRequestError
 
@@ -388,86 +386,3 @@ def _text_format(text: Any) -> dict[str, Any] | None:
     except BadRequestError as exc:
         raise bad(exc.detail.replace("response_format.json_schema", "text.format")
                   .replace("response_format", "text.format"), "text.format") from None  # fmt: skip
-
-
-# -- answers ---------------------------------------------------------------------------------
-
-
-INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def response_id(trace_id: str) -> str:
-    return f"resp_{trace_id}"
-
-
-def message_item(item_id: str, text: str, logprobs: list[dict[str, Any]] | None = None,
-                 status: str = "completed") -> dict[str, Any]:  # fmt: skip
-    part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
-    if logprobs is not None:
-        part["logprobs"] = logprobs
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [part]}  # fmt: skip
-
-
-def call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name,
-            "arguments": call.arguments, "status": status}  # fmt: skip
-
-
-def _logprob_dicts(result: GenerationResult) -> list[dict[str, Any]] | None:
-    if result.logprobs is None:
-        return None
-    return [{"token": lp.token, "logprob": lp.logprob if lp.logprob is not None else 0.0,
-             "bytes": list(lp.token.encode()),
-             "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
-                              for t, v in (lp.top or {}).items()]}
-            for lp in result.logprobs]  # fmt: skip
-
-
-def output_items(result: GenerationResult, trace_id: str) -> list[dict[str, Any]]:
-    """A message item (unless the answer is only tool calls), then one item per call."""
-    items: list[dict[str, Any]] = []
-    calls = result.tool_calls or []
-    if result.text or not calls:
-        items.append(message_item(f"msg_{trace_id}", result.text, _logprob_dicts(result)))
-    items += [call_item(f"fc_{trace_id}_{i}", c) for i, c in enumerate(calls)]
-    return items
-
-
-def usage_body(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input_tokens + output_tokens}  # fmt: skip
-
-
-def response_body(
-    ask: ResponseAsk,
-    trace_id: str,
-    created_at: int,
-    output: list[dict[str, Any]],
-    finish_reason: str | None = None,
-    usage: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The ``response`` object: ``in_progress`` until ``finish_reason`` is known, then
-    ``completed``, or ``incomplete`` (cut by max_output_tokens or a guard), or ``failed``."""
-    status, incomplete = "in_progress", None
-    if error is not None:
-        status = "failed"
-    elif finish_reason is not None:
-        reason = INCOMPLETE.get(finish_reason)
-        status = "completed" if reason is None else "incomplete"
-        incomplete = None if reason is None else {"reason": reason}
-    done = status != "in_progress"
-    return {
-        "id": response_id(trace_id), "object": "response", "created_at": created_at,
-        "status": status, "completed_at": int(time.time()) if done else None,
-        "error": error, "incomplete_details": incomplete, "model": ask.model,
-        "output": output, "usage": usage, **ask.echo, "trace_id": trace_id,
-    }  # fmt: skip
-
-
-def answer_turn(result: GenerationResult) -> ChatMessage:
-    """The answer as the assistant turn a following response sees."""
-    return _chat_message(role="assistant", content=result.text, tool_calls=result.tool_calls)

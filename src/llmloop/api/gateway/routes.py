@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from llmloop.api.deps import get_actor
@@ -25,15 +25,15 @@ from llmloop.api.gateway.render import (
     embeddings_response,
     models_response,
 )
-from llmloop.api.gateway.responses_sse import ResponseEvents
-from llmloop.api.gateway.responses_wire import (
-    ResponseAsk,
+from llmloop.api.gateway.responses_render import (
     answer_turn,
+    input_items_page,
     output_items,
-    parse_responses,
     response_body,
     usage_body,
 )
+from llmloop.api.gateway.responses_sse import ResponseEvents
+from llmloop.api.gateway.responses_wire import ResponseAsk, parse_responses
 from llmloop.api.gateway.schemas import (
     load_body,
     parse_chat,
@@ -174,8 +174,8 @@ async def create_response(request: Request) -> Response | SSEResponse:
     def keep(body: dict[str, object], answer: ChatMessage) -> None:
         if ask.store and body["status"] != "failed":
             conversation = (*history, *ask.input, answer)
-            stored = StoredResponse(body, conversation, actor.key_id,
-                                    conversation_chars(conversation))  # fmt: skip
+            chars = conversation_chars(conversation)
+            stored = StoredResponse(body, conversation, actor.key_id, chars, len(ask.input))
             gateway.responses.put(str(body["id"]), stored)
 
     trace = gateway.new_trace("chat", req.model, actor, stream=ask.stream)
@@ -236,6 +236,22 @@ async def get_response(request: Request, response_id: str) -> Response:
     actor = get_actor(request)
     stored = _gateway(request).responses.get(response_id, actor)
     return Response(orjson.dumps(stored.body), media_type="application/json")
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    request: Request,
+    response_id: str,
+    limit: int = Query(20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> Response:
+    """The input items of a kept response (its own input, not the earlier history), paged as
+    OpenAI pages them: newest first unless ``order=asc``, ``after`` an item id."""
+    actor = get_actor(request)
+    stored = _gateway(request).responses.get(response_id, actor)
+    body = input_items_page(stored.input_turns, response_id, limit, order, after)
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.delete("/responses/{response_id}")

@@ -26,12 +26,19 @@ from llmloop.services.actors import Actor
 @dataclass(frozen=True)
 class StoredResponse:
     """One answer: its wire ``body``, the ``conversation`` it ends (without instructions, which
-    OpenAI does not carry to the next response), the key that owns it, and its size."""
+    OpenAI does not carry to the next response), the key that owns it, its size, and how many
+    turns before the answer were this request's own input."""
 
     body: dict[str, Any]
     conversation: tuple[ChatMessage, ...]
     key_id: str | None
     chars: int
+    inputs: int = 0
+
+    @property
+    def input_turns(self) -> tuple[ChatMessage, ...]:
+        """The request's own input (the turns before the answer, after the earlier history)."""
+        return self.conversation[-1 - self.inputs : -1] if self.inputs else ()
 
 
 def conversation_chars(messages: tuple[ChatMessage, ...]) -> int:
