@@ -83,6 +83,20 @@ def test_the_digest_normalises_stop_order_and_separates_fields() -> None:
     assert len({request_digest("s", a), request_digest("s", c), request_digest("s", d)}) == 3
 
 
+async def test_token_id_prompts_are_keyed_by_their_ids() -> None:
+    """lm-evaluation-harness scores with token-id prompts (text ""): each must be its own entry,
+    exact and semantic."""
+
+    def ids(*tokens: int) -> GenerationRequest:
+        return GenerationRequest(model="m", prompt="", prompt_ids=list(tokens),
+                                 sampling=SamplingParams(temperature=0))  # fmt: skip
+
+    cache = ResponseCache(CacheConfig(semantic=True), embed=Embedder({"": [1, 0, 0]}))
+    assert await cache.store("s", ids(11, 12, 13, 14), answer("long"))
+    assert (await cache.lookup("s", ids(11, 12, 13, 14))) is not None
+    assert await cache.lookup("s", ids(20, 21)) is None
+
+
 async def test_sampled_requests_are_cached_only_when_allowed() -> None:
     cache = ResponseCache()
     assert not await cache.store("s", chat("hi", temperature=0.7), answer())

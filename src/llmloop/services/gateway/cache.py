@@ -170,8 +170,9 @@ def _message_key(m: ChatMessage) -> list[Any]:
 
 
 def _tool_fields(req: GenerationRequest) -> dict[str, Any]:
-    """Tools and response format, only when present (older keys stay as they were)."""
-    fields = {"tools": req.tools, "tool_choice": req.tool_choice,
+    """Token-id prompts, tools and response format, only when present (older keys stay as they
+    were)."""
+    fields = {"prompt_ids": req.prompt_ids, "tools": req.tools, "tool_choice": req.tool_choice,
               "parallel_tool_calls": req.parallel_tool_calls,
               "response_format": req.response_format,
               "passthrough": req.passthrough}  # fmt: skip

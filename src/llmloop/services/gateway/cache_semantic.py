@@ -23,7 +23,10 @@ Embed = Callable[[list[str]], Awaitable[list[list[float]] | EmbeddingResult]]
 
 
 def semantic_text(req: GenerationRequest, multi_turn: bool) -> str | None:
-    """The text compared by similarity, or None when the request is not eligible."""
+    """The text compared by similarity, or None when the request is not eligible (token-id
+    prompts are not: there is no text to compare)."""
+    if req.prompt_ids is not None:
+        return None
     if req.prompt is not None:
         return req.prompt
     assert req.messages is not None
