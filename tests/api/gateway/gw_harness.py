@@ -40,7 +40,9 @@ class Gateway:
         await self.container.gateway.writer.flush()
         return [t.model_dump() for t in self.container.gateway.traces.list(limit=1000, **where)]
 
-    async def raw_stream(self, body: dict[str, Any], chunks_before_leaving: int) -> int:
+    async def raw_stream(
+        self, body: dict[str, Any], chunks_before_leaving: int, key: str | None = None
+    ) -> int:
         """Drive the ASGI app directly, disconnect after some body chunks; returns chunks seen."""
         payload = orjson.dumps(body)
         leave = asyncio.Event()
@@ -64,7 +66,7 @@ class Gateway:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
                  "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
                  "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
-                 "headers": [(b"authorization", f"Bearer {self.key}".encode()),
+                 "headers": [(b"authorization", f"Bearer {key or self.key}".encode()),
                              (b"content-type", b"application/json")],
                  "client": ("127.0.0.1", 1), "server": ("gw", 80)}  # fmt: skip
         await asyncio.wait_for(self.app(scope, receive, send), 5)

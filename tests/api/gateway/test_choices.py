@@ -268,6 +268,7 @@ async def test_disconnect_cancels_every_choice(gw: Gateway) -> None:
     assert gw_probe.CANCELLED["slow"] == 3 and gw_probe.ACTIVE["slow"] == 0
     [trace] = await gw.traces(deployment="slow")
     assert trace["status"] == "cancelled"
+    assert trace["input_tokens"] > 200 and trace["output_tokens"] >= 3  # estimated: no usage came
     runtime = gw.container.gateway.manager.runtimes["slow"]
     assert runtime.admission.in_flight == 0 and runtime.primaries[0].pooled.in_flight == 0
 

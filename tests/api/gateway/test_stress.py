@@ -67,6 +67,25 @@ async def test_disconnect_cancels_generation(gw: Gateway) -> None:
     assert gw.container.gateway.manager.runtimes["slow"].admission.in_flight == 0
 
 
+async def test_a_dropped_stream_is_charged_what_it_used(gw: Gateway) -> None:
+    """Usage comes with a stream's last chunk: a client that leaves before it must still be
+    charged (the prompt's estimate and a token per chunk), or tpm and budgets are bypassed."""
+    await gw.deploy({"name": "slow", "targets": [probe("slow", delay_s=0.05)]})
+    key = gw.new_key("editor", {"tpm": 400})
+    words = " ".join(f"w{i}" for i in range(200))  # about 223 tokens by the estimate
+    body = {"model": "slow", "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": words}]}  # fmt: skip
+    await gw.raw_stream(body, chunks_before_leaving=4, key=key)
+    await gw.container.gateway.drain_background()
+    [trace] = await gw.traces(deployment="slow")
+    assert trace["status"] == "cancelled"
+    assert trace["input_tokens"] > 200 and 1 <= trace["output_tokens"] < 10
+    assert trace["attributes"]["llmloop.usage_estimated"] is True
+    again = await gw.http.post("/v1/chat/completions", json={**body, "stream": False},
+                               headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    assert again.status_code == 429  # ~230 used + ~323 reserved > 400
+
+
 async def test_overload_answers_503_fast_with_retry_after(gw: Gateway) -> None:
     await gw.deploy({"name": "tiny", "admission": {"max_in_flight": 1, "max_queue": 0},
                      "targets": [probe("tiny", delay_s=0.2)]})  # fmt: skip

@@ -154,8 +154,11 @@ class ChoiceStreams:
     finish reason are kept for the trace. :meth:`aclose` stops them all and gives back their
     engines (once)."""
 
-    def __init__(self, opened: list[Opened], guards: GuardPipeline | None) -> None:
+    def __init__(
+        self, opened: list[Opened], guards: GuardPipeline | None, prompt_estimate: int = 0
+    ) -> None:
         self.slot = opened[0][0]
+        self.prompt_estimate = prompt_estimate
         self.verdicts: list[GuardVerdict] = []
         self._slots = [slot for slot, _, _ in opened]
         chained = [_chain(first, rest) for _, first, rest in opened]
@@ -165,6 +168,7 @@ class ChoiceStreams:
         self._texts: list[list[str]] = [[] for _ in opened]
         self._calls: list[list[ToolCallDelta]] = [[] for _ in opened]
         self._ends: list[GenerationChunk | None] = [None for _ in opened]
+        self._pieces = [0 for _ in opened]  # chunks with text or call pieces: ~tokens
         self._reads: dict[int, asyncio.Future[GenerationChunk | None]] = {}
         self._closed = False
 
@@ -190,6 +194,8 @@ class ChoiceStreams:
             self._texts[index].append(chunk.text)
         if chunk.tool_calls:
             self._calls[index] += chunk.tool_calls
+        if chunk.text or chunk.tool_calls:
+            self._pieces[index] += 1
         if chunk.finish_reason is not None:
             self._ends[index] = chunk
 
@@ -204,14 +210,17 @@ class ChoiceStreams:
         note_choices(trace, self.results(), keep_text)
 
     def results(self) -> list[GenerationResult]:
-        """Each choice as far as it went (an unfinished one: 'cancelled', no usage)."""
+        """Each choice as far as it went (an unfinished one: 'cancelled', its usage estimated:
+        the prompt's estimate and a token per chunk streamed)."""
         out = []
-        for texts, calls, end in zip(self._texts, self._calls, self._ends, strict=True):
+        ends = zip(self._texts, self._calls, self._ends, self._pieces, strict=True)
+        for texts, calls, end, pieces in ends:
             if end is None:
                 end = GenerationChunk(finish_reason="cancelled")
+            usage = end.usage or Usage(prompt_tokens=self.prompt_estimate, completion_tokens=pieces)
             out.append(GenerationResult(
                 text="".join(texts), tool_calls=collect_tool_calls(calls) or None,
-                finish_reason=end.finish_reason or "cancelled", usage=end.usage or Usage(),
+                finish_reason=end.finish_reason or "cancelled", usage=usage,
             ))  # fmt: skip
         return out
 

@@ -22,13 +22,20 @@ def request_text(req: GenerationRequest) -> str:
     return "\n".join(f"{m.role}: {m.content}" for m in req.messages)
 
 
-def estimate_tokens(req: GenerationRequest, n: int = 1) -> int:
-    """A cheap upper-ish estimate for limits: ~4 characters a token plus the output cap (once
-    per choice)."""
+def estimate_prompt_tokens(req: GenerationRequest) -> int:
+    """~4 characters a token (token-id prompts: their length), tools included."""
+    if req.prompt_ids is not None:
+        return len(req.prompt_ids)
     chars = len(request_text(req))
     if req.tools:
         chars += len(orjson.dumps(req.tools))
-    return chars // 4 + 1 + n * req.sampling.max_tokens
+    return chars // 4 + 1
+
+
+def estimate_tokens(req: GenerationRequest, n: int = 1) -> int:
+    """A cheap upper-ish estimate for limits: the prompt's plus the output cap (once per
+    choice)."""
+    return estimate_prompt_tokens(req) + n * req.sampling.max_tokens
 
 
 def require_capable(engine: Engine, req: GenerationRequest, deployment: str) -> None:

@@ -34,6 +34,7 @@ from llmloop.errors import LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.choices import (
     ChoiceStreams,
+    Opened,
     call_choices,
     choice_requests,
     note_choices,
@@ -41,7 +42,12 @@ from llmloop.services.gateway.choices import (
     open_choices,
 )
 from llmloop.services.gateway.guarding import verdict_dicts
-from llmloop.services.gateway.intake import estimate_tokens, request_text, require_capable
+from llmloop.services.gateway.intake import (
+    estimate_prompt_tokens,
+    estimate_tokens,
+    request_text,
+    require_capable,
+)
 from llmloop.services.gateway.manager import DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import LimitBackend, Reservation
@@ -244,10 +250,12 @@ class GatewayService:
         trace.ttft_ms = (time.perf_counter() - started) * 1000.0
         self._fill(trace, slot, runtime)
         self._shadow(runtime, trace, chat_call(req))
+        opened: Opened = (slot, first, iterator)
+        prompt_tokens = estimate_prompt_tokens(req)
         if runtime.guards is None:
-            return self._relay(runtime, reservation, trace, started, slot, first, iterator)
+            return self._relay(runtime, reservation, trace, started, opened, prompt_tokens)
         live: list[GuardVerdict] = []
-        chunks = self._relay(runtime, reservation, trace, started, slot, first, iterator, live)
+        chunks = self._relay(runtime, reservation, trace, started, opened, prompt_tokens, live)
         return runtime.guards.stream(chunks, live)
 
     async def stream_choices(
@@ -267,7 +275,7 @@ class GatewayService:
         trace.ttft_ms = (time.perf_counter() - started) * 1000.0
         self._fill(trace, opened[0][0], runtime)
         self._shadow(runtime, trace, chat_call(req))
-        streams = ChoiceStreams(opened, runtime.guards)
+        streams = ChoiceStreams(opened, runtime.guards, estimate_prompt_tokens(req))
         return self._relay_choices(runtime, reservation, trace, started, streams)
 
     async def _relay_choices(
@@ -301,14 +309,18 @@ class GatewayService:
         reservation: Reservation | None,
         trace: TraceRecord,
         started: float,
-        slot: Slot,
-        first: GenerationChunk,
-        iterator: AsyncIterator[GenerationChunk],
+        opened: Opened,
+        prompt_tokens: int,
         output_verdicts: list[GuardVerdict] | None = None,
     ) -> AsyncIterator[GenerationChunk]:
+        """Relay one stream, noting it on the trace. Usage comes with the last chunk; a stream
+        without it (ended by a disconnect, a guard or an error; an upstream that sends none) is
+        charged an estimate: the prompt's (``prompt_tokens``) and a token per chunk streamed."""
+        slot, first, iterator = opened
         keep_text = runtime.spec.log_text
         parts: list[str] = []
         calls: list[ToolCallDelta] = []
+        pieces, usage_seen = 0, False
         error: BaseException | None = None
         try:
             chunk: GenerationChunk | None = first
@@ -317,7 +329,10 @@ class GatewayService:
                     parts.append(chunk.text)
                 if chunk.tool_calls:
                     calls += chunk.tool_calls
+                if chunk.text or chunk.tool_calls:
+                    pieces += 1
                 if chunk.usage is not None:
+                    usage_seen = True
                     trace.input_tokens = chunk.usage.prompt_tokens
                     trace.output_tokens = chunk.usage.completion_tokens
                 if chunk.finish_reason is not None:
@@ -338,6 +353,9 @@ class GatewayService:
                     trace.guard_verdicts = [*(trace.guard_verdicts or []),
                                             *verdict_dicts(output_verdicts)]  # fmt: skip
                 trace.response_text = "".join(parts)
+                if not usage_seen:  # ended early, or an upstream that sends no usage
+                    trace.input_tokens, trace.output_tokens = prompt_tokens, pieces
+                    trace.extra["llmloop.usage_estimated"] = True
                 if calls:
                     note_tool_calls(trace, collect_tool_calls(calls), keep_text)
                 trace.cost = self._cost(slot, trace.input_tokens, trace.output_tokens,
