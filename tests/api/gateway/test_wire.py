@@ -85,6 +85,23 @@ async def test_embeddings(gw: Gateway) -> None:
     assert floats.data[0].embedding == pytest.approx(resp.data[0].embedding, abs=1e-6)
 
 
+async def test_embeddings_dimensions_and_token_ids(gw: Gateway) -> None:
+    same = await gw.client.embeddings.create(model="chat", input="a", dimensions=16)
+    assert len(same.data[0].embedding) == 16
+    with pytest.raises(openai.BadRequestError) as err:  # not silently the full 16
+        await gw.client.embeddings.create(model="chat", input="a", dimensions=8)
+    assert err.value.body["param"] == "dimensions"  # type: ignore[index]
+    assert "16-dimensional" in err.value.message
+    for ids in ([5, 6, 7], [[5, 6], [7]]):
+        with pytest.raises(openai.BadRequestError) as err:
+            await gw.client.embeddings.create(model="chat", input=ids)
+        assert "check_embedding_ctx_length=False" in err.value.message
+    for dims in (0, -3, "8", True):
+        body = {"model": "chat", "input": "a", "dimensions": dims}
+        resp = await gw.http.post("/v1/embeddings", json=body)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "dimensions"
+
+
 async def test_models_lists_deployments(gw: Gateway) -> None:
     await gw.deploy({"name": "other", "targets": [{"engine": {"kind": "echo"}}]})
     models = [m.id async for m in gw.client.models.list()]
@@ -153,3 +170,14 @@ async def test_completion_prompt_list_of_one_and_bad_prompt(gw: Gateway) -> None
     for prompt in bad:
         resp = await gw.http.post("/v1/completions", json={"model": "chat", "prompt": prompt})
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt"
+
+
+async def test_answers_carry_openais_request_id(gw: Gateway) -> None:
+    raw = await gw.client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    assert raw.request_id == raw.headers["x-llmloop-trace-id"]
+    completion = raw.parse()
+    assert completion._request_id == completion.id.removeprefix("chatcmpl-")
+    stream = await gw.client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "x"}], stream=True)  # fmt: skip
+    assert stream.request_id and stream.request_id == stream.headers["x-llmloop-trace-id"]

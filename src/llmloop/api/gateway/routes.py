@@ -53,6 +53,7 @@ from llmloop.services.trace_analytics import PROMPT_ATTR as PROMPT_VERSION_ATTR
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TRACE_HEADER = "x-llmloop-trace-id"
+REQUEST_HEADER = "x-request-id"  # OpenAI's: the SDK shows it as ``_request_id``
 T = TypeVar("T")
 CHOICES_IN_FLIGHT = 32  # of one batched completion request (prompts times n)
 
@@ -66,9 +67,14 @@ def _gateway(request: Request) -> GatewayService:
     return gateway
 
 
+def _ids(trace_id: str) -> dict[str, str]:
+    """The answer's headers: its trace id, under our name and as OpenAI's request id."""
+    return {TRACE_HEADER: trace_id, REQUEST_HEADER: trace_id}
+
+
 def _json(body: dict[str, object], trace_id: str) -> Response:
     return Response(orjson.dumps(body), media_type="application/json",
-                    headers={TRACE_HEADER: trace_id})  # fmt: skip
+                    headers=_ids(trace_id))  # fmt: skip
 
 
 async def _events(chunks: AsyncIterator[T], render: Callable[[T], bytes]) -> AsyncIterator[bytes]:
@@ -103,10 +109,10 @@ async def _generate(request: Request, kind: str) -> Response | SSEResponse:
         renderer = ChunkRenderer(kind, cid, req.model, created, how.include_usage, n)
         if n == 1:
             chunks = await gateway.stream(actor, req, trace)
-            return SSEResponse(_events(chunks, renderer.render), {TRACE_HEADER: trace.id})
+            return SSEResponse(_events(chunks, renderer.render), _ids(trace.id))
         choices = await gateway.stream_choices(actor, req, trace, n)
         events = _events(choices, lambda item: renderer.render(item[1], item[0]))
-        return SSEResponse(events, {TRACE_HEADER: trace.id})
+        return SSEResponse(events, _ids(trace.id))
     traces = [gateway.new_trace(operation, req.model, actor) for _ in reqs]
     if kind == "chat":
         results = await gateway.generate_choices(actor, req, traces[0], n)
@@ -185,7 +191,7 @@ async def create_response(request: Request) -> Response | SSEResponse:
     if ask.stream:
         chunks = await gateway.stream(actor, req, trace)
         events = ResponseEvents(ask, trace.id, created)
-        return SSEResponse(_response_events(chunks, events, keep), {TRACE_HEADER: trace.id})
+        return SSEResponse(_response_events(chunks, events, keep), _ids(trace.id))
     result = await gateway.generate(actor, req, trace)
     usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens)
     body = response_body(ask, trace.id, created, output_items(result, trace.id),
@@ -265,11 +271,16 @@ async def delete_response(request: Request, response_id: str) -> Response:
 @router.post("/embeddings")
 async def embeddings(request: Request) -> Response:
     actor = get_actor(request)
-    model, texts, as_base64 = parse_embeddings(load_body(await request.body()))
+    ask = parse_embeddings(load_body(await request.body()))
     gateway = _gateway(request)
-    trace = gateway.new_trace("embeddings", model, actor)
-    result = await gateway.embed(actor, model, texts, trace)
-    return _json(embeddings_response(result, model, trace.id, as_base64), trace.id)
+    trace = gateway.new_trace("embeddings", ask.model, actor)
+    result = await gateway.embed(actor, ask.model, ask.texts, trace)
+    size = len(result.vectors[0]) if result.vectors else 0
+    if ask.dimensions is not None and ask.dimensions != size:
+        raise BadRequestError(f"model '{ask.model}' makes {size}-dimensional embeddings and "
+                              f"cannot shorten them; send dimensions={size} or leave it out",
+                              param="dimensions")  # fmt: skip
+    return _json(embeddings_response(result, ask.model, trace.id, ask.as_base64), trace.id)
 
 
 @router.get("/models")

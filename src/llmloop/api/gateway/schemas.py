@@ -395,11 +395,25 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], Del
     return reqs, Delivery(n, stream, _include_usage(body))
 
 
-def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], bool]:
-    """(model, texts, as_base64) of a /v1/embeddings body."""
+@dataclass(frozen=True)
+class EmbeddingsAsk:
+    """A /v1/embeddings body: the texts, and how the vectors go back."""
+
+    model: str
+    texts: list[str]
+    as_base64: bool = False
+    dimensions: int | None = None
+
+
+def parse_embeddings(body: dict[str, Any]) -> EmbeddingsAsk:
+    """The :class:`EmbeddingsAsk` of a /v1/embeddings body."""
     model = _model(body)
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
+    if isinstance(texts, list) and texts and all(isinstance(t, int | list) for t in texts):
+        raise bad("'input' as token ids is not supported here: embeddings are made from text "
+                  "(LangChain's OpenAIEmbeddings sends token ids unless given "
+                  "check_embedding_ctx_length=False)", "input")  # fmt: skip
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise bad("'input' must be a string or a non-empty array of strings", "input")
     if len(texts) > 2048:
@@ -407,4 +421,7 @@ def parse_embeddings(body: dict[str, Any]) -> tuple[str, list[str], bool]:
     fmt = body.get("encoding_format")
     if fmt not in (None, "float", "base64"):
         raise bad("encoding_format must be 'float' or 'base64'", "encoding_format")
-    return model, texts, fmt == "base64"
+    dims = body.get("dimensions")
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
+        raise bad("'dimensions' must be a positive integer", "dimensions")
+    return EmbeddingsAsk(model, texts, fmt == "base64", dims)
