@@ -122,7 +122,8 @@ async def test_unknown_model_is_404(gw: Gateway) -> None:
     ("extra", "param"),
     [({"temperature": 5}, "temperature"), ({"max_tokens": 0}, "max_tokens"), ({"n": 0}, "n"),
      ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"), ({"stream": "yes"}, "stream"),
-     ({"stop": 7}, "stop")],
+     ({"stop": 7}, "stop"), ({"stream_options": {"include_usage": True}}, "stream_options"),
+     ({"top_logprobs": 2}, "top_logprobs")],
 )  # fmt: skip
 async def test_bad_params_are_400(gw: Gateway, extra: dict[str, object], param: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:
@@ -137,7 +138,9 @@ async def test_bad_params_are_400(gw: Gateway, extra: dict[str, object], param: 
     "body",
     [b"{not json", b"[1, 2]", b'{"messages": [{"role": "user", "content": "x"}]}',
      b'{"model": "chat", "messages": []}', b'{"model": "chat", "messages": [{"role": "x"}]}',
-     b'{"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}'],
+     b'{"model": "chat", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+     b'{"model": "chat", "messages": [{"role": "user"}]}',
+     b'{"model": "chat", "messages": [{"role": "system", "content": null}]}'],
 )  # fmt: skip
 async def test_malformed_bodies_are_400(gw: Gateway, body: bytes) -> None:
     resp = await gw.http.post("/v1/chat/completions", content=body)
@@ -181,3 +184,13 @@ async def test_answers_carry_openais_request_id(gw: Gateway) -> None:
     stream = await gw.client.chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "x"}], stream=True)  # fmt: skip
     assert stream.request_id and stream.request_id == stream.headers["x-llmloop-trace-id"]
+
+
+async def test_an_assistant_refusal_part_is_history(gw: Gateway) -> None:
+    resp = await gw.client.chat.completions.create(model="chat", messages=[
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": "b"},
+    ])  # fmt: skip
+    assert resp.choices[0].message.content == "b"

@@ -125,10 +125,12 @@ def _content(value: Any, index: int) -> tuple[str, list[dict[str, Any]] | None]:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text":
                 texts.append(str(part.get("text", "")))
+            elif kind == "refusal":  # an assistant turn's refusal, sent back as history
+                texts.append(str(part.get("refusal", "")))
             elif kind in MEDIA_PARTS and isinstance(part.get(kind), dict):
                 rich = True
             else:
-                raise bad("content parts are text, image_url, input_audio or file objects",
+                raise bad("content parts are text, refusal, image_url, input_audio or file objects",
                           f"messages.[{index}].content.[{j}]")  # fmt: skip
         return "".join(texts), value if rich else None
     raise bad("content must be a string or a list of parts", f"messages.[{index}].content")
@@ -150,6 +152,9 @@ def _messages(value: Any) -> list[ChatMessage]:
         if role == "tool" and (not isinstance(call_id, str) or not call_id):
             raise bad("messages with role 'tool' need a 'tool_call_id' string",
                       f"messages.[{i}].tool_call_id")  # fmt: skip
+        if m.get("content") is None and role != "assistant":
+            raise bad(f"messages with role '{role}' must have 'content'",
+                      f"messages.[{i}].content")  # fmt: skip
         content, parts = _content(m.get("content"), i)
         out.append(_chat_message(
             role=role, content=content, parts=parts,
@@ -308,11 +313,14 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, Delivery]:
     model = _model(body)
     messages = _messages(body.get("messages"))
     logprobs = None
+    top = body.get("top_logprobs")
     if _flag(body, "logprobs"):
-        top = body.get("top_logprobs") or 0
+        top = top or 0
         if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
             raise bad("'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
         logprobs = top
+    elif top is not None:
+        raise bad("'logprobs' must be set to true when 'top_logprobs' is used", "top_logprobs")
     tools, tool_choice = _tools(body)
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
@@ -324,15 +332,19 @@ def parse_chat(body: dict[str, Any]) -> tuple[GenerationRequest, Delivery]:
         parallel_tool_calls=parallel, response_format=_response_format(body),
         passthrough=_passthrough(body, CHAT_FIELDS),
     )  # fmt: skip
-    return req, Delivery(_n(body), _flag(body, "stream"), _include_usage(body))
+    stream = _flag(body, "stream")
+    return req, Delivery(_n(body), stream, _include_usage(body, stream))
 
 
-def _include_usage(body: dict[str, Any]) -> bool:
+def _include_usage(body: dict[str, Any], stream: bool) -> bool:
     options = body.get("stream_options")
     if options is None:
         return False
     if not isinstance(options, dict):
         raise bad("'stream_options' must be an object", "stream_options")
+    if not stream:
+        raise bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                  "stream_options")  # fmt: skip
     return bool(options.get("include_usage"))
 
 
@@ -392,7 +404,7 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[GenerationRequest], Del
         prompt_ids=None if isinstance(p, str) else p, sampling=sampling, logprobs=logprobs,
         echo=echo, adapter=None, user=user, request_id="", passthrough=extra,
     ) for p in prompts]  # fmt: skip
-    return reqs, Delivery(n, stream, _include_usage(body))
+    return reqs, Delivery(n, stream, _include_usage(body, stream))
 
 
 @dataclass(frozen=True)
