@@ -158,6 +158,9 @@ class GenerationChunk(Value):
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="The log-probabilities of this chunk's tokens, when asked for."
+    )
 
 
 class EmbeddingResult(Value):

@@ -157,10 +157,12 @@ class EchoEngine(Engine):
             return
         tokens, finish = self._answer(req)
         delay = float(str(self.spec.options.get("delay_s", 0.0)))
+        scored = req.logprobs is not None
         for token in tokens:
             if delay:
                 await asyncio.sleep(delay)
-            yield GenerationChunk(text=token)
+            lps = [TokenLogprob(token=token, logprob=-1.0)] if scored else None
+            yield GenerationChunk(text=token, logprobs=lps)
         yield GenerationChunk(
             finish_reason=finish,  # type: ignore[arg-type]
             usage=Usage(

@@ -243,9 +243,14 @@ class OpenAICompatEngine(Engine):
                     usage = _usage(payload["usage"])
                 for choice in payload.get("choices") or []:
                     delta = choice.get("delta") or {}
-                    text = delta.get("content") if "delta" in choice else choice.get("text")
+                    chat = "delta" in choice
+                    text = delta.get("content") if chat else choice.get("text")
                     if text:
-                        yield GenerationChunk(text=text)
+                        lps = None
+                        if req.logprobs is not None and choice.get("logprobs"):
+                            read = _chat_logprobs if chat else _completion_logprobs
+                            lps = read(choice["logprobs"])
+                        yield GenerationChunk(text=text, logprobs=lps)
                     if delta.get("tool_calls"):
                         yield GenerationChunk(tool_calls=_tool_deltas(delta["tool_calls"]))
                     if choice.get("finish_reason"):

@@ -58,6 +58,7 @@ def _chat_request(body: dict[str, Any]) -> GenerationRequest:
         sampling=_sampling(body), tools=body.get("tools"), tool_choice=choice,
         parallel_tool_calls=body.get("parallel_tool_calls"),
         response_format=body.get("response_format"),
+        logprobs=(body.get("top_logprobs") or 0) if body.get("logprobs") else None,
     )  # fmt: skip
 
 
@@ -160,6 +161,10 @@ class MockUpstream:
                     choice["delta"] = {"content": chunk.text}
                     if chunk.tool_calls:
                         choice["delta"] = {"tool_calls": [_delta_dict(d) for d in chunk.tool_calls]}
+                    if chunk.logprobs:
+                        choice["logprobs"] = {"content": [
+                            {"token": lp.token, "logprob": lp.logprob, "top_logprobs": []}
+                            for lp in chunk.logprobs]}  # fmt: skip
                 else:
                     choice["text"] = chunk.text
                 await response.write(_sse({"object": "chunk", "choices": [choice]}))

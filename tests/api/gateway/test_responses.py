@@ -481,3 +481,13 @@ async def test_input_items_of_a_kept_response(gw: Gateway) -> None:
     for params, status in (({"limit": 0}, 422), ({"order": "up"}, 422), ({"after": "x"}, 404)):
         bad = await gw.http.get(f"/v1/responses/{resp.id}/input_items", params=params)
         assert bad.status_code == status and "error" in bad.json()
+
+
+async def test_streamed_logprobs_when_included(gw: Gateway) -> None:
+    include: Any = ["message.output_text.logprobs"]
+    async with gw.client.responses.stream(model="chat", input="a b", include=include) as stream:
+        deltas = [e async for e in stream if e.type == "response.output_text.delta"]
+        final = await stream.get_final_response()
+    assert [lp.token for d in deltas for lp in d.logprobs] == ["a", " b"]
+    part = final.output[0].content[0]  # type: ignore[union-attr]
+    assert [lp.token for lp in part.logprobs or []] == ["a", " b"]

@@ -194,3 +194,35 @@ async def test_an_assistant_refusal_part_is_history(gw: Gateway) -> None:
         {"role": "user", "content": "b"},
     ])  # fmt: skip
     assert resp.choices[0].message.content == "b"
+
+
+async def test_streams_carry_logprobs_when_asked(gw: Gateway) -> None:
+    msgs = [{"role": "user", "content": "a bb c"}]
+    stream = await gw.client.chat.completions.create(
+        model="chat", messages=msgs, stream=True, logprobs=True, top_logprobs=1)  # type: ignore[arg-type]  # fmt: skip
+    tokens = [lp.token async for c in stream if c.choices and c.choices[0].logprobs
+              for lp in c.choices[0].logprobs.content or []]  # fmt: skip
+    assert tokens == ["a", " bb", " c"]
+    plain = await gw.client.chat.completions.create(model="chat", messages=msgs, stream=True)  # type: ignore[arg-type]
+    assert [c.choices[0].logprobs async for c in plain if c.choices] == [None] * 5
+    legacy = await gw.client.completions.create(model="chat", prompt="a bb c", stream=True,
+                                                logprobs=0, max_tokens=8)  # fmt: skip
+    pieces = [c.choices[0].logprobs async for c in legacy if c.choices[0].logprobs]
+    assert [p.text_offset for p in pieces] == [[0], [1], [4]]  # into the whole text, not per chunk
+    assert [p.tokens for p in pieces] == [["a"], [" bb"], [" c"]]
+
+
+async def test_an_upstreams_streamed_logprobs_pass_through(gw: Gateway) -> None:
+    from llmloop.core.chat import EngineSpec
+    from llmloop.engines.echo import EchoEngine
+    from llmloop.testing.mock_upstream import MockUpstream
+
+    async with MockUpstream(EchoEngine(EngineSpec(kind="echo", model="up"))) as mock:
+        engine = {"kind": "openai", "model": "up", "options": {"base_url": mock.base_url}}
+        await gw.deploy({"name": "up", "targets": [{"engine": engine}]})
+        msgs = [{"role": "user", "content": "x y"}]
+        stream = await gw.client.chat.completions.create(
+            model="up", messages=msgs, stream=True, logprobs=True)  # type: ignore[arg-type]  # fmt: skip
+        tokens = [lp.token async for c in stream if c.choices and c.choices[0].logprobs
+                  for lp in c.choices[0].logprobs.content or []]  # fmt: skip
+    assert tokens == ["x", " y"]

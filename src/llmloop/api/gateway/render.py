@@ -23,7 +23,7 @@ def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
 
 
-def _chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
     if items is None:
         return None
     content = []
@@ -36,12 +36,13 @@ def _chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
     return {"content": content}
 
 
-def completion_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs, text_offset."""
+def completion_logprobs(items: list[TokenLogprob] | None, start: int = 0) -> dict[str, Any] | None:
+    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs, text_offset (counted from
+    ``start`` when the engine gives no offsets: a streamed chunk's, after the text before it)."""
     if items is None:
         return None
     use_engine_offsets = any(lp.offset for lp in items)
-    offsets, pos = [], 0
+    offsets, pos = [], start
     for lp in items:
         offsets.append(lp.offset if use_engine_offsets else pos)
         pos += len(lp.token)
@@ -73,7 +74,7 @@ def chat_response(
         "id": f"chatcmpl-{trace_id}", "object": "chat.completion", "created": created,
         "model": model,
         "choices": [{"index": i, "message": _message(r),
-                     "logprobs": _chat_logprobs(r.logprobs),
+                     "logprobs": chat_logprobs(r.logprobs),
                      "finish_reason": OPENAI_FINISH[r.finish_reason]}
                     for i, r in enumerate(results)],
         "usage": usage_dict(results[0].usage.prompt_tokens,

@@ -14,7 +14,7 @@ from typing import Any
 
 from llmloop.api.gateway.responses_wire import ResponseAsk
 from llmloop.api.gateway.schemas import _chat_message
-from llmloop.core.chat import ChatMessage, GenerationResult, ToolCall
+from llmloop.core.chat import ChatMessage, GenerationResult, TokenLogprob, ToolCall
 from llmloop.errors import NotFoundError
 
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -38,14 +38,15 @@ def call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[s
             "arguments": call.arguments, "status": status}  # fmt: skip
 
 
-def _logprob_dicts(result: GenerationResult) -> list[dict[str, Any]] | None:
-    if result.logprobs is None:
+def logprob_dicts(items: list[TokenLogprob] | None) -> list[dict[str, Any]] | None:
+    """Tokens' log-probabilities in the Responses shape (as chat's ``content`` entries)."""
+    if items is None:
         return None
     return [{"token": lp.token, "logprob": lp.logprob if lp.logprob is not None else 0.0,
              "bytes": list(lp.token.encode()),
              "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
                               for t, v in (lp.top or {}).items()]}
-            for lp in result.logprobs]  # fmt: skip
+            for lp in items]  # fmt: skip
 
 
 def output_items(result: GenerationResult, trace_id: str) -> list[dict[str, Any]]:
@@ -53,7 +54,7 @@ def output_items(result: GenerationResult, trace_id: str) -> list[dict[str, Any]
     items: list[dict[str, Any]] = []
     calls = result.tool_calls or []
     if result.text or not calls:
-        items.append(message_item(f"msg_{trace_id}", result.text, _logprob_dicts(result)))
+        items.append(message_item(f"msg_{trace_id}", result.text, logprob_dicts(result.logprobs)))
     items += [call_item(f"fc_{trace_id}_{i}", c) for i, c in enumerate(calls)]
     return items
 

@@ -20,6 +20,7 @@ import orjson
 
 from llmloop.api.gateway.responses_render import (
     call_item,
+    logprob_dicts,
     message_item,
     response_body,
     usage_body,
@@ -64,7 +65,7 @@ class ResponseEvents:
             for delta in chunk.tool_calls:
                 out += self._call_delta(delta)
         if chunk.text:
-            out += self._close_calls() + self._text(chunk.text)
+            out += self._close_calls() + self._text(chunk.text, logprob_dicts(chunk.logprobs))
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
             if chunk.usage is not None:
@@ -106,13 +107,13 @@ class ResponseEvents:
 
     # -- message ------------------------------------------------------------------------------
 
-    def _text(self, text: str) -> bytes:
+    def _text(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> bytes:
         out = b""
         msg = self.msg
         if msg is None:
             item_id = f"msg_{self.trace_id}" + (f"_{self.messages}" if self.messages else "")
             self.messages += 1
-            msg = self.msg = {"id": item_id, "index": self.next_index, "text": []}
+            msg = self.msg = {"id": item_id, "index": self.next_index, "text": [], "lps": []}
             self.next_index += 1
             item = {"type": "message", "id": item_id, "status": "in_progress",
                     "role": "assistant", "content": []}  # fmt: skip
@@ -122,10 +123,11 @@ class ResponseEvents:
                                output_index=msg["index"], content_index=0, part=part)  # fmt: skip
         if text:
             msg["text"].append(text)
+            msg["lps"] += logprobs or []
             self.text.append(text)
             out += self._event("response.output_text.delta", item_id=msg["id"],
                                output_index=msg["index"], content_index=0, delta=text,
-                               logprobs=[])  # fmt: skip
+                               logprobs=logprobs or [])  # fmt: skip
         return out
 
     def _close_message(self) -> bytes:
@@ -134,12 +136,13 @@ class ResponseEvents:
             return b""
         text, item_id, index = "".join(msg["text"]), msg["id"], msg["index"]
         status = "incomplete" if self.finish_reason == "length" else "completed"
-        item = message_item(item_id, text, [], status)
+        lps = msg["lps"] if self.ask.logprobs is not None else None
+        item = message_item(item_id, text, lps, status)
         self.items.append((index, item))
         part = item["content"][0]
         return (
             self._event("response.output_text.done", item_id=item_id, output_index=index,
-                        content_index=0, text=text, logprobs=[])
+                        content_index=0, text=text, logprobs=msg["lps"])
             + self._event("response.content_part.done", item_id=item_id, output_index=index,
                           content_index=0, part=part)
             + self._event("response.output_item.done", output_index=index, item=item)

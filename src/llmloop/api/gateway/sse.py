@@ -16,7 +16,12 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from llmloop.api.gateway.render import OPENAI_FINISH, usage_dict
+from llmloop.api.gateway.render import (
+    OPENAI_FINISH,
+    chat_logprobs,
+    completion_logprobs,
+    usage_dict,
+)
 from llmloop.core.chat import GenerationChunk, ToolCallDelta
 from llmloop.errors import LlmloopError
 
@@ -42,6 +47,7 @@ class ChunkRenderer:
         self._heads = [self._base + b'"choices":[{"index":%d,' % i for i in range(n)]
         self._usage_tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
         self._started = [False] * n
+        self._offsets = [0] * n  # characters streamed per choice (legacy logprobs' offsets)
         self._left = n  # choices not finished yet
         self._prompt_tokens = self._completion_tokens = 0
 
@@ -55,7 +61,9 @@ class ChunkRenderer:
         if chunk.text or (chunk.finish_reason is None and not chunk.tool_calls):
             text = orjson.dumps(chunk.text)
             body = b'"delta":{"content":' + text + b"}," if self.chat else b'"text":' + text + b","
-            out += head + body + b'"logprobs":null,"finish_reason":null}]' + self._usage_tail
+            scores = b"null" if chunk.logprobs is None else self._logprobs(chunk, index)
+            out += (head + body + b'"logprobs":' + scores + b',"finish_reason":null}]'
+                    + self._usage_tail)  # fmt: skip
         if chunk.tool_calls and self.chat:
             calls = orjson.dumps([_tool_delta(d) for d in chunk.tool_calls])
             out += (head + b'"delta":{"tool_calls":' + calls +
@@ -68,6 +76,15 @@ class ChunkRenderer:
             if self.include_usage:
                 out += self._usage(chunk)
         return out
+
+    def _logprobs(self, chunk: GenerationChunk, index: int) -> bytes:
+        """A chunk's log-probabilities: chat's ``{"content": [...]}``, or the legacy shape with
+        each token's offset into the whole text streamed so far."""
+        if self.chat:
+            return orjson.dumps(chat_logprobs(chunk.logprobs))
+        start = self._offsets[index]
+        self._offsets[index] = start + sum(len(lp.token) for lp in chunk.logprobs or ())
+        return orjson.dumps(completion_logprobs(chunk.logprobs, start))
 
     def _usage(self, final: GenerationChunk) -> bytes:
         """The usage chunk once every choice has finished (b"" before)."""
