@@ -46,6 +46,14 @@ class BadRequestError(InvalidInputError):
     title = "Bad request"
 
 
+class ContextLengthExceededError(BadRequestError):
+    """The prompt, with the tokens asked for, does not fit the model's context (HTTP 400, as
+    OpenAI's ``context_length_exceeded``)."""
+
+    code = "context_length_exceeded"
+    title = "Context length exceeded"
+
+
 class NotFoundError(LlmloopError):
     """An id, name or version that does not exist (HTTP 404)."""
 

@@ -8,8 +8,11 @@ asyncio queue per request. Closing a stream early marks its row cancelled and th
 at the next step. Answers to requests with tools go through the tool parser
 (``tool_results.py``); a JSON ``response_format``, or a forced ``tool_choice`` (which wins over
 it, ``tool_grammar.py``), is compiled to a grammar (``structured.py``) that masks the row's logits
-at every step. Completion prompts may come as token ids. Embeddings are the mean-pooled,
-L2-normalised last hidden state. It does not speak HTTP or pick models by name.
+at every step. Completion prompts may come as token ids. What fits the context is
+``context_window.py``'s rule (vLLM's). ``logit_bias`` is added to the row's logits; ``suffix`` and
+``best_of`` are refused (``passthrough.py``). A streamed ``echo`` sends the prompt first.
+Embeddings are the mean-pooled, L2-normalised last hidden state (an empty or over-long input is a
+400). It does not speak HTTP or pick models by name.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from llmloop.core.chat import (
 )
 from llmloop.engines.base import Engine
 from llmloop.engines.chat_template import render_chat, template_text
+from llmloop.engines.context_window import answer_budget, check_inputs_fit
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
+from llmloop.engines.passthrough import logit_bias, refuse_unhonoured
 from llmloop.engines.structured import Grammars, structured_available
 from llmloop.engines.tool_grammar import ToolGrammarSpec, request_grammar
 from llmloop.engines.tool_parsers import (
@@ -237,10 +242,6 @@ class HFEngine(Engine):
             ids = [tok.bos_token_id]
         if not ids:
             raise InvalidInputError("the prompt is empty and the tokenizer has no BOS token")
-        if len(ids) >= self._max_context:
-            raise InvalidInputError(
-                f"the prompt has {len(ids)} tokens; this model's context is {self._max_context}"
-            )
         return ids
 
     async def _adapter_name(self, req: GenerationRequest) -> str:
@@ -267,28 +268,36 @@ class HFEngine(Engine):
     async def _submit(self, req: GenerationRequest) -> tuple[Row, asyncio.Queue[RowOutput]]:
         await self.start()
         assert self._scheduler is not None
+        refuse_unhonoured(req, self.kind)
+        biases = logit_bias(req, self._vocab_size)
         ids = self._prompt_ids(req)
+        max_new_tokens = answer_budget(req, len(ids), self._max_context)
         assert self._grammars is not None
         spec = request_grammar(req, answer_parser(req, self._tool_parser))
         grammar = await self._grammars.row_grammar(spec)
         adapter = await self._adapter_name(req)
-        generator = None
-        if req.sampling.seed is not None:
+        generator = bias = None
+        if req.sampling.seed is not None or biases:
             import torch
 
             device = self._scheduler.batch.device
-            generator = torch.Generator(device=device).manual_seed(req.sampling.seed)
+            if req.sampling.seed is not None:
+                generator = torch.Generator(device=device).manual_seed(req.sampling.seed)
+            if biases:
+                bias = (torch.tensor(list(biases), dtype=torch.long, device=device),
+                        torch.tensor(list(biases.values()), device=device))  # fmt: skip
         queue: asyncio.Queue[RowOutput] = asyncio.Queue()
         row = Row(
             prompt_ids=ids,
             params=req.sampling,
-            max_new_tokens=min(req.sampling.max_tokens, self._max_context - len(ids)),
+            max_new_tokens=max_new_tokens,
             channel=(asyncio.get_running_loop(), queue),
             adapter=adapter,
             logprobs=req.logprobs,
             echo=req.echo,
             generator=generator,
             grammar=grammar,
+            logit_bias=bias,
             text=TextStream(  # a tool grammar's markers may be special tokens: keep them
                 stops=tuple(s for s in req.sampling.stop if s),
                 keep_special=isinstance(spec, ToolGrammarSpec),
@@ -297,9 +306,15 @@ class HFEngine(Engine):
         self._scheduler.submit(row)
         return row, queue
 
-    async def _outputs(self, req: GenerationRequest) -> AsyncIterator[RowOutput]:
+    async def _outputs(
+        self, req: GenerationRequest, echo_first: bool = False
+    ) -> AsyncIterator[RowOutput]:
+        """The row's outputs; with ``echo_first``, the prompt text once the row is submitted
+        (so a refused request still raises before anything is sent)."""
         row, queue = await self._submit(req)
         try:
+            if echo_first:
+                yield RowOutput(text=self._echo_text(req))
             while True:
                 out = await queue.get()
                 if out.error is not None:
@@ -317,12 +332,14 @@ class HFEngine(Engine):
         async for out in self._outputs(req):
             parts.append(out.text)
             last = out
-        text = "".join(parts)
+        echo = self._echo_text(req) if req.echo else ""
+        text = echo + "".join(parts)
         logprobs = None
         if req.logprobs is not None:
-            logprobs = [*(last.prompt_logprobs or []), *(last.logprobs or [])]
-        if req.echo:
-            text = self._echo_text(req) + text
+            answer = last.logprobs or []
+            if echo:  # text_offset counts into the echoed prompt + the answer, as OpenAI's
+                answer = [lp.model_copy(update={"offset": lp.offset + len(echo)}) for lp in answer]
+            logprobs = [*(last.prompt_logprobs or []), *answer]
         result = GenerationResult(
             text=text,
             finish_reason=last.finish_reason or "stop",  # type: ignore[arg-type]
@@ -345,7 +362,7 @@ class HFEngine(Engine):
                 yield chunk
 
     async def _text_chunks(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        async for out in self._outputs(req):
+        async for out in self._outputs(req, echo_first=req.echo):
             if out.finish_reason is not None:
                 yield GenerationChunk(
                     text=out.text,
@@ -358,13 +375,21 @@ class HFEngine(Engine):
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         if not texts:
             raise InvalidInputError("embed needs at least one text")
+        for i, text in enumerate(texts):
+            if not text:  # OpenAI's 400: an empty text has no tokens to pool
+                raise BadRequestError(f"'$.input' is invalid: input {i} is an empty string, "
+                                      "which has no embedding", param="input")  # fmt: skip
         await self.start()
         assert self._scheduler is not None
         # Encode here, on the event loop like every other encode: a fast tokenizer whose padding
         # settings change in one thread while another decodes raises "Already borrowed".
-        enc = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self._max_context, return_tensors="pt"
-        )
+        ids = self._tokenizer(texts)["input_ids"]
+        for i, row in enumerate(ids):
+            if not row:
+                raise BadRequestError(f"'$.input' is invalid: input {i} has no tokens",
+                                      param="input")  # fmt: skip
+        check_inputs_fit([len(row) for row in ids], self._max_context)
+        enc = _padded(ids, self._tokenizer.pad_token_id, self._tokenizer.padding_side == "left")
         scheduler = self._scheduler
         vectors, count = await asyncio.wrap_future(scheduler.call(lambda: self._embed(enc)))
         return EmbeddingResult(vectors=vectors, usage=Usage(prompt_tokens=count))
@@ -375,7 +400,7 @@ class HFEngine(Engine):
 
         assert self._scheduler is not None
         batch = self._scheduler.batch
-        enc = enc.to(batch.device)
+        enc = {name: t.to(batch.device) for name, t in enc.items()}
         texts = enc["input_ids"]
         kwargs: dict[str, Any] = {}
         if batch.use_adapters:
@@ -386,3 +411,18 @@ class HFEngine(Engine):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.tolist(), int(enc["attention_mask"].sum())
+
+
+def _padded(ids: list[list[int]], pad_id: int, left: bool) -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` tensors of ``ids`` padded to one width, on the side
+    the tokenizer pads (what ``tokenizer(texts, padding=True)`` builds, from ids checked first)."""
+    import torch
+
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(ids), width, dtype=torch.long)
+    for i, row in enumerate(ids):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        input_ids[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}

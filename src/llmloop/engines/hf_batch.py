@@ -8,6 +8,7 @@ shorter, masked out by the attention mask; each row keeps its own position ids);
 room, so a decode step writes its keys in place instead of re-concatenating the whole cache.
 Rows with a grammar (structured output) are listed in ``constrained`` whenever the batch
 changes; ``constrain`` masks just their logits, so an unconstrained batch does no grammar work.
+Rows with a ``logit_bias`` are listed in ``biased`` the same way, and ``add_bias`` adds theirs.
 It does not own a thread, queues or text: the scheduler in ``hf_worker.py`` drives it.
 """
 
@@ -76,6 +77,7 @@ class Row:
     echo: bool = False
     generator: torch.Generator | None = None
     grammar: RowGrammar | None = None  # structured output: the grammar the tokens must follow
+    logit_bias: tuple[torch.Tensor, torch.Tensor] | None = None  # (token ids, biases) on device
     output_ids: list[int] = field(default_factory=list)
     text: TextStream = field(default_factory=TextStream)
     scores: list[TokenScore] = field(default_factory=list)
@@ -105,6 +107,7 @@ class DecodeBatch:
         self.last_tokens = torch.zeros(0, dtype=torch.long, device=self.device)
         self.sampler = BatchSampler([], vocab_size, self.device)
         self.constrained: list[int] = []  # indices of rows with a grammar
+        self.biased: list[int] = []  # indices of rows with a logit bias
         self.token_mask = TokenMask(vocab_size)
 
     def __len__(self) -> int:
@@ -199,11 +202,20 @@ class DecodeBatch:
             [r.sampling_row() for r in self.rows], self.vocab_size, self.device
         )
         self.constrained = constrained_indices(self.rows)
+        self.biased = biased_indices(self.rows)
 
     def constrain(self, logits: Any, rows: list[Row], indices: list[int]) -> None:
         """Mask ``logits`` (one row per ``rows``) to what the grammars at ``indices`` allow."""
         grammars = [(i, rows[i].grammar) for i in indices]
         self.token_mask.apply(logits, [(i, g) for i, g in grammars if g is not None])
+
+    @staticmethod
+    def add_bias(logits: Any, rows: list[Row], indices: list[int]) -> None:
+        """Add their ``logit_bias`` to the ``logits`` (one row per ``rows``) at ``indices``."""
+        for i in indices:
+            bias = rows[i].logit_bias
+            if bias is not None:
+                logits[i].index_add_(0, bias[0], bias[1])
 
     def keep(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` (in order); trim all-padding cache columns."""
@@ -236,6 +248,11 @@ class DecodeBatch:
 def constrained_indices(rows: list[Row]) -> list[int]:
     """Where in ``rows`` the rows with a grammar are."""
     return [i for i, row in enumerate(rows) if row.grammar is not None]
+
+
+def biased_indices(rows: list[Row]) -> list[int]:
+    """Where in ``rows`` the rows with a logit bias are."""
+    return [i for i, row in enumerate(rows) if row.logit_bias is not None]
 
 
 @functools.cache

@@ -2,13 +2,14 @@
 
 Each turn of the loop takes new work from a thread-safe inbox (rows to generate, calls such as
 embedding or adapter loading), admits waiting rows into the running ``DecodeBatch`` up to
-``max_batch_size`` (prefill + cache merge), runs one decode step for all rows, masks the logits
-of rows that carry a grammar (structured output) and feeds the grammars their tokens, turns the
-sampled tokens into text deltas, finishes rows (stop, length, stop sequence, grammar complete,
-cancelled) and posts what it produced to each request's asyncio queue with one
-``call_soon_threadsafe`` per event loop per step. Log-probs are those of the distribution the
-token was drawn from: for a constrained row, the masked one (forbidden tokens never appear).
-It does not parse requests or build prompts: ``hf.py`` does that.
+``max_batch_size`` (prefill + cache merge), runs one decode step for all rows, adds the
+``logit_bias`` of rows that carry one, masks the logits of rows that carry a grammar (structured
+output) and feeds the grammars their tokens, turns the sampled tokens into text deltas, finishes
+rows (stop, length, stop sequence, grammar complete, cancelled) and posts what it produced to
+each request's asyncio queue with one ``call_soon_threadsafe`` per event loop per step. Log-probs
+are those of the distribution the token was drawn from: for a biased or constrained row, the
+biased and masked one (forbidden tokens never appear). It does not parse requests or build
+prompts: ``hf.py`` does that.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from typing import Any
 
 from llmloop.core.chat import TokenLogprob, Usage
 from llmloop.engines.detokenize import decode_deltas, make_batch_decoder
-from llmloop.engines.hf_batch import DecodeBatch, Row, TokenScore, constrained_indices
+from llmloop.engines.hf_batch import (
+    DecodeBatch,
+    Row,
+    TokenScore,
+    biased_indices,
+    constrained_indices,
+)
 from llmloop.engines.sampling import BatchSampler, gather_logprobs
 from llmloop.errors import OverloadedError, UpstreamError
 
@@ -173,10 +180,12 @@ class Scheduler:
         rows = batch.rows[first:]
         # Joining rows take their first token from their own prefill logits, with a sampler of
         # their own; the batch sampler is rebuilt once they hold that token.
-        sampler, constrained = batch.sampler, batch.constrained
+        sampler, constrained, biased = batch.sampler, batch.constrained, batch.biased
         if joined:
             sampler = BatchSampler([r.sampling_row() for r in rows], batch.vocab_size, batch.device)
-            constrained = constrained_indices(rows)
+            constrained, biased = constrained_indices(rows), biased_indices(rows)
+        if biased:  # logit_bias: before the grammar mask, which must win
+            batch.add_bias(logits, rows, biased)
         if constrained:  # structured output: forbidden tokens get -inf before sampling
             batch.constrain(logits, rows, constrained)
         tokens = sampler.sample(logits)
