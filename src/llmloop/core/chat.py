@@ -137,6 +137,11 @@ class TokenLogprob(Value):
     logprob: float | None = Field(description="None for the first prompt token under echo.")
     top: dict[str, float] | None = None
     offset: int = Field(default=0, description="Character offset of the token in the text.")
+    bytes: list[int] | None = Field(
+        default=None,
+        description="The token's own bytes, where its text cannot hold them (part of a "
+        "character: byte-level tokenizers split most CJK, emoji and accented characters).",
+    )
 
 
 class GenerationResult(Value):

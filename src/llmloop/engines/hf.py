@@ -362,15 +362,19 @@ class HFEngine(Engine):
                 yield chunk
 
     async def _text_chunks(self, req: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        sent = 0  # logprobs streamed so far; the last output holds them all
         async for out in self._outputs(req, echo_first=req.echo):
             if out.finish_reason is not None:
+                rest = out.logprobs[sent:] if out.logprobs is not None else None
                 yield GenerationChunk(
                     text=out.text,
                     finish_reason=out.finish_reason,  # type: ignore[arg-type]
                     usage=out.usage,
+                    logprobs=rest or None,
                 )
             elif out.text:
-                yield GenerationChunk(text=out.text)
+                sent += len(out.logprobs or ())
+                yield GenerationChunk(text=out.text, logprobs=out.logprobs)
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         if not texts:

@@ -82,6 +82,8 @@ class Row:
     text: TextStream = field(default_factory=TextStream)
     scores: list[TokenScore] = field(default_factory=list)
     prompt_scores: list[TokenScore] = field(default_factory=list)
+    scores_sent: int = 0  # scores already streamed with a text delta
+    chars_scored: int = 0  # characters of those scores' tokens (the next one's offset)
     cancelled: bool = False  # set from the event loop when the client goes away
     finish_reason: str | None = None
 

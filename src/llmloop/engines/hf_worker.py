@@ -32,6 +32,7 @@ from llmloop.engines.hf_batch import (
     constrained_indices,
 )
 from llmloop.engines.sampling import BatchSampler, gather_logprobs
+from llmloop.engines.token_bytes import TokenBytes
 from llmloop.errors import OverloadedError, UpstreamError
 
 
@@ -67,6 +68,7 @@ class Scheduler:
         use_adapters: bool,
     ) -> None:
         self.tokenizer = tokenizer
+        self._bytes = TokenBytes(tokenizer)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.eos_ids = eos_ids
@@ -215,7 +217,7 @@ class Scheduler:
                 self._finish(row, row.finish_reason, delta)
             else:
                 if delta:
-                    self._emit(row, RowOutput(text=delta))
+                    self._emit(row, RowOutput(text=delta, logprobs=self._fresh_logprobs(row)))
                 keep.append(first + i)
         if joined or len(keep) != len(batch):
             batch.keep(keep)
@@ -266,13 +268,25 @@ class Scheduler:
             out.prompt_logprobs = self._token_logprobs(row.prompt_scores) if row.echo else None
         self._emit(row, out)
 
-    def _token_logprobs(self, scores: list[TokenScore]) -> list[TokenLogprob]:
+    def _fresh_logprobs(self, row: Row) -> list[TokenLogprob] | None:
+        """The scores not streamed yet, for a text delta of a row that asked for logprobs (a
+        token whose text is held back, part of a character or of a stop, comes with a later
+        delta); offsets continue from the tokens streamed before."""
+        if row.logprobs is None or row.scores_sent == len(row.scores):
+            return None
+        fresh = self._token_logprobs(row.scores[row.scores_sent :], row.chars_scored)
+        row.scores_sent = len(row.scores)
+        row.chars_scored += sum(len(lp.token) for lp in fresh)
+        return fresh
+
+    def _token_logprobs(self, scores: list[TokenScore], offset: int = 0) -> list[TokenLogprob]:
         out: list[TokenLogprob] = []
-        offset = 0
         for s in scores:
             text = self.tokenizer.decode([s.token_id])
+            raw = self._bytes.of(s.token_id) if "\ufffd" in text else None
             top = {self.tokenizer.decode([t]): lp for t, lp in s.top} if s.top else None
-            out.append(TokenLogprob(token=text, logprob=s.logprob, top=top, offset=offset))
+            out.append(TokenLogprob(token=text, logprob=s.logprob, top=top, offset=offset,
+                                    bytes=raw))  # fmt: skip
             offset += len(text)
         return out
 

@@ -118,3 +118,34 @@ async def test_a_streamed_echo_starts_with_the_prompt(gw: Gateway, tiny_model_di
     pieces = [c.choices[0].text async for c in stream if c.choices]
     assert pieces[0] == "hello world"
     assert "".join(pieces) == whole.choices[0].text
+
+
+async def test_streamed_logprobs_match_the_whole_answers(gw: Gateway, tiny_model_dir: Path) -> None:
+    await deploy_hf(gw, tiny_model_dir)
+    ask: Any = {"model": "tiny", "messages": [{"role": "user", "content": "hello world"}],
+                "temperature": 0, "max_tokens": 6, "logprobs": True, "top_logprobs": 2}  # fmt: skip
+    whole = await gw.client.chat.completions.create(**ask)
+    assert whole.choices[0].logprobs is not None
+    expected = [(lp.token, round(lp.logprob, 4)) for lp in whole.choices[0].logprobs.content or []]
+    stream = await gw.client.chat.completions.create(**ask, stream=True)
+    streamed = [(lp.token, round(lp.logprob, 4)) async for c in stream
+                if c.choices and c.choices[0].logprobs
+                for lp in c.choices[0].logprobs.content or []]  # fmt: skip
+    assert streamed == expected and len(streamed) == 6
+
+
+async def test_a_token_holding_part_of_a_character_has_its_own_bytes(
+    gw: Gateway, tiny_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lead = tokenizer.convert_tokens_to_ids("Ã")  # byte 0xC3 alone: the first half of "é"
+    assert isinstance(lead, int) and tokenizer.decode([lead]) == "\ufffd"
+    await deploy_hf(gw, tiny_model_dir)
+    resp = await gw.client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=1,
+        logit_bias={str(lead): 100}, logprobs=True)  # fmt: skip
+    assert resp.choices[0].logprobs is not None
+    [token] = resp.choices[0].logprobs.content or []
+    assert token.bytes == [0xC3]  # not the replacement character's [239, 191, 189]

@@ -31,8 +31,9 @@ def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
         top = [{"token": t, "logprob": v, "bytes": list(t.encode())}
                for t, v in (lp.top or {}).items()]  # fmt: skip
         logprob = lp.logprob if lp.logprob is not None else 0.0
-        content.append({"token": lp.token, "logprob": logprob,
-                        "bytes": list(lp.token.encode()), "top_logprobs": top})  # fmt: skip
+        raw = lp.bytes if lp.bytes is not None else list(lp.token.encode())
+        content.append({"token": lp.token, "logprob": logprob, "bytes": raw,
+                        "top_logprobs": top})  # fmt: skip
     return {"content": content}
 
 

@@ -43,7 +43,7 @@ def logprob_dicts(items: list[TokenLogprob] | None) -> list[dict[str, Any]] | No
     if items is None:
         return None
     return [{"token": lp.token, "logprob": lp.logprob if lp.logprob is not None else 0.0,
-             "bytes": list(lp.token.encode()),
+             "bytes": lp.bytes if lp.bytes is not None else list(lp.token.encode()),
              "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
                               for t, v in (lp.top or {}).items()]}
             for lp in items]  # fmt: skip

@@ -64,7 +64,7 @@ class ResponseEvents:
             out += self._close_message()
             for delta in chunk.tool_calls:
                 out += self._call_delta(delta)
-        if chunk.text:
+        if chunk.text or chunk.logprobs:  # tokens without text (special ones) keep their scores
             out += self._close_calls() + self._text(chunk.text, logprob_dicts(chunk.logprobs))
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
@@ -121,7 +121,7 @@ class ResponseEvents:
             out += self._event("response.output_item.added", output_index=msg["index"], item=item)
             out += self._event("response.content_part.added", item_id=item_id,
                                output_index=msg["index"], content_index=0, part=part)  # fmt: skip
-        if text:
+        if text or logprobs:
             msg["text"].append(text)
             msg["lps"] += logprobs or []
             self.text.append(text)

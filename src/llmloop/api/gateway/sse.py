@@ -58,7 +58,7 @@ class ChunkRenderer:
             self._started[index] = True
             out = (head + b'"delta":{"role":"assistant","content":""},"logprobs":null,'
                    b'"finish_reason":null}]' + self._usage_tail)  # fmt: skip
-        if chunk.text or (chunk.finish_reason is None and not chunk.tool_calls):
+        if chunk.text or chunk.logprobs or (chunk.finish_reason is None and not chunk.tool_calls):
             text = orjson.dumps(chunk.text)
             body = b'"delta":{"content":' + text + b"}," if self.chat else b'"text":' + text + b","
             scores = b"null" if chunk.logprobs is None else self._logprobs(chunk, index)
