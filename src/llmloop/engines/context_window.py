@@ -2,10 +2,11 @@
 ``context_length_exceeded`` (vLLM's wording) when a request cannot fit.
 
 The rule is vLLM's: a ``max_tokens`` the client chose must fit beside the prompt, or the request is
-refused; a default the gateway filled in (``max_tokens`` not in the sampling's
-``model_fields_set``) is capped at the room the prompt leaves, and only a prompt that leaves no
-room at all is refused. The error names the parameter to shorten: ``messages`` for a chat,
-``prompt`` for a completion, ``input`` for embeddings. It counts no tokens itself.
+refused; a chat without one may take all the room the prompt leaves, and a completion's default
+(OpenAI's 16; ``max_tokens`` not in the sampling's ``model_fields_set``) is capped at that room.
+Only a prompt that leaves no room at all is refused. The error names the parameter to shorten:
+``messages`` for a chat, ``prompt`` for a completion, ``input`` for embeddings. It counts no
+tokens itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ def answer_budget(req: GenerationRequest, prompt_tokens: int, limit: int) -> int
     asked = req.sampling.max_tokens
     chosen = "max_tokens" in req.sampling.model_fields_set
     if prompt_tokens < limit and not (chosen and prompt_tokens + asked > limit):
-        return asked if chosen else min(asked, limit - prompt_tokens)
+        if chosen:
+            return asked
+        if req.messages is not None:  # a chat without max_tokens may fill the context (vLLM)
+            return limit - prompt_tokens
+        return min(asked, limit - prompt_tokens)  # completions: OpenAI's default of 16
     where = "messages" if req.messages is not None else "prompt"
     head = f"This model's maximum context length is {limit} tokens. However, "
     if chosen:

@@ -56,6 +56,9 @@ def test_the_budget_follows_vllm() -> None:
     assert answer_budget(chosen, 50, CONTEXT) == 10
     assert answer_budget(chosen, 54, CONTEXT) == 10  # exactly full
     assert answer_budget(default, 50, CONTEXT) == 14  # the default is capped at the room left
+    chat = GenerationRequest(model="m", messages=[ChatMessage(role="user", content="x")])
+    assert answer_budget(chat, 50, CONTEXT) == 14
+    assert answer_budget(chat, 20, CONTEXT) == 44  # all the room, not a default's cap
     with pytest.raises(ContextLengthExceededError) as caught:
         answer_budget(chosen, 55, CONTEXT)
     assert caught.value.extra == {"param": "prompt"}
