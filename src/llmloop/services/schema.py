@@ -58,8 +58,9 @@ def upgrade_schema(url: str) -> dict[str, Any]:
     """Apply every migration up to the newest schema (safe to run again)."""
     store = _open_unchecked(url)
     try:
-        before = schema.current_revision(store.engine)
-        schema.upgrade(store.engine)
+        with schema.schema_lock(store.engine):  # not while another process creates it
+            before = schema.current_revision(store.engine)
+            schema.upgrade(store.engine)
         return {**_state(store), "previous": before}
     except sa.exc.OperationalError as exc:
         raise _unreachable(exc, url) from exc

@@ -7,6 +7,8 @@ queries of the registry (``store/registry.py`` does).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,13 @@ from alembic.script import ScriptDirectory
 
 from llmloop.errors import ConfigError, SchemaOutdatedError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock file; start the first commands one at a time there
+    fcntl = None  # type: ignore[assignment]
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_SCHEMA_LOCK_KEY = 0x6C6C6D6C6F6F70  # "llmloop": one advisory lock per PostgreSQL database
 
 
 def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -95,8 +103,41 @@ def is_empty(engine: sa.Engine) -> bool:
     return not sa.inspect(engine).get_table_names()
 
 
+@contextlib.contextmanager
+def schema_lock(engine: sa.Engine) -> Iterator[None]:
+    """Held while a process creates the schema, so that commands started together on a new
+    store do not see each other's half-made tables: an advisory lock on PostgreSQL, a lock file
+    beside a SQLite file (in-memory and other databases: none)."""
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_SCHEMA_LOCK_KEY})")
+                conn.commit()
+        return
+    database = engine.url.database or ""
+    if backend != "sqlite" or not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".schema-lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_schema(engine: sa.Engine, auto_create_empty: bool = True) -> None:
-    """Refuse an outdated (or unknown, newer) schema; create an empty one at head if allowed."""
+    """Refuse an outdated (or unknown, newer) schema; create an empty one at head if allowed.
+
+    A database without a recorded revision may be one another process is creating this moment
+    (two commands started together on a new store): it is looked at again under
+    :func:`schema_lock`, which the creating process holds until its schema is complete.
+    """
     try:
         current = current_revision(engine)
     except sa.exc.OperationalError as exc:
@@ -104,10 +145,15 @@ def check_schema(engine: sa.Engine, auto_create_empty: bool = True) -> None:
     head = head_revision(engine)
     if current == head:
         return
-    if current is None and is_empty(engine):
-        if auto_create_empty:
-            upgrade(engine)
-            return
+    if current is None and auto_create_empty:
+        with schema_lock(engine):
+            current = current_revision(engine)
+            if current == head:
+                return
+            if current is None and is_empty(engine):
+                upgrade(engine)
+                return
+    elif current is None and is_empty(engine):
         raise SchemaOutdatedError(
             "the database has no llmloop schema yet: run `llmloop db upgrade`"
         )
