@@ -3,6 +3,9 @@ logprobs and echo, embeddings, models, and OpenAI-shaped errors with the right s
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import openai
 import orjson
 import pytest
@@ -226,3 +229,28 @@ async def test_an_upstreams_streamed_logprobs_pass_through(gw: Gateway) -> None:
         tokens = [lp.token async for c in stream if c.choices and c.choices[0].logprobs
                   for lp in c.choices[0].logprobs.content or []]  # fmt: skip
     assert tokens == ["x", " y"]
+
+
+async def test_the_fast_path_serves_under_a_root_path(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy that serves llmloop under /llmloop (llmloop serve --root-path /llmloop),
+    the hot routes still skip FastAPI's routing and middleware."""
+    from fastapi import FastAPI
+
+    routed: list[str] = []
+    original = FastAPI.__call__
+
+    async def spy(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", spy)
+    transport = httpx.ASGITransport(app=gw.app, root_path="/llmloop")
+    auth = {"Authorization": f"Bearer {gw.key}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=auth) as http:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+        resp = await http.post("/llmloop/v1/chat/completions", json=body)
+        assert resp.status_code == 200 and routed == []
+        models = await http.get("/llmloop/v1/models")
+        assert models.status_code == 200 and routed == ["/llmloop/v1/models"]

@@ -34,12 +34,22 @@ HOT: dict[str, Handler] = {
 }
 
 
+def _hot(scope: Scope) -> Handler | None:
+    """The hot handler of an HTTP request's path, below the root path a reverse proxy serves
+    the app under (``llmloop serve --root-path``), if any."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return HOT.get(path)
+
+
 class GatewayFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = HOT.get(scope["path"]) if scope["type"] == "http" else None
+        handler = _hot(scope) if scope["type"] == "http" else None
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -80,8 +90,8 @@ class GatewayApp(FastAPI):
         if (
             fast is not None
             and scope["type"] == "http"
-            and scope["path"] in HOT
             and scope["method"] == "POST"
+            and _hot(scope) is not None
         ):
             scope["app"] = self
             if self.root_path:
