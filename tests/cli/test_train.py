@@ -47,6 +47,20 @@ def test_init_base_then_sft(tmp_path: Path) -> None:
     )
     assert made.exit_code == 0, made.output
     assert json.loads(made.stdout)["format"] == "hf"
+    # init-base points champion at the new base, so `train sft --base base` (the README's
+    # command, whose --base defaults to champion) finds it.
+    shown = runner.invoke(app, [*home, "models", "show", "base", "--json"])
+    assert json.loads(shown.stdout)["aliases"] == {"champion": 1}
+    for setting, message in (
+        ("lora.target_modules=[nosuch]", "not modules of the base model"),
+        ("max_steps=0", "max_steps must be at least 1"),
+    ):
+        refused = runner.invoke(
+            app,
+            [*home, "train", "sft", "--base", "base", "--dataset", "qa", "--out", "bot",
+             "--set", setting],
+        )  # fmt: skip
+        assert refused.exit_code == 2 and message in refused.output, refused.output
     bad = runner.invoke(
         app,
         [
@@ -71,7 +85,7 @@ def test_init_base_then_sft(tmp_path: Path) -> None:
             "train",
             "sft",
             "--base",
-            "base@1",
+            "base",
             "--dataset",
             "qa",
             "--out",

@@ -38,6 +38,9 @@ def ingest(
         None, "--fallback-encoding", help="Encoding for lines that fail (e.g. cp1252)."
     ),
     shape: str | None = typer.Option(None, "--shape", help="chat, instruction, preference, text."),
+    delimiter: str | None = typer.Option(
+        None, "--delimiter", help="CSV separator (default: ',', ';', tab or '|' from the header)."
+    ),
     description: str = typer.Option("", "--description", help="What this version is."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -50,6 +53,7 @@ def ingest(
         "on_error": on_error,
         "encoding": encoding,
         "fallback_encoding": fallback_encoding,
+        "delimiter": delimiter,
         "shape": shape,
         "mapping": load_mapping(str(mapping)) if mapping else {},
     }

@@ -8,6 +8,7 @@ file formats are the data commands' job, not this module's.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path}: not UTF-8 text (byte {exc.start})")
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only CR and LF end a line (JSON strings cannot hold them raw); str.splitlines() would
+    # also split inside strings holding U+2028 or U+0085, which JSON allows unescaped.
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not line.strip():
             continue
         try:

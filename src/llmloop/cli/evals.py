@@ -8,6 +8,7 @@ The gate exits non-zero when it fails, so a CI job can run it as a check. Suites
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -54,6 +55,18 @@ def run_eval(
         say(f"{outcome.failed_samples} generations failed and were left out")
 
 
+def describe_rule(item: dict[str, Any]) -> str:
+    """One line per gate rule: its verdict, the rule and why (values, or the reason)."""
+    mark = {"passed": "PASS", "skipped": "SKIP"}.get(str(item.get("status")), "FAIL")
+    values = [
+        f"{name} {item[name]:.4g}"
+        for name in ("candidate", "threshold")
+        if isinstance(item.get(name), int | float)
+    ]
+    detail = item.get("reason") or ", ".join(values)
+    return f"{mark}  {item.get('rule', '')}" + (f"  ({detail})" if detail else "")
+
+
 @app.command("gate")
 def gate(
     ctx: typer.Context,
@@ -71,8 +84,7 @@ def gate(
         print_json(outcome)
     else:
         for item in outcome.result.get("rules", []):
-            mark = "PASS" if item.get("passed") else "FAIL"
-            say(f"{mark}  {item.get('rule', '')}  {item.get('detail', '')}")
+            say(describe_rule(item))
         say(f"gate {'passed' if outcome.passed else 'FAILED'} (run {outcome.run_id})")
     if not outcome.passed:
         raise typer.Exit(GATE_FAILED_EXIT)

@@ -1,5 +1,7 @@
 """``llmloop feedback``: attach thumbs, scores, comments, corrections and preferences to a trace,
-and list what a trace received. Exactly one kind of feedback per ``add``."""
+and list what a trace received. One kind of feedback per ``add``, except that a rating may
+bring its correction (``--thumbs down --correction TEXT``: two records, as curation pairs them).
+"""
 
 from __future__ import annotations
 
@@ -28,17 +30,28 @@ def parse_scale(text: str) -> tuple[float, float]:
 def build_feedback(
     thumbs: str | None, score: float | None, scale: str, name: str, comment: str | None,
     correction: str | None, prefer: str | None, alternative: str | None,
-) -> FeedbackCreate:  # fmt: skip
-    """The one FeedbackCreate the options describe; refuses zero or several kinds."""
+) -> list[FeedbackCreate]:  # fmt: skip
+    """The FeedbackCreate the options describe: one kind, or a rating (--thumbs or --score)
+    with the --correction that goes with it (a thumbs down and its fix make a DPO pair)."""
     kinds = [k for k, v in (("thumbs", thumbs), ("score", score), ("correction", correction),
                             ("preference", prefer)) if v is not None]  # fmt: skip
     if not kinds and comment:
         kinds = ["comment"]
-    if len(kinds) != 1:
+    rated_fix = kinds in (["thumbs", "correction"], ["score", "correction"])
+    if len(kinds) != 1 and not rated_fix:
         raise InvalidInputError(
-            "give exactly one of --thumbs, --score, --correction, --prefer (or only --comment)"
+            "give exactly one of --thumbs, --score, --correction, --prefer (or only --comment);"
+            " --correction may go with --thumbs or --score"
         )
-    kind, note = kinds[0], comment or ""
+    notes = [comment or ""] + [""] * (len(kinds) - 1)  # the comment goes with the first only
+    return [_one_feedback(kind, thumbs, score, scale, name, note, correction, prefer, alternative)
+            for kind, note in zip(kinds, notes, strict=True)]  # fmt: skip
+
+
+def _one_feedback(
+    kind: str, thumbs: str | None, score: float | None, scale: str, name: str, note: str,
+    correction: str | None, prefer: str | None, alternative: str | None,
+) -> FeedbackCreate:  # fmt: skip
     if kind == "thumbs":
         if thumbs not in ("up", "down"):
             raise InvalidInputError("--thumbs must be up or down")
@@ -70,14 +83,16 @@ def add(
     alternative: str | None = typer.Option(None, "--alternative", help="Answer b for --prefer."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Attach one piece of feedback to a trace."""
-    spec = build_feedback(thumbs, score, scale, name, comment, correction, prefer, alternative)
+    """Attach one piece of feedback to a trace (a rating and its --correction make two; --json
+    then prints a list of both)."""
+    specs = build_feedback(thumbs, score, scale, name, comment, correction, prefer, alternative)
     state = get_state(ctx)
-    made = state.container.feedback.add(trace_id, spec, state.actor())
+    made = [state.container.feedback.add(trace_id, spec, state.actor()) for spec in specs]
     if as_json:
-        print_json(made)
-    else:
-        say(made.id)
+        print_json(made[0] if len(made) == 1 else made)
+        return
+    for item in made:
+        say(item.id)
 
 
 @app.command("list")

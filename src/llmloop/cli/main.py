@@ -48,6 +48,7 @@ from llmloop.errors import LlmloopError
 
 USAGE_EXIT = 2
 UNEXPECTED_EXIT = 1
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -68,8 +69,8 @@ def report_error(exc: BaseException) -> int:
         message, code = describe_validation_error(exc), USAGE_EXIT
     elif isinstance(exc, FileNotFoundError):
         message, code = f"no such file: {exc.filename or exc}", USAGE_EXIT
-    elif isinstance(exc, OSError) and exc.filename:
-        message, code = f"cannot read {exc.filename}: {exc.strerror or exc}", USAGE_EXIT
+    elif isinstance(exc, OSError) and exc.filename:  # read or written: `--out DIR`, `--home FILE`
+        message, code = f"cannot use {exc.filename}: {exc.strerror or exc}", USAGE_EXIT
     elif isinstance(exc, UnicodeDecodeError):
         message, code = f"the file is not UTF-8 text: {exc.reason}", USAGE_EXIT
     else:
@@ -87,6 +88,11 @@ class LlmloopGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # exits, aborts and usage errors keep typer's own handling
+        except BrokenPipeError:
+            raise  # `llmloop ... | head`: click's main exits quietly, as for rich's output
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         except Exception as exc:
             raise typer.Exit(report_error(exc)) from None
 
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED_EXIT) from None
     except Exception as exc:  # errors raised outside a command (e.g. while parsing)
         raise SystemExit(report_error(exc)) from None
 

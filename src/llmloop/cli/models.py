@@ -13,8 +13,9 @@ import typer
 
 from llmloop.cli.context import get_state
 from llmloop.cli.options import parse_number_pairs, parse_pairs, parse_ref, split_name_ref
-from llmloop.cli.output import print_json, print_table, say, show_record
+from llmloop.cli.output import print_json, print_table, say, show_record, warn
 from llmloop.core.models import ModelCreate, ModelFormat, ModelVersionCreate, Stage
+from llmloop.errors import ApprovalRequiredError
 
 app = typer.Typer(help="Models, versions, aliases and stages.", no_args_is_help=True)
 
@@ -198,6 +199,11 @@ def init_base(
         "--set",
         help="Model setting as key=value (steps, hidden_size, layers, heads, vocab_size, ...).",
     ),
+    alias: str = typer.Option(
+        "champion",
+        "--alias",
+        help="Alias to point at the new version ('' for none); `train --base NAME` uses champion.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Build a small Llama with a byte-level BPE tokenizer and a chat template, pre-train it
@@ -209,10 +215,18 @@ def init_base(
     version = state.container.training.init_base(
         data, name, state.actor(), version=ref, config=parse_settings(pairs, None)
     )
+    moved = ""
+    if alias:
+        # As the pipeline's init_base step does: `train sft --base NAME` defaults to champion.
+        try:
+            state.container.models.set_alias(name, alias, version.version, state.actor())
+            moved = f", alias {alias}"
+        except ApprovalRequiredError:
+            warn(f"alias {alias} of {name} is protected: request an approval to move it")
     if as_json:
         print_json(version)
     else:
-        say(f"registered {version.model_name} v{version.version} (run {version.run_id})")
+        say(f"registered {version.model_name} v{version.version}{moved} (run {version.run_id})")
 
 
 @app.command("export")

@@ -105,8 +105,9 @@ def show_record(model: BaseModel, as_json: bool, title: str | None = None) -> No
 
 
 def say(message: str) -> None:
-    """A one-line confirmation for people (stdout)."""
-    console().print(message, markup=False)
+    """A one-line confirmation for people (stdout); never wrapped, so a long line (ids, a JSON
+    summary) stays one line for ``| tail -1`` and ``| jq``."""
+    console().print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:

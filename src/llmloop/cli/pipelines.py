@@ -25,14 +25,15 @@ def _params(pairs: list[str]) -> dict[str, object]:
 
 @app.command("validate")
 def validate(
+    ctx: typer.Context,
     file: Path = typer.Argument(..., help="Pipeline YAML file."),
 ) -> None:
-    """Parse the file and print the steps in execution order."""
-    from llmloop.core.pipelines import order_steps
+    """Check the file (step kinds, their inputs, order) and print the steps in execution order."""
     from llmloop.services.pipelines import load_pipeline
 
     spec = load_pipeline(file)
-    for index, step in enumerate(order_steps(spec), start=1):
+    steps = get_state(ctx).container.pipelines.check(spec)
+    for index, step in enumerate(steps, start=1):
         say(f"{index}. {step.id} ({step.uses})")
 
 

@@ -4,6 +4,7 @@ A :class:`RowReader` streams any fsspec URL in batches of plain dicts (bounded m
 columns through a mapping, checks every row against the record shape, and fills a
 :class:`LoadReport` as it goes (rows read and skipped, errors with line numbers, encoding used).
 ``on_error="fail"`` refuses the whole ingest at the first bad record; ``"skip"`` ingests the rest.
+CSV separators (``,``, ``;``, tab, ``|``) are read off the header line unless one is given.
 
 It does not store anything: the service hashes (``shapes.write_canonical``) and stores the rows.
 HF folders are read as the Arrow files they are; the ``datasets`` package is not imported.
@@ -11,6 +12,8 @@ HF folders are read as the Arrow files they are; the ``datasets`` package is not
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
@@ -42,6 +45,7 @@ _SUFFIXES: dict[str, FileFormat] = {
     ".json": "jsonl",
     ".ndjson": "jsonl",
     ".csv": "csv",
+    ".tsv": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
 }
@@ -64,6 +68,12 @@ class LoadOptions(BaseModel):
         default=None,
         description="Encoding to decode a line with when 'encoding' fails (e.g. 'cp1252'); "
         "unset means undecodable bytes are an error.",
+    )
+    delimiter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1,
+        description="CSV field separator; unset picks ',', ';', tab or '|' from the header line.",
     )
     mapping: dict[str, str] = Field(
         default_factory=dict, description="Column renames, source name -> canonical name."
@@ -107,6 +117,8 @@ def resolve_format(source: str, requested: FileFormat = "auto") -> FileFormat:
     fs, path = fsspec.core.url_to_fs(source)
     if fs.isdir(path):
         return "hf"
+    if not fs.exists(path):
+        raise InvalidInputError(f"no such file: {source}")
     suffixes = PurePosixPath(path).suffixes
     for suffix in reversed(suffixes):
         if suffix.lower() in _SUFFIXES:
@@ -122,6 +134,14 @@ class RowReader:
     def __init__(self, source: str, options: LoadOptions | None = None) -> None:
         self.source = str(source)
         self.options = options if options is not None else LoadOptions()
+        for label, name in (
+            ("", self.options.encoding),
+            ("fallback ", self.options.fallback_encoding),
+        ):
+            try:
+                codecs.lookup(name or "utf-8")
+            except LookupError:
+                raise ConfigError(f"unknown {label}encoding {name!r}")
         self.mapping = load_mapping(self.options.mapping)
         self.report = LoadReport(source=self.source, encoding=self.options.encoding)
         self._shape: RecordShape | None = self.options.shape
@@ -233,11 +253,6 @@ class RowReader:
             return raw.decode(self.options.fallback_encoding, errors="replace")
 
     def _jsonl(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
-        if self.options.fallback_encoding:
-            try:
-                "".encode(self.options.fallback_encoding)
-            except LookupError:
-                raise ConfigError(f"unknown fallback encoding {self.options.fallback_encoding!r}")
         utf8 = self.options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
         number, offset = 1, 0
         with self._open() as handle:
@@ -297,7 +312,13 @@ class RowReader:
         convert = pa_csv.ConvertOptions(strings_can_be_null=False)
         handle = self._open()
         try:
-            reader = pa_csv.open_csv(handle, read_options=read, convert_options=convert)
+            delimiter = self.options.delimiter or sniff_delimiter(handle, self.options.encoding)
+            reader = pa_csv.open_csv(
+                handle,
+                read_options=read,
+                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+                convert_options=convert,
+            )
             for numbers, rows in self._arrow_batches(iter(reader)):
                 yield (
                     numbers,
@@ -371,6 +392,38 @@ class RowReader:
 
 
 _BAD = object()
+_DELIMITERS = ",;\t|"
+
+
+def sniff_delimiter(handle: IO[bytes], encoding: str = "utf-8") -> str:
+    """The CSV separator the header line uses most (outside quotes): ',', ';', tab or '|'.
+
+    Exports from spreadsheets in many locales use ';'; read with ',' they would become one
+    column. A stream that cannot seek back, or a header with none of them, means ','.
+    """
+    if not handle.seekable():
+        return ","
+    head = handle.read(1 << 16)
+    handle.seek(0)
+    line = head.split(b"\n", 1)[0].decode(encoding, errors="replace").lstrip("\ufeff")
+    counts = dict.fromkeys(_DELIMITERS, 0)
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(counts, key=lambda d: counts[d])  # ties keep the earlier, so ',' wins
+    return best if counts[best] else ","
+
+
+def source_fingerprint(source: str, storage_options: dict[str, Any] | None = None) -> str:
+    """A digest that changes when ``source`` (a file, or any file of a folder) changes, from
+    the file system's metadata (size, modification time, ETag...) without reading the data."""
+    fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    paths = sorted(fs.find(path)) if fs.isdir(path) else [path]
+    infos = [fs.info(item) for item in paths]
+    return hashlib.sha256(json.dumps(infos, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def read_batches(

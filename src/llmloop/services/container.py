@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from llmloop.artifacts.fsspec_store import FsspecArtifactStore
 from llmloop.config import Settings
+from llmloop.errors import ConfigError
 from llmloop.plugins import PluginRegistry, build_registry
 from llmloop.services.datasets import DatasetService
 from llmloop.services.deployments import DeploymentService
@@ -47,9 +48,12 @@ class Container:
 
     @cached_property
     def artifacts(self) -> FsspecArtifactStore:
-        return FsspecArtifactStore(
-            self.settings.artifacts_url, cache_dir=self.settings.home / "cache" / "artifacts"
-        )
+        try:
+            return FsspecArtifactStore(
+                self.settings.artifacts_url, cache_dir=self.settings.home / "cache" / "artifacts"
+            )
+        except (ValueError, ImportError) as exc:  # fsspec: unknown protocol, missing driver
+            raise ConfigError(f"cannot use artifacts_url {self.settings.artifacts_url!r}: {exc}")
 
     @cached_property
     def plugins(self) -> PluginRegistry:

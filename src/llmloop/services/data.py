@@ -23,7 +23,7 @@ from llmloop.data.profile import DataProfile, ProfileConfig, Profiler
 from llmloop.data.recipes import RecipeReport, RecipeRunner, RowDiff, diff_rows, load_recipe
 from llmloop.data.shapes import Batch, detect_shape, write_canonical
 from llmloop.data.split import SplitConfig, split_rows
-from llmloop.errors import ConfigError, InvalidInputError, NotFoundError
+from llmloop.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.datasets import SchemaBuilder
 
@@ -73,23 +73,32 @@ class DataService:
         recipe: JsonDict,
         description: str,
         parent: DatasetVersionPublic | None = None,
+        reuse: bool = False,
     ) -> DatasetVersionPublic:
+        """Register the sink's rows; with ``reuse``, rows the dataset already holds as a version
+        give that version back (a pipeline rerun) instead of a ConflictError."""
         if count == 0:
             raise InvalidInputError("no rows left: refusing to create an empty dataset version")
         ref = self.c.artifacts.put(sink.path)
         same_dataset = parent is not None and parent.dataset_name == dataset
-        return self.c.datasets.register_version(
-            dataset,
-            ref,
-            row_count=count,
-            shape=sink.shape or "table",
-            schema=sink.schema.result(),
-            actor=actor,
-            parent_version=parent.version if parent is not None and same_dataset else None,
-            recipe=recipe,
-            description=description,
-            sources=[parent.id] if parent is not None and not same_dataset else None,
-        )
+        try:
+            return self.c.datasets.register_version(
+                dataset,
+                ref,
+                row_count=count,
+                shape=sink.shape or "table",
+                schema=sink.schema.result(),
+                actor=actor,
+                parent_version=parent.version if parent is not None and same_dataset else None,
+                recipe=recipe,
+                description=description,
+                sources=[parent.id] if parent is not None and not same_dataset else None,
+            )
+        except ConflictError as exc:
+            existing = exc.extra.get("existing_version")
+            if not reuse or existing is None:
+                raise
+            return self.c.datasets.get_version(dataset, existing)
 
     def batches(self, version: DatasetVersionPublic, batch_size: int = 10_000) -> Iterator[Batch]:
         """The rows of a version, streamed from its artifact."""
@@ -105,8 +114,10 @@ class DataService:
         actor: Actor,
         options: JsonDict | None = None,
         description: str = "",
+        reuse: bool = False,
     ) -> tuple[DatasetVersionPublic, LoadReport]:
-        """Read a file or folder (any fsspec URL) into a new version of ``dataset``."""
+        """Read a file or folder (any fsspec URL) into a new version of ``dataset`` (``reuse``:
+        see ``_store``)."""
         actor.require("editor")
         opts = LoadOptions.model_validate(options or {})
         reader = RowReader(source, opts)
@@ -120,7 +131,7 @@ class DataService:
                 "options": opts.model_dump(mode="json", exclude={"storage_options"}),
                 "rows_skipped": reader.report.rows_skipped,
             }
-            version = self._store(sink, count, dataset, actor, recipe, description)
+            version = self._store(sink, count, dataset, actor, recipe, description, reuse=reuse)
         return version, reader.report
 
     def profile(
@@ -165,8 +176,10 @@ class DataService:
         actor: Actor,
         version: int | str = "latest",
         out_dataset: str | None = None,
+        reuse: bool = False,
     ) -> tuple[DatasetVersionPublic, RecipeReport]:
-        """Apply a cleaning recipe (YAML path, YAML text or mapping) to make a new version."""
+        """Apply a cleaning recipe (YAML path, YAML text or mapping) to make a new version
+        (``reuse``: see ``_store``)."""
         actor.require("editor")
         spec = load_recipe(recipe)
         spec = self._inject_secrets(spec)
@@ -190,6 +203,7 @@ class DataService:
                 lineage,
                 f"clean of {dataset} v{dv.version} with {spec.name}",
                 dv,
+                reuse,
             )
         return new, runner.report
 
@@ -199,9 +213,10 @@ class DataService:
         actor: Actor,
         version: int | str = "latest",
         config: JsonDict | None = None,
+        reuse: bool = False,
     ) -> tuple[dict[str, DatasetVersionPublic], JsonDict]:
         """Split a version into ``<dataset>-<split>`` datasets (deterministic by seed), with a
-        leakage check across splits."""
+        leakage check across splits (``reuse``: see ``_store``)."""
         actor.require("editor")
         cfg = SplitConfig.model_validate(config or {})
         dv = self.c.datasets.get_version(dataset, version)
@@ -223,6 +238,7 @@ class DataService:
                     recipe,
                     f"{name} split of {dataset} v{dv.version}",
                     dv,
+                    reuse,
                 )
         report = {
             "counts": result.counts,

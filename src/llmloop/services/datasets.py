@@ -162,6 +162,8 @@ class DatasetService:
         """Register rows as a new immutable version of dataset ``name``."""
         actor.require("editor")
         rows = list(spec.rows)
+        if not rows:  # as the data stage refuses one: nothing could train or evaluate on it
+            raise InvalidInputError("a dataset version needs at least one row")
         content = canonical_jsonl(rows)
         ref = self.artifacts.put(content, name=f"{name}.jsonl")
         return self.register_version(

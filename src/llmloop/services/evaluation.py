@@ -22,7 +22,13 @@ from llmloop.core.runs import MetricPoint, RunCreate, RunInput, RunPublic
 from llmloop.engines.base import Engine
 from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
 from llmloop.evaluators.gate import GateResult, evaluate_gate
-from llmloop.evaluators.suites import Suite, SuiteReport, load_suite, run_suite
+from llmloop.evaluators.suites import (
+    Suite,
+    SuiteReport,
+    load_suite,
+    resolve_evaluator,
+    run_suite,
+)
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.targets import resolve_target
 
@@ -94,6 +100,8 @@ class EvaluationService:
         """Generate with the model over the dataset rows, score them, record an eval run."""
         actor.require("editor")
         spec = self.with_registry_templates(self.load_suite(suite))
+        for item in spec.evaluators:  # an unknown metric fails before a model is loaded
+            resolve_evaluator(self._evaluator_lookup, item.name)
         dv = self.c.datasets.get_version(dataset, dataset_version)
         rows = self.c.datasets.read_rows(dv)[: limit or None]
         engine, version_id = await self.build_engine(model, ref)

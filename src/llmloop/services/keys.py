@@ -12,11 +12,19 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Any
 
 from llmloop.core.governance import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from llmloop.core.ids import new_id
-from llmloop.errors import AuthenticationError, ConflictError, NotFoundError
+from llmloop.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from llmloop.services.actors import Actor
+from llmloop.services.gateway.policy import LIMIT_NAMES, KeyLimits
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, utcnow
 
@@ -27,6 +35,24 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
 
 
+def check_limits(limits: dict[str, Any]) -> None:
+    """Refuse limits the gateway would reject on every request (or silently ignore): unknown
+    names, negative or non-finite values, fractional counts."""
+    unknown = sorted(set(limits) - set(LIMIT_NAMES))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown limit(s) {', '.join(unknown)}: use {', '.join(LIMIT_NAMES)}"
+        )
+    for name in ("rpm", "tpm", "max_concurrent"):
+        value = limits.get(name)
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidInputError(f"limit '{name}' must be a whole number, not {value}")
+    try:
+        KeyLimits.parse(limits)
+    except ConfigError as exc:
+        raise InvalidInputError(exc.detail) from None
+
+
 class KeyService:
     def __init__(self, store: Store, cache_ttl_s: float = 5.0) -> None:
         self.store = store
@@ -35,6 +61,7 @@ class KeyService:
 
     def create(self, spec: ApiKeyCreate, actor: Actor) -> ApiKeyCreated:
         actor.require("admin")
+        check_limits(spec.limits)
         prefix = secrets.token_hex(6)
         secret = f"{SECRET_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
         salt = secrets.token_hex(16)
@@ -88,6 +115,7 @@ class KeyService:
 
     def set_limits(self, key_id: str, limits: dict[str, float], actor: Actor) -> ApiKeyPublic:
         actor.require("admin")
+        check_limits(limits)
         with self.store.transaction() as tx:
             row = tx.get(t.api_keys, for_update=True, id=key_id)
             if row is None:

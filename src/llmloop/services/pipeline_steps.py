@@ -3,11 +3,18 @@
 Registered under ``pipeline_steps`` by ``llmloop.builtins``; a pipeline YAML names them in
 ``uses:``. Outputs that are entity ids (``dsv_…``, ``mv_…``, ``run_…``) become lineage edges of
 the step's run. Steps hold no logic of their own beyond mapping inputs to a service call.
+
+A step whose result depends on more than its literal inputs (a file's content, the version that
+``latest`` or an alias names now) says so in ``fingerprint``; that goes into its cache key, so an
+edited file or a new dataset version runs the step again instead of serving a stale result.
+Steps that register dataset versions give back an identical existing version on a rerun.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import hashlib
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +25,25 @@ from llmloop.services.pipelines import StepContext
 
 class StepInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def dataset_ref(container: Any, name: str, ref: int | str) -> str:
+    """The id of the dataset version ``ref`` names now."""
+    return str(container.datasets.get_version(name, ref).id)
+
+
+def model_ref(container: Any, name: str, ref: int | str) -> str:
+    """The id of the model version ``ref`` (a number, ``latest`` or an alias) names now."""
+    return str(container.models.get_version(name, ref).id)
+
+
+def file_digest(path: str) -> str | None:
+    """sha256 of a local file's bytes; None when ``path`` is not one (inline YAML, a URL)."""
+    try:
+        target = Path(path)
+        return hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 class InitBaseStep:
@@ -31,6 +57,10 @@ class InitBaseStep:
         alias: str | None = Field(default="champion", description="Alias to point at it.")
 
     cache_version: ClassVar[str] = "1"
+
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        return {"dataset": dataset_ref(container, inputs.dataset, inputs.version)}
 
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         c = ctx.container
@@ -57,6 +87,16 @@ class FinetuneStep:
         config: JsonDict = Field(default_factory=dict)
 
     cache_version: ClassVar[str] = "1"
+
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        found = {
+            "base": model_ref(container, inputs.base, inputs.base_ref),
+            "dataset": dataset_ref(container, inputs.dataset, inputs.version),
+        }
+        if inputs.eval_dataset:
+            found["eval"] = dataset_ref(container, inputs.eval_dataset, inputs.eval_version)
+        return found
 
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         mv = ctx.container.training.finetune(
@@ -86,6 +126,14 @@ class EvalStep:
         limit: int | None = None
 
     cache_version: ClassVar[str] = "1"
+
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        return {
+            "suite": file_digest(inputs.suite),
+            "model": model_ref(container, inputs.model, inputs.ref),
+            "dataset": dataset_ref(container, inputs.dataset, inputs.version),
+        }
 
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         out = ctx.container.evaluation.evaluate(
@@ -149,9 +197,16 @@ class IngestStep:
 
     cache_version: ClassVar[str] = "1"
 
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        from llmloop.data.loaders import source_fingerprint
+
+        storage = inputs.options.get("storage_options") or {}
+        return {"source": source_fingerprint(inputs.source, storage)}
+
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         version, report = ctx.container.data.ingest(
-            inputs.source, inputs.dataset, ctx.actor, inputs.options
+            inputs.source, inputs.dataset, ctx.actor, inputs.options, reuse=True
         )
         return {
             "dataset_version": version.id,
@@ -171,9 +226,14 @@ class CleanStep:
 
     cache_version: ClassVar[str] = "1"
 
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        recipe = file_digest(inputs.recipe) if isinstance(inputs.recipe, str) else None
+        return {"dataset": dataset_ref(container, inputs.dataset, inputs.version), "recipe": recipe}
+
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         version, report = ctx.container.data.clean(
-            inputs.dataset, inputs.recipe, ctx.actor, inputs.version
+            inputs.dataset, inputs.recipe, ctx.actor, inputs.version, reuse=True
         )
         return {
             "dataset_version": version.id,
@@ -193,9 +253,13 @@ class SplitStep:
 
     cache_version: ClassVar[str] = "1"
 
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        return {"dataset": dataset_ref(container, inputs.dataset, inputs.version)}
+
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         made, report = ctx.container.data.split(
-            inputs.dataset, ctx.actor, inputs.version, inputs.config
+            inputs.dataset, ctx.actor, inputs.version, inputs.config, reuse=True
         )
         out: JsonDict = {f"{name}_dataset": v.dataset_name for name, v in made.items()}
         out.update({f"{name}_version": v.id for name, v in made.items()})
@@ -254,6 +318,8 @@ class PromoteOrRollbackStep:
         approver: str | None = Field(default=None, description="Second admin for approvals.")
 
     cache_version: ClassVar[str] = "1"
+    #: The decision rests on live feedback, which changes while the inputs stay the same.
+    cacheable: ClassVar[bool] = False
 
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         from llmloop.core.monitoring import parse_since
@@ -327,6 +393,14 @@ class HpoStep:
 
     cache_version: ClassVar[str] = "1"
 
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        return {
+            "base": model_ref(container, inputs.base, inputs.base_ref),
+            "dataset": dataset_ref(container, inputs.dataset, "latest"),
+            "eval": dataset_ref(container, inputs.eval_dataset, "latest"),
+        }
+
     def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         version, summary = ctx.container.training.tune(
             inputs.base,
@@ -358,9 +432,13 @@ class RegisterStep:
 
     cache_version: ClassVar[str] = "1"
 
-    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
-        from pathlib import Path
+    @staticmethod
+    def fingerprint(inputs: Inputs, container: Any) -> JsonDict:
+        from llmloop.data.loaders import source_fingerprint
 
+        return {"path": source_fingerprint(inputs.path) if inputs.path else None}
+
+    def run(self, inputs: Inputs, ctx: StepContext) -> JsonDict:
         from llmloop.core.models import ModelVersionCreate
 
         artifact = None

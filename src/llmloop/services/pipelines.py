@@ -23,9 +23,9 @@ from pydantic import BaseModel, ValidationError
 
 from llmloop.core.base import JsonDict
 from llmloop.core.ids import entity_of
-from llmloop.core.pipelines import PipelineSpec, StepSpec, order_steps, resolve
+from llmloop.core.pipelines import REF, PipelineSpec, StepSpec, order_steps, resolve
 from llmloop.core.runs import RunCreate, RunInput
-from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.errors import ConfigError, InvalidInputError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.store import tables as t
 from llmloop.store.registry import Store, utcnow
@@ -102,7 +102,11 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
         raise ConfigError(f"{p}: {_errors(exc)}")
 
 
-def cache_key(spec_name: str, step: StepSpec, kind: Any, inputs: BaseModel) -> str:
+def cache_key(
+    spec_name: str, step: StepSpec, kind: Any, inputs: BaseModel, sources: JsonDict | None = None
+) -> str:
+    """The step's cache key: its literal inputs and, when the kind has a ``fingerprint``, what
+    they name now (``sources``: file digests, the versions ``latest`` and aliases point at)."""
     payload = {
         "pipeline": spec_name,
         "step": step.id,
@@ -110,7 +114,33 @@ def cache_key(spec_name: str, step: StepSpec, kind: Any, inputs: BaseModel) -> s
         "version": getattr(kind, "cache_version", "1"),
         "inputs": inputs.model_dump(mode="json"),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    if sources:
+        payload["sources"] = sources
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def step_sources(kind: Any, inputs: BaseModel, container: Any) -> JsonDict:
+    """What a step's inputs name at this moment (see ``cache_key``); a name that cannot be
+    resolved yet gives a key no earlier run has, and the step itself reports the problem."""
+    fingerprint = getattr(kind, "fingerprint", None)
+    if fingerprint is None:
+        return {}
+    try:
+        return dict(fingerprint(inputs, container))
+    except (LlmloopError, OSError, ValueError) as exc:
+        return {"unresolved": f"{type(exc).__name__}: {exc}"}
+
+
+def check_params(spec: PipelineSpec, params: JsonDict) -> None:
+    """Refuse a ``--param`` the pipeline neither declares nor uses (a typo would be ignored)."""
+    text = json.dumps([step.with_ for step in spec.steps], default=str)
+    used = set(spec.params) | {found[3] for found in REF.findall(text) if found[3]}
+    unknown = sorted(set(params) - used)
+    if unknown:
+        known = ", ".join(sorted(used)) or "none"
+        raise ConfigError(
+            f"pipeline '{spec.name}' has no parameter {', '.join(unknown)} (it has: {known})"
+        )
 
 
 class PipelineService:
@@ -118,6 +148,19 @@ class PipelineService:
         self.store = store
         self.container = container
         self.resolve_step = resolve_step
+
+    def check(self, spec: PipelineSpec) -> list[StepSpec]:
+        """The steps in execution order, once every kind is known and every ``with`` key is an
+        input of its kind: what ``run`` would refuse, found without running anything."""
+        for step in spec.steps:
+            fields = self.resolve_step(step.uses).Inputs.model_fields
+            unknown = sorted(set(step.with_) - set(fields))
+            if unknown:
+                raise ConfigError(
+                    f"step '{step.id}' ({step.uses}): unknown input(s) {', '.join(unknown)}; "
+                    f"it takes {', '.join(fields)}"
+                )
+        return order_steps(spec)
 
     def run(
         self,
@@ -128,6 +171,7 @@ class PipelineService:
         sleep: Callable[[float], None] = time.sleep,
     ) -> PipelineReport:
         actor.require("editor")
+        check_params(spec, params or {})
         merged = {**spec.params, **(params or {})}
         for step in spec.steps:  # unknown step kinds fail before anything is recorded
             self.resolve_step(step.uses)
@@ -145,8 +189,8 @@ class PipelineService:
                 continue
             try:
                 report = self._run_step(spec, step, merged, outputs, parent.id, actor, sleep)
-            except Exception:
-                runs.finish(parent.id, "failed", actor)
+            except BaseException as exc:  # Ctrl-C too: no run is left 'running' for ever
+                runs.finish(parent.id, _ended(exc), actor)
                 raise
             reports.append(report)
             if report.status == "failed":
@@ -171,7 +215,7 @@ class PipelineService:
             inputs = kind.Inputs.model_validate(resolve(step.with_, outputs, params))
         except ValidationError as exc:
             raise ConfigError(f"step '{step.id}' ({step.uses}): {_errors(exc)}")
-        key = cache_key(spec.name, step, kind, inputs)
+        key = cache_key(spec.name, step, kind, inputs, step_sources(kind, inputs, self.container))
         if step.cache and getattr(kind, "cacheable", True):
             with self.store.read() as tx:
                 hit = tx.get(t.pipeline_cache, cache_key=key)
@@ -203,6 +247,9 @@ class PipelineService:
             try:
                 result = kind().run(inputs, ctx)
                 break
+            except (KeyboardInterrupt, SystemExit) as exc:
+                runs.finish(run.id, _ended(exc), actor)
+                raise
             except NOT_RETRYABLE as exc:
                 error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a step may fail in any way; retried, then recorded
@@ -245,6 +292,11 @@ class PipelineService:
         return StepReport(
             step.id, step.uses, "ran", run.id, result, attempts, time.monotonic() - started
         )
+
+
+def _ended(exc: BaseException) -> str:
+    """The final status of a run an exception ended: killed when interrupted, else failed."""
+    return "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
 
 
 def _errors(exc: ValidationError) -> str:

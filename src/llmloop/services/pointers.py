@@ -6,7 +6,8 @@ applies an approved request. Every move is audited with before and after.
 
 from __future__ import annotations
 
-from llmloop.errors import ApprovalRequiredError, NotFoundError
+from llmloop.core.base import LABEL_PATTERN
+from llmloop.errors import ApprovalRequiredError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.store import tables as t
 from llmloop.store.registry import Tx, utcnow
@@ -24,6 +25,16 @@ def pointer_map(tx: Tx, kind: str, owner_id: str, versions_table: str) -> dict[s
     return {r["name"]: numbers[r["target_id"]] for r in rows if r["target_id"] in numbers}
 
 
+def check_pointer_name(name: str) -> None:
+    """A label or alias follows the API's rule (``core.base.Label``) and is reachable as
+    ``NAME@REF``: ``latest`` would always mean the newest version instead."""
+    if not LABEL_PATTERN.match(name) or name == "latest":
+        raise InvalidInputError(
+            f"{name!r} cannot be a label or alias: use lower-case letters, digits, '_' or '-', "
+            "starting with a letter, and not 'latest'"
+        )
+
+
 def move_pointer(
     tx: Tx,
     kind: str,
@@ -34,6 +45,8 @@ def move_pointer(
     approved: bool = False,
 ) -> None:
     """Point ``name`` at ``target_id`` (None clears it), honouring protection."""
+    if target_id is not None:
+        check_pointer_name(name)
     current = tx.get(t.pointers, for_update=True, kind=kind, owner_id=owner_id, name=name)
     if current is not None and current["protected"] and not approved:
         raise ApprovalRequiredError(

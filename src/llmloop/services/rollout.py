@@ -75,6 +75,8 @@ class RolloutService:
         margin: float = 0.0,
     ) -> RolloutDecision:
         """Compare mean live feedback (0..1) of the challenger with the champion's."""
+        if min_requests < 1:
+            raise InvalidInputError(f"min_requests must be at least 1, not {min_requests}")
         champion = self.c.models.get_version(model, CHAMPION)
         challenger = self.c.models.get_version(model, CHALLENGER)
         rows = self.c.monitoring.summary(since, group_by=["model_version"], deployment=deployment)

@@ -149,6 +149,8 @@ class TrainerConfig(BaseModel):
     def _check_patience(self) -> TrainerConfig:
         if self.early_stopping_patience is not None and self.eval_steps == 0:
             raise ConfigError("early_stopping_patience needs eval_steps > 0")
+        if self.max_steps == 0:  # transformers would read 0 as "use the epochs" and train them
+            raise ConfigError("max_steps must be at least 1, or -1 to train num_epochs")
         return self
 
 

@@ -100,7 +100,7 @@ def run_dpo(
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
         processing_class=tokenizer,
-        peft_config=peft_config(config),
+        peft_config=peft_config(config, model),
         callbacks=[tracking, *callbacks],
     )
     return train_and_save(trainer, tracking, config, tokenizer, out)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from llmloop.errors import InvalidInputError, NotFoundError
+from llmloop.errors import ConfigError, InvalidInputError, NotFoundError
 from llmloop.trainers.base import Tracker, TrainerConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -129,12 +129,18 @@ def load_base(base_model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTo
     return model, tokenizer
 
 
-def peft_config(config: TrainerConfig) -> Any:
-    """PEFT ``LoraConfig`` from the trainer settings, or None for full fine-tuning."""
+def peft_config(config: TrainerConfig, model: PreTrainedModel | None = None) -> Any:
+    """PEFT ``LoraConfig`` from the trainer settings, or None for full fine-tuning.
+
+    With ``model``, target modules it does not have are a :class:`ConfigError` naming the ones
+    it has (PEFT's own error would surface from deep inside the trainer).
+    """
     if config.lora is None:
         return None
     from peft import LoraConfig
 
+    if model is not None and config.lora.target_modules != "all-linear":
+        check_lora_targets(model, config.lora.target_modules)
     return LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
@@ -142,6 +148,24 @@ def peft_config(config: TrainerConfig) -> Any:
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def check_lora_targets(model: PreTrainedModel, targets: Sequence[str]) -> None:
+    """Refuse LoRA targets that match no module (PEFT matches the end of a dotted name)."""
+    modules = dict(model.named_modules())
+    missing = [
+        target
+        for target in targets
+        if not any(name == target or name.endswith(f".{target}") for name in modules)
+    ]
+    if missing:
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in modules.items() if type(m).__name__ == "Linear"}
+        )
+        raise ConfigError(
+            f"lora.target_modules {missing} are not modules of the base model; "
+            f"its linear modules are {linear} (or use 'all-linear')"
+        )
 
 
 def run_sft(
@@ -184,7 +208,7 @@ def run_sft(
         train_dataset=Dataset.from_list(train_records),
         eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
         processing_class=tokenizer,
-        peft_config=peft_config(config),
+        peft_config=peft_config(config, model),
         callbacks=[tracking, *callbacks],
     )
     return train_and_save(trainer, tracking, config, tokenizer, out)

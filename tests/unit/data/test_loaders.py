@@ -175,6 +175,9 @@ def test_empty_missing_and_unknown_files(tmp_path: Path) -> None:
         _rows(RowReader(str(tmp_path / "e.csv")))
     with pytest.raises(InvalidInputError, match="no such file"):
         _rows(RowReader(str(tmp_path / "nope.jsonl")))
+    with pytest.raises(InvalidInputError, match="no such file"):
+        resolve_format(str(tmp_path / "missing"))  # not "cannot tell the format"
+    (tmp_path / "data.txt").write_text("x\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match="cannot tell the format"):
         resolve_format(str(tmp_path / "data.txt"))
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")

@@ -75,6 +75,19 @@ def test_feedback_and_curate(run: Invoke, traces: list[str]) -> None:
     assert result["rows"] == 1 and result["pii_found"] == 1
 
 
+def test_thumbs_down_with_correction_makes_a_dpo_pair(run: Invoke, traces: list[str]) -> None:
+    """The README's `feedback add TRACE_ID --thumbs down --correction TEXT`: two records."""
+    made = run("feedback", "add", traces[0], "--thumbs", "down", "--correction", "Yes.", "--json")
+    assert made.exit_code == 0, made.output
+    assert [f["kind"] for f in json.loads(made.output)] == ["thumbs", "correction"]
+    both = run("feedback", "add", traces[1], "--score", "1", "--correction", "Yes.")
+    assert both.exit_code == 0 and both.output.count("fb_") == 2
+    assert run("feedback", "add", traces[2], "--prefer", "a", "--correction", "x").exit_code == 2
+    out = run("curate", "--to", "pairs", "--format", "dpo", "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["rows"] == 1
+
+
 def test_annotate_monitor_drift_alerts(run: Invoke, traces: list[str]) -> None:
     invoke = run
     assert invoke("annotate", "create", "q", "--choices", "good,bad").exit_code == 0
