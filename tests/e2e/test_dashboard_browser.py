@@ -4,21 +4,28 @@ package) driven by Playwright, signed in with a key made by `llmloop keys create
 Skips where Chromium or Playwright is missing (install Debian's ``chromium`` package); CI here
 has both. Every page must load without a server error or a console error, and what a user does
 (send a request with the official client, find its trace, leave feedback) must reach the store.
+The same holds behind a reverse proxy that serves llmloop under a path prefix and strips it
+(``llmloop serve --root-path``): a small proxy in this file plays nginx's part.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -51,8 +58,9 @@ def _cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def _serve(tmp_path: Path, *flags: str) -> Iterator[Served]:
+    """``llmloop serve`` with ``flags`` on a fresh home, with a key and a prompt in it."""
     deployments = tmp_path / "deployments.yaml"
     deployments.write_text(
         json.dumps({"deployments": [{"name": "chat", "targets": [{"engine": {"kind": "echo"}}]}]})
@@ -67,7 +75,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     _cli(env, "prompts", "add-version", "support", "--template", "<b>Answer</b>: {{ question }}")
     port = _port()
     proc = subprocess.Popen(
-        [LLMLOOP, "serve", "--port", str(port)],
+        [LLMLOOP, "serve", "--port", str(port), *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -95,7 +103,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @pytest.fixture
-def browser(served: Served) -> Iterator[Any]:
+def served(tmp_path: Path) -> Iterator[Served]:
+    with _serve(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM)
         try:
@@ -182,3 +196,123 @@ def test_a_request_found_in_the_browser_gets_feedback(served: Served, browser: A
         ("thumbs", 0.0, "wrong parcel")
     ]
     assert problems == []
+
+
+def test_a_narrow_screen_never_scrolls_the_page_sideways(served: Served, browser: Any) -> None:
+    """At phone width a wide table or chart scrolls in its place, the page itself does not
+    (charts were 460 px at least, tables as wide as their text, a long key name in a select)."""
+    _cli(served.env, "keys", "create", "batch-" + "x" * 120, "--role", "viewer")
+    client = openai.OpenAI(api_key=served.key, base_url=f"{served.url}/v1", max_retries=0)
+    client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "a narrow screen"}], user="u" * 80
+    )
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    problems = _watch(page)
+    _sign_in(page, served)
+    deadline = time.time() + 20
+    while True:  # the trace writer flushes every 100 ms here
+        page.goto(f"{served.url}/ui/traces")
+        if page.locator("table a[href*='/ui/traces/tr_']").count() or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    trace = page.locator("table a[href*='/ui/traces/tr_']").first.get_attribute("href")
+    links = page.eval_on_selector_all("header nav a", "els => els.map(e => e.href)")
+    links += [f"{served.url}{trace}", f"{served.url}/ui/governance/lineage/{trace.rsplit('/')[-1]}"]
+    for link in links:
+        page.goto(link)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, (link, width)
+    page.goto(f"{served.url}/ui/monitoring")
+    assert page.locator("svg.chart").count() > 0  # the charts are there, and fit
+    assert problems == []
+
+
+# --- behind a reverse proxy under a path prefix -----------------------------------------------
+
+ROOT = "/llmloop"
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+              "trailer", "upgrade", "content-length"}  # fmt: skip
+
+
+def _strip_proxy(upstream: str) -> ThreadingHTTPServer:
+    """What ``location /llmloop/ { proxy_pass http://upstream/; }`` does in nginx: only paths
+    under the prefix pass, without it; Host becomes the upstream's, the browser's goes on in
+    X-Forwarded-Host; redirects and cookies come back as they are."""
+    target = urlsplit(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if not self.path.startswith(f"{ROOT}/"):
+                self.send_error(404, "outside the proxied prefix")
+                return
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers["Host"] = str(target.netloc)
+            headers["X-Forwarded-Host"] = self.headers.get("host", "")
+            conn = http.client.HTTPConnection(str(target.hostname), target.port, timeout=60)
+            try:
+                conn.request(self.command, self.path[len(ROOT) :], body, headers)
+                answer = conn.getresponse()
+                data = answer.read()
+            finally:
+                conn.close()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in HOP_BY_HOP:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_HEAD = _forward
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[Served]:
+    """The server behind the proxy: ``url`` is the proxy's address with the prefix."""
+    with _serve(tmp_path, "--root-path", ROOT) as server:
+        proxy = _strip_proxy(server.url)
+        try:
+            yield Served(f"http://127.0.0.1:{proxy.server_port}{ROOT}", server.key, server.env)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+
+
+def test_the_dashboard_behind_a_proxy_under_a_prefix(proxied: Served, browser: Any) -> None:
+    client = openai.OpenAI(api_key=proxied.key, base_url=f"{proxied.url}/v1", max_retries=0)
+    client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    page = browser.new_page()
+    problems = _watch(page)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    _sign_in(page, proxied)  # the sign-in redirect and its next= carry the prefix
+    links = page.eval_on_selector_all("header nav a", "els => els.map(e => e.href)")
+    assert len(links) >= 10 and all(link.startswith(f"{proxied.url}/ui") for link in links)
+    for link in links:
+        response = page.goto(link)
+        assert response is not None and response.status == 200, link
+    page.goto(f"{proxied.url}/ui/prompts/support")
+    assert page.locator("h1", has_text="support").count() == 1
+    page.goto(f"{proxied.url}/ui/alerts")
+    page.fill("input[name=name]", "slow")
+    page.fill("input[name=threshold]", "500")
+    page.locator("form[action$='/ui/alerts'] button[type=submit]").click()
+    page.wait_for_url(f"{proxied.url}/ui/alerts")  # the 303 after the POST
+    assert page.locator("[role=status]", has_text="Created alert rule 'slow'").count() == 1
+    footer = page.locator("footer a", has_text="health")
+    assert footer.get_attribute("href") == f"{ROOT}/health"
+    page.click("text=Sign out")
+    page.wait_for_url(f"{proxied.url}/ui/login")
+    page.goto(f"{proxied.url}/ui/models")
+    assert "/ui/login" in page.url
+    outside = [u for u in requested if not u.startswith(f"{proxied.url}/")]
+    assert outside == [] and problems == []

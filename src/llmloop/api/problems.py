@@ -52,11 +52,12 @@ def problem_response(
     retry_after = extra.pop("retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
-    if is_dashboard_path(request.url.path):  # a person in a browser: a page, not JSON
+    path = ui_web.app_path(request)  # below a reverse proxy's prefix (the ASGI root_path)
+    if is_dashboard_path(path):  # a person in a browser: a page, not JSON
         page = ui_web.error_page(request, status, title, detail)
         page.headers.update(headers)
         return page
-    if is_openai_path(request.url.path):
+    if is_openai_path(path):
         body: dict[str, Any] = {
             "error": {
                 "message": detail,

@@ -6,7 +6,9 @@ Several workers are separate processes that each call the factory
 to them as ``LLMLOOP_*`` environment variables (below the flags, env and the TOML file are read
 the same way). ``--ray`` runs the app on Ray Serve instead (``api/ray_serve.py``): ``--replicas``
 copies behind Ray's HTTP proxy on the same host and port, on a local Ray or the cluster at
-``--ray-address``. uvicorn, Ray and the API are imported only when this command runs.
+``--ray-address``. ``--root-path /llmloop`` tells uvicorn (the ASGI ``root_path``) that a reverse
+proxy serves the server under that prefix and strips it, so the dashboard's links, redirects and
+cookies carry it. uvicorn, Ray and the API are imported only when this command runs.
 """
 
 from __future__ import annotations
@@ -73,15 +75,23 @@ def serve_command(
     replica_gpus: float = typer.Option(
         0.0, "--replica-gpus", min=0.0, help="With --ray: GPUs reserved per replica (e.g. 1)."
     ),
+    root_path: str = typer.Option(
+        "",
+        "--root-path",
+        help="The path prefix a reverse proxy serves llmloop under and strips (e.g. /llmloop).",
+    ),
 ) -> None:
     """Run the llmloop server (REST API, gateway, UI) until interrupted."""
     state = get_state(ctx)
     settings = state.settings
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
+    root_path = check_root_path(root_path)
     if ray:
         if workers != 1:
             raise ConfigError("--workers does not apply with --ray; use --replicas")
+        if root_path:
+            raise ConfigError("--root-path does not apply with --ray")
         options = {"num_gpus": replica_gpus} if replica_gpus else {}
         serve_on_ray(settings, bind_host, bind_port, replicas or 2, ray_address, options)
         return
@@ -91,18 +101,24 @@ def serve_command(
 
     log_level = settings.log_level.lower()
     create_app = _load_factory()
+    dashboard = (
+        f"dashboard at {root_path}/ui/ through the reverse proxy"
+        if root_path
+        else f"dashboard at http://{_browser_host(bind_host)}:{bind_port}/ui"
+    )
     say(
         f"llmloop serving on http://{bind_host}:{bind_port} "
-        f"(database {redact_url(settings.database_url)}, {workers} worker(s)); "
-        f"dashboard at http://{_browser_host(bind_host)}:{bind_port}/ui"
+        f"(database {redact_url(settings.database_url)}, {workers} worker(s)); {dashboard}"
     )
+    # Only when given: without it, uvicorn is called exactly as before.
+    extra: dict[str, Any] = {"root_path": root_path} if root_path else {}
     if workers == 1:
         # Built here so an outdated schema or a bad setting stops before binding the port.
         app = create_app(settings)
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; a drained
         # shutdown is a clean one, so the process exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
-        uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level)
+        uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, **extra)
         return
     os.environ.update(flags_as_env(state.overrides))
     uvicorn.run(
@@ -112,7 +128,22 @@ def serve_command(
         port=bind_port,
         workers=workers,
         log_level=log_level,
+        **extra,
     )
+
+
+def check_root_path(value: str) -> str:
+    """``--root-path`` as uvicorn wants it: ``/a/b`` (no trailing slash), or "" for none."""
+    value = value.strip().rstrip("/")
+    # uvicorn sends it as raw ASCII bytes; a space, '?' or '#' would not survive in a URL.
+    if value and (
+        not value.startswith("/")
+        or "//" in value
+        or not value.isascii()
+        or any(ch.isspace() or ch in "?#\\" or ord(ch) < 32 for ch in value)
+    ):
+        raise ConfigError(f"--root-path must be a path such as /llmloop, not {value!r}")
+    return value
 
 
 def _browser_host(host: str) -> str:

@@ -7,6 +7,12 @@ authenticates it again through the key service, so revoking a key signs its brow
 that change something are POSTs: a strict cookie never rides on a cross-site request, and the
 ``Origin`` check refuses one that tries.
 
+Behind a reverse proxy that serves llmloop under a path prefix (``llmloop serve --root-path
+/llmloop``, the ASGI ``root_path``), every address a page prints or redirects to, and the
+cookies' paths, start with that prefix: pages build addresses from :func:`ui_base` (the ``Base``
+dependency), never from ``PREFIX`` alone; templates from ``prefix`` (the dashboard) and
+``root_path`` (the server, for ``/v1``, ``/api`` and ``/health``).
+
 What this module does not do: decide anything (services do) or know any noun's page.
 """
 
@@ -57,8 +63,10 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse(f"{PREFIX}/login?next={quote(target)}", status_code=303)
+                target = root_path(request) + app_path(request)
+                target += f"?{request.url.query}" if request.url.query else ""
+                login = f"{ui_base(request)}/login?next={quote(target)}"
+                return RedirectResponse(login, status_code=303)
 
         return page_handler
 
@@ -66,6 +74,29 @@ class PageRoute(APIRoute):
 def page_router() -> APIRouter:
     """A router for one noun's pages (mounted under ``/ui`` by :func:`install`)."""
     return APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def root_path(request: Request) -> str:
+    """The path prefix a reverse proxy serves llmloop under (ASGI ``root_path``), or "".
+
+    Inside a mount (the static files) Starlette extends ``root_path`` with the mount's path and
+    keeps the server's in ``app_root_path``.
+    """
+    scope = request.scope
+    return str(scope.get("app_root_path", scope.get("root_path", ""))).rstrip("/")
+
+
+def app_path(request: Request) -> str:
+    """The request's path below the root path: what the routes match (``/ui/models``)."""
+    path, root = request.scope["path"], root_path(request)
+    if root and (path == root or path.startswith(f"{root}/")):
+        return path[len(root) :] or "/"
+    return str(path)
+
+
+def ui_base(request: Request) -> str:
+    """The dashboard's address for this request: ``/ui`` below the root path (``/llmloop/ui``)."""
+    return root_path(request) + PREFIX
 
 
 def container_of(request: Request) -> Container:
@@ -90,15 +121,23 @@ def page_actor(request: Request) -> Actor:
 
 
 def same_origin(request: Request) -> None:
-    """Refuse a state-changing request whose ``Origin`` is another site (defence in depth)."""
+    """Refuse a state-changing request whose ``Origin`` is another site (defence in depth).
+
+    The site is the ``Host`` the browser sent, or the ``X-Forwarded-Host`` a reverse proxy that
+    rewrites ``Host`` adds (a cross-site form cannot set that header, so trusting it is safe).
+    """
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc != host:
+        hosts = {request.headers.get("host", "")}
+        forwarded = request.headers.get("x-forwarded-host")
+        if forwarded:
+            hosts.add(forwarded.split(",")[0].strip())
+        if urlsplit(origin).netloc not in hosts:
             raise PermissionDeniedError("this form was posted from another site")
 
 
 ContainerPage = Annotated[Container, Depends(container_of)]
+Base = Annotated[str, Depends(ui_base)]
 ActorPage = Annotated[Actor, Depends(page_actor)]
 FormGuard = Depends(same_origin)
 
@@ -134,11 +173,33 @@ def _num(value: float | int | None, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
         return f"{int(value):,}"
-    return f"{value:,.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    text = f"{value:,.{digits}g}" if abs(value) < 1e4 else ""
+    # "g" writes 1234.5 to 3 digits as 1.23e+03: a number that big keeps its integer digits.
+    return f"{value:,.0f}" if not text or "e+" in text else text
 
 
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _compact(value: Any) -> str:
+    """JSON on one line, text as it is: Jinja's ``tojson`` writes ``<``, ``'`` and ``&`` as
+    ``\\u003c``-style escapes (for scripts), which a page that escapes its text shows raw."""
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _clip(value: object, n: int = 80) -> str:
+    """``value`` cut to ``n`` characters with an ellipsis, at a space near the end if there is
+    one. Jinja's ``truncate`` keeps whole words only, so a message in Chinese or one long URL
+    after ``user:`` left nothing but ``user:...``."""
+    text = "" if value is None else str(value)
+    if len(text) <= n:
+        return text
+    cut = text[: n - 1]
+    space = cut.rfind(" ")
+    if space >= n * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def _segment(value: object, safe: str = "") -> str:
@@ -150,12 +211,19 @@ def _short(value: str | None, n: int = 12) -> str:
     return "-" if not value else value if len(value) <= n else value[:n] + "…"
 
 
-def problem_text(exc: ValidationError, limit: int = 4, default_field: str = "") -> str:
+def problem_text(
+    exc: ValidationError,
+    limit: int = 4,
+    default_field: str = "",
+    names: dict[str, str] | None = None,
+) -> str:
     """A pydantic error as one line a person can act on: its first ``limit`` problems, each
-    as ``field: message`` (pydantic's "Value error, " prefix dropped)."""
+    as ``field: message`` (pydantic's "Value error, " prefix dropped); ``names`` renames a
+    model's field to what the form calls it."""
     parts = []
     for err in exc.errors()[:limit]:
         field = ".".join(str(p) for p in err.get("loc", ())) or default_field
+        field = (names or {}).get(field, field)
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{field}: {message}" if field else message)
     return "; ".join(parts) or "invalid input"
@@ -174,8 +242,9 @@ def _build_env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ago=_ago, when=_when, num=_num, pretty=_pretty, short=_short, urlq=_segment)
-    env.globals.update(app_version=__version__, prefix=PREFIX)
+    env.filters.update(ago=_ago, when=_when, num=_num, pretty=_pretty, compact=_compact,
+                       clip=_clip, short=_short, urlq=_segment)  # fmt: skip
+    env.globals.update(app_version=__version__)
     return env
 
 
@@ -219,30 +288,38 @@ ADMIN_ONLY = frozenset({"keys"})
 def render(
     request: Request, template: str, status: int = 200, *, section: str = "", **context: Any
 ) -> HTMLResponse:
-    """Render ``template`` with the page's context; ``section`` highlights the nav entry."""
+    """Render ``template`` with the page's context; ``section`` highlights the nav entry.
+
+    Templates get ``prefix``, the dashboard's address (``/ui`` below the root path), and
+    ``root_path``, the server's ("" or ``/llmloop``, for ``/v1``, ``/api`` and ``/health``).
+    """
     actor = getattr(request.state, "ui_actor", None)
+    base = ui_base(request)
     flash = request.cookies.get(FLASH_COOKIE)
     context.setdefault("flash", unquote(flash[2:]) if flash else None)
     context.setdefault("flash_kind", "error" if flash and flash.startswith("e:") else "ok")
     nav = [n for n in NAV if n[0] not in ADMIN_ONLY or (actor and actor.role == "admin")]
-    html = (
-        templates()
-        .get_template(template)
-        .render(request=request, section=section, nav=nav, actor=actor, **context)
-    )
+    page = templates().get_template(template)
+    html = page.render(request=request, section=section, nav=nav, actor=actor, prefix=base,
+                       root_path=root_path(request), **context)  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if flash:
-        response.delete_cookie(FLASH_COOKIE, path=PREFIX)
+        response.delete_cookie(FLASH_COOKIE, path=base)
     return response
 
 
-def redirect(url: str, message: str = "", *, error: bool = False) -> RedirectResponse:
-    """Post/redirect/get: a 303 to ``url`` that shows ``message`` once on the page it leads to."""
+def redirect(
+    request: Request, url: str, message: str = "", *, error: bool = False
+) -> RedirectResponse:
+    """Post/redirect/get: a 303 to ``url`` that shows ``message`` once on the page it leads to.
+
+    ``url`` is a whole path, root path included (built from :func:`ui_base`).
+    """
     response = RedirectResponse(url, status_code=303)
     if message:
         value = ("e:" if error else "o:") + quote(message[:300])
         response.set_cookie(FLASH_COOKIE, value, max_age=60, httponly=True, samesite="strict",
-                            path=PREFIX)  # fmt: skip
+                            path=ui_base(request))  # fmt: skip
     return response
 
 
@@ -260,50 +337,57 @@ def svg(markup: str) -> Markup:
 session = page_router()
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this dashboard: never an absolute URL (no open redirect)."""
+def _safe_next(target: str | None, base: str) -> str:
+    """Only a path on this dashboard (``base``): never an absolute URL (no open redirect)."""
     if (
         target
-        and (target == PREFIX or target.startswith((f"{PREFIX}/", f"{PREFIX}?")))
+        and (target == base or target.startswith((f"{base}/", f"{base}?")))
         and not any(ch == "\\" or ord(ch) < 32 for ch in target)
     ):
         return target
-    return f"{PREFIX}/"
+    return f"{base}/"
+
+
+def _cookie_path(request: Request) -> str:
+    # The whole server (the key is sent nowhere else on a host that serves other apps too).
+    return root_path(request) or "/"
 
 
 @session.get("/login")
-def login_form(request: Request, next: str | None = None) -> HTMLResponse:
-    return render(request, "login.html", next=_safe_next(next), error=None)
+def login_form(request: Request, base: Base, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", next=_safe_next(next, base), error=None)
 
 
 @session.post("/login", dependencies=[FormGuard])
 def login(
     request: Request,
     c: ContainerPage,
+    base: Base,
     key: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "",
 ) -> Response:
+    target = _safe_next(next, base)
     try:
         actor = c.keys.authenticate(key.strip())
     except AuthenticationError as exc:
-        return render(request, "login.html", status=401, next=_safe_next(next), error=exc.detail)
+        return render(request, "login.html", status=401, next=target, error=exc.detail)
     log.info("dashboard sign-in by '%s'", actor.name)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
         key.strip(),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path="/",
+        path=_cookie_path(request),
     )
     return response
 
 
 @session.post("/logout", dependencies=[FormGuard])
-def logout() -> Response:
-    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+def logout(request: Request, base: Base) -> Response:
+    response = RedirectResponse(f"{base}/login", status_code=303)
+    response.delete_cookie(COOKIE, path=_cookie_path(request))
     return response
 
 
@@ -314,6 +398,9 @@ def install(app: FastAPI, routers: list[APIRouter]) -> None:
         app.include_router(router, prefix=PREFIX)
     app.mount(f"{PREFIX}/static", StaticFiles(packages=[("llmloop.ui", "static")]), name="ui")
 
+    # A path, not a whole URL: Starlette's own slash redirect names the Host the server got,
+    # which is the upstream's behind a proxy that rewrites Host.
     @app.get("/", include_in_schema=False)
-    def root() -> Response:
-        return RedirectResponse(f"{PREFIX}/", status_code=307)
+    @app.get(PREFIX, include_in_schema=False)
+    def root(base: Base) -> Response:
+        return RedirectResponse(f"{base}/", status_code=307)

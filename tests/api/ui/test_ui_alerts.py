@@ -72,7 +72,7 @@ def test_creating_a_rule_stores_what_the_form_said(ui: TestClient, app: FastAPI)
         ({"threshold": "nan"}, "threshold must be a number"),
         ({"metric": "vibes"}, "unknown metric &#39;vibes&#39;"),
         ({"window": "5 parsecs"}, "window: not a duration"),
-        ({"window": "0"}, "window_s: Input should be greater than 0"),
+        ({"window": "0"}, "window (seconds): Input should be greater than 0"),
         ({"for_duration": "soon"}, "for: not a duration"),
         ({"name": "no spaces/here"}, "name: must be 1-128 characters"),
         ({"comparison": "=="}, "comparison: Input should be"),
@@ -178,3 +178,11 @@ def test_duration_text() -> None:
     assert [duration_text(s) for s in (None, 0, 45, 60, 90, 3600, 86400, 1.5)] == [
         "-", "0", "45s", "1m", "90s", "1h", "1d", "1.5s",
     ]  # fmt: skip
+
+
+def test_a_window_out_of_range_is_named_as_on_the_form(ui: TestClient) -> None:
+    for value in ("99999d", "0"):
+        page = ui.post("/ui/alerts", data={**FORM, "window": value})
+        assert page.status_code == 422, value
+        assert "window_s" not in page.text, value
+        assert "window (seconds): Input should be" in page.text, value

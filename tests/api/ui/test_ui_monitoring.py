@@ -197,3 +197,20 @@ def test_the_page_needs_a_sign_in(app: FastAPI) -> None:
         response = tc.get("/ui/monitoring?window=1h")
         assert response.status_code == 303
         assert response.headers["location"].startswith("/ui/login?next=/ui/monitoring")
+
+
+def test_latencies_over_a_second_keep_their_digits(app: FastAPI, ui: TestClient) -> None:
+    # Three significant digits in "g" format wrote 1234.5 ms as "1.23e+03".
+    from llmloop.ui.web import _num
+
+    assert [_num(v) for v in (999.9, 1234.5, 9999.4, 12.345, 0.000123)] == [
+        "1,000", "1,234", "9,999", "12.3", "0.000123",
+    ]  # fmt: skip
+    record = TraceRecord(id=new_id("trace"), at=datetime.now(UTC), operation="chat",
+                         deployment="chat", latency_ms=1234.5, ttft_ms=2345.6)  # fmt: skip
+    table = TraceTable(app.state.container.store, max_text=4000)
+    table.insert([table.row(record)])
+    for path in ("/ui/monitoring", "/ui/", "/ui/traces"):
+        main = ui.get(path).text.split("<main>")[1].split("<svg")[0]
+        assert "e+0" not in main, path
+        assert "1,234" in main or "1,235" in main, path

@@ -456,3 +456,24 @@ def test_a_rate_limit_is_a_message(app: FastAPI) -> None:
         assert limited.status_code == 429
         assert "rate limit: 1 requests per minute for this key" in _main(limited)
         assert "msg assistant" not in limited.text
+
+
+def test_model_params_read_as_they_were_written(app: FastAPI, ui: TestClient) -> None:
+    # Jinja's tojson wrote them as \u0027-style escapes, shown raw on the page.
+    _add(app, "quoted", "Hi {{ x }}", params={"stop": ["</s>"], "note": "don't & <b>"})
+    _add(app, "quoted", "Hello {{ x }}", params={"note": "do"})
+    for path in ("/ui/prompts/quoted", "/ui/prompts/quoted/playground?ref=1"):
+        page = ui.get(path)
+        assert page.status_code == 200
+        assert "\\u00" not in page.text, path
+        assert "don&#39;t &amp; &lt;b&gt;" in page.text, path  # escaped once, as text is
+        assert '{"note": "don\'t & <b>", "stop": ["</s>"]}' in html.unescape(page.text), path
+
+
+def test_a_template_preview_keeps_text_without_spaces(app: FastAPI, ui: TestClient) -> None:
+    # Cutting at the last space left only "v2..." of a template whose next word is long.
+    _add(app, "url", "see https://example.org/" + "a" * 200 + " now")
+    _add(app, "cjk", "系统: " + "请用中文回答客户的问题" * 10)
+    for name, start in (("url", "see https://example.org/aaaa"), ("cjk", "系统: 请用中文回答")):
+        summary = ui.get(f"/ui/prompts/{name}").text.split("<summary><code>")[1]
+        assert summary.startswith(start) and summary.index("…</code>") == 69, name

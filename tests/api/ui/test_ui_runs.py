@@ -449,3 +449,14 @@ HIGHER_BETTER = ["accuracy", "rougeL", "bleu", "exact_match", "answer_relevancy"
 def test_which_metrics_are_better_lower() -> None:
     assert all(lower_is_better(key) for key in LOWER_BETTER)
     assert not any(lower_is_better(key) for key in [*HIGHER_BETTER, "precision", "f1"])
+
+
+def test_a_nested_param_s_summary_reads_as_written(app: FastAPI, ui: TestClient) -> None:
+    # Its one-line summary was tojson: "\u003cs\u003e" on the page, and "1 keys".
+    params = {"chat": {"stop": "<s>", "greeting": "don't"}, "tags": ["a"]}
+    run = app.state.container.runs.create(RunCreate(name="p", params=params), local_actor())
+    page = ui.get(f"/ui/runs/{run.id}").text
+    assert "\\u00" not in page
+    text = unescape(page)
+    assert '2 keys: {"greeting": "don\'t", "stop": "<s>"}</summary>' in text
+    assert '1 item: ["a"]</summary>' in text

@@ -104,9 +104,12 @@ def test_pages_send_a_strict_content_security_policy(ui: TestClient) -> None:
 
 
 def test_a_flash_message_shows_once(ui: TestClient) -> None:
+    from starlette.requests import Request
+
     from llmloop.ui.web import FLASH_COOKIE, redirect
 
-    response = redirect("/ui/", "Alias «champion» moved, 100 %")
+    request = Request({"type": "http", "path": "/ui/models", "headers": []})
+    response = redirect(request, "/ui/", "Alias «champion» moved, 100 %")
     cookie = response.headers["set-cookie"]
     value = cookie.split(";")[0].split("=", 1)[1]
     ui.cookies.set(FLASH_COOKIE, value, path="/ui")

@@ -556,3 +556,22 @@ def test_trace_query_pages_traces_of_the_same_instant_without_overlap(app: FastA
     query = container(app).gateway.traces
     pages = [[t.id for t in query.list(limit=2, offset=o)] for o in (0, 2, 4)]
     assert [i for page in pages for i in page] == [r.id for r in same]
+
+
+def test_the_request_preview_keeps_text_without_spaces(app: FastAPI, ui: TestClient) -> None:
+    # Cut at the last space, a message in Chinese showed as "user:..." in the lists.
+    chinese = "我的订单" * 40
+    write(app, record(request_text=f"user: {chinese}"))
+    for path in ("/ui/traces", "/ui/"):
+        page = ui.get(path).text
+        assert f"user: {chinese[:40]}" in page, path
+        assert "user:..." not in page and "user:…" not in page, path
+
+
+def test_a_long_user_does_not_widen_the_traces_table(app: FastAPI, ui: TestClient) -> None:
+    user = "customer-" + "x" * 200
+    write(app, record(user=user))
+    page = ui.get("/ui/traces").text
+    row = page.split("<tbody>")[1]
+    assert f'<span title="{user}">{user[:24]}…</span>' in row
+    assert 'white-space:nowrap">customer' not in row

@@ -21,8 +21,8 @@ from llmloop.errors import InvalidInputError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     page_router,
@@ -37,6 +37,7 @@ DRIFT_METRICS = ("input_embedding", "prompt_length", "output_length", "refusal_r
                  "error_rate", "guard_block_rate", "feedback_score")  # fmt: skip
 METRIC_CHOICES = (*METRICS, *(DRIFT_PREFIX + m for m in DRIFT_METRICS))
 COMPARISONS = (">", ">=", "<", "<=")
+FORM_NAMES = {"window_s": "window (seconds)", "for_s": "for (seconds)"}
 EVENT_ROWS = 50
 BLANK_FORM = {"name": "", "metric": "error_rate", "comparison": ">", "threshold": "",
               "window": "5m", "for_duration": "0", "deployment": "", "webhook_url": ""}  # fmt: skip
@@ -89,8 +90,8 @@ def parse_rule(form: dict[str, str]) -> AlertRuleCreate:
     }
     try:
         return AlertRuleCreate.model_validate(spec)
-    except ValidationError as exc:
-        raise InvalidInputError(problem_text(exc)) from None
+    except ValidationError as exc:  # the form's names: it has no window_s field
+        raise InvalidInputError(problem_text(exc, names=FORM_NAMES)) from None
 
 
 def _page(
@@ -119,6 +120,7 @@ def create_rule(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: Annotated[str, Form()] = "",
     metric: Annotated[str, Form()] = "",
     comparison: Annotated[str, Form()] = ">",
@@ -136,16 +138,17 @@ def create_rule(
         rule = c.alerts.create(parse_rule(form), actor)
     except LlmloopError as exc:  # the form comes back with what was typed, and why it failed
         return _page(request, c, actor, form, exc.detail, status=exc.status)
-    return redirect(f"{PREFIX}/alerts", f"Created alert rule '{rule.name}'.")
+    return redirect(request, f"{base}/alerts", f"Created alert rule '{rule.name}'.")
 
 
 @router.post("/alerts/evaluate", dependencies=[FormGuard])
-async def evaluate(c: ContainerPage, actor: ActorPage) -> Response:
+async def evaluate(request: Request, c: ContainerPage, actor: ActorPage, base: Base) -> Response:
     actor.require("editor")
     events = await c.alerts.evaluate()
     fired = sum(e.state == "firing" for e in events)
     return redirect(
-        f"{PREFIX}/alerts",
+        request,
+        f"{base}/alerts",
         f"Evaluated the rules: {fired} fired, {len(events) - fired} resolved.",
     )
 
@@ -165,10 +168,12 @@ def rule_page(name: str, request: Request, c: ContainerPage, actor: ActorPage) -
 
 
 @router.post("/alerts/{name}/delete", dependencies=[FormGuard])
-def delete_rule(name: str, c: ContainerPage, actor: ActorPage) -> Response:
+def delete_rule(
+    name: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     actor.require("editor")
     try:
         c.alerts.delete(name, actor)
     except LlmloopError as exc:
-        return redirect(f"{PREFIX}/alerts", exc.detail, error=True)
-    return redirect(f"{PREFIX}/alerts", f"Deleted alert rule '{name}' and its events.")
+        return redirect(request, f"{base}/alerts", exc.detail, error=True)
+    return redirect(request, f"{base}/alerts", f"Deleted alert rule '{name}' and its events.")

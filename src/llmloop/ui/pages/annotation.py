@@ -24,14 +24,15 @@ from llmloop.errors import InvalidInputError, LlmloopError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     page_router,
     problem_text,
     redirect,
     render,
+    ui_base,
 )
 
 router = page_router()
@@ -43,12 +44,12 @@ BLANK_FORM = {"name": "", "source": "traces", "deployment": "", "status": "", "f
               "free_text": "on", "ordering": "created"}  # fmt: skip
 
 
-def queue_url(name: str) -> str:
-    return f"{PREFIX}/annotation/{quote(name, safe='')}"
+def queue_url(base: str, name: str) -> str:
+    return f"{base}/annotation/{quote(name, safe='')}"
 
 
-def item_url(name: str, item_id: int) -> str:
-    return f"{queue_url(name)}/items/{item_id}"
+def item_url(base: str, name: str, item_id: int) -> str:
+    return f"{queue_url(base, name)}/items/{item_id}"
 
 
 def _number(text: str, what: str, integer: bool = False) -> float | int | None:
@@ -126,7 +127,7 @@ def queues(request: Request, c: ContainerPage, actor: ActorPage) -> HTMLResponse
 
 @router.post("/annotation", dependencies=[FormGuard])
 def create_queue(
-    request: Request, c: ContainerPage, actor: ActorPage,
+    request: Request, c: ContainerPage, actor: ActorPage, base: Base,
     name: Annotated[str, Form()] = "", source: Annotated[str, Form()] = "traces",
     deployment: Annotated[str, Form()] = "", status: Annotated[str, Form()] = "",
     flagged: Annotated[str, Form()] = "", since: Annotated[str, Form()] = "",
@@ -146,7 +147,8 @@ def create_queue(
     except LlmloopError as exc:  # the form comes back with what was typed, and why it failed
         return _list_page(request, c, actor, form, exc.detail, status=exc.status)
     n = queue.counts.pending
-    return redirect(queue_url(queue.name), f"Created queue '{queue.name}' with {n} items.")
+    message = f"Created queue '{queue.name}' with {n} items."
+    return redirect(request, queue_url(base, queue.name), message)
 
 
 @router.get("/annotation/{name}")
@@ -163,29 +165,32 @@ def queue_page(name: str, request: Request, c: ContainerPage, actor: ActorPage) 
 
 
 @router.post("/annotation/{name}/next", dependencies=[FormGuard])
-def lease_next(name: str, c: ContainerPage, actor: ActorPage) -> Response:
-    return _to_next(c, name, actor, "")
+def lease_next(name: str, request: Request, c: ContainerPage, actor: ActorPage) -> Response:
+    return _to_next(request, c, name, actor, "")
 
 
-def _to_next(c: Container, name: str, actor: Actor, done: str) -> Response:
+def _to_next(request: Request, c: Container, name: str, actor: Actor, done: str) -> Response:
     """Lease the annotator's next item and go to it; back to the queue when none is left."""
+    base = ui_base(request)
     try:
         item = c.annotation.next_item(name, actor.name)
     except LlmloopError as exc:
-        return redirect(f"{PREFIX}/annotation", exc.detail, error=True)
+        return redirect(request, f"{base}/annotation", exc.detail, error=True)
     if item is None:
-        return redirect(queue_url(name), f"{done} Nothing is left to label in this queue.".strip())
-    return redirect(item_url(name, item.id), done)
+        message = f"{done} Nothing is left to label in this queue.".strip()
+        return redirect(request, queue_url(base, name), message)
+    return redirect(request, item_url(base, name, item.id), done)
 
 
 @router.post("/annotation/{name}/refill", dependencies=[FormGuard])
-def refill(name: str, c: ContainerPage, actor: ActorPage) -> Response:
+def refill(name: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base) -> Response:
     actor.require("editor")
+    back = queue_url(base, name)
     try:
         added = c.annotation.refill(name, actor)
     except LlmloopError as exc:
-        return redirect(queue_url(name), exc.detail, error=True)
-    return redirect(queue_url(name), f"Added {added} new items that match the queue's filter.")
+        return redirect(request, back, exc.detail, error=True)
+    return redirect(request, back, f"Added {added} new items that match the queue's filter.")
 
 
 def _item_number(name: str, item_id: str) -> int:
@@ -252,7 +257,7 @@ def parse_label(queue: QueuePublic, value: str, text: str) -> LabelSubmit:
 
 @router.post("/annotation/{name}/items/{item_id}/label", dependencies=[FormGuard])
 def label_item(
-    name: str, item_id: str, c: ContainerPage, actor: ActorPage,
+    name: str, item_id: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base,
     value: Annotated[str, Form()] = "", text: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
     queue = c.annotation.get_queue(name)
@@ -260,21 +265,23 @@ def label_item(
     try:
         c.annotation.label(name, number, parse_label(queue, value, text), actor)
     except InvalidInputError as exc:  # a bad label: stay on the item
-        return redirect(item_url(name, number), exc.detail, error=True)
+        return redirect(request, item_url(base, name, number), exc.detail, error=True)
     except LlmloopError as exc:  # labelled, skipped or held by someone else meanwhile
-        return redirect(queue_url(name), _lost(exc), error=True)
-    return _to_next(c, name, actor, f"Labelled item {number}.")
+        return redirect(request, queue_url(base, name), _lost(exc), error=True)
+    return _to_next(request, c, name, actor, f"Labelled item {number}.")
 
 
 @router.post("/annotation/{name}/items/{item_id}/skip", dependencies=[FormGuard])
-def skip_item(name: str, item_id: str, c: ContainerPage, actor: ActorPage) -> Response:
+def skip_item(
+    name: str, item_id: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     c.annotation.get_queue(name)
     number = _item_number(name, item_id)
     try:
         c.annotation.skip(name, number, actor)
     except LlmloopError as exc:
-        return redirect(queue_url(name), _lost(exc), error=True)
-    return _to_next(c, name, actor, f"Skipped item {number}.")
+        return redirect(request, queue_url(base, name), _lost(exc), error=True)
+    return _to_next(request, c, name, actor, f"Skipped item {number}.")
 
 
 def _lost(exc: LlmloopError) -> str:

@@ -20,9 +20,9 @@ from llmloop.core.datasets import DatasetPublic, DatasetVersionPublic
 from llmloop.errors import LlmloopError
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     SECURITY_HEADERS,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
@@ -49,8 +49,8 @@ REPORT_HEADERS = {
 }
 
 
-def _version_url(name: str, version: int) -> str:
-    return f"{PREFIX}/datasets/{quote(name)}/versions/{version}"
+def _version_url(base: str, name: str, version: int) -> str:
+    return f"{base}/datasets/{quote(name)}/versions/{version}"
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -78,7 +78,9 @@ def list_datasets(
 # --- one version -----------------------------------------------------------------------------
 
 
-def _neighbours(c: Container, version: DatasetVersionPublic, direction: str) -> list[JsonDict]:
+def _neighbours(
+    c: Container, base: str, version: DatasetVersionPublic, direction: str
+) -> list[JsonDict]:
     """The versions (and other entities) one lineage edge up or down from ``version``."""
     graph = c.governance.lineage(version.id, direction, depth=1)
     relation = {e.target if direction == "down" else e.source: e.relation for e in graph.edges}
@@ -89,7 +91,7 @@ def _neighbours(c: Container, version: DatasetVersionPublic, direction: str) -> 
         link = None
         if node.type == "dataset_version":
             other = c.datasets.get_version_by_id(node.id)
-            link = _version_url(other.dataset_name, other.version)
+            link = _version_url(base, other.dataset_name, other.version)
         found.append({"label": node.label, "type": node.type, "relation": relation[node.id],
                       "url": link})  # fmt: skip
     return found
@@ -182,15 +184,17 @@ def version_report(name: str, version: str, request: Request, c: ContainerPage,
 
 
 @router.post("/datasets/{name:path}/versions/{version}/profile", dependencies=[FormGuard])
-def profile_version(name: str, version: str, c: ContainerPage, actor: ActorPage) -> Response:
+def profile_version(
+    name: str, version: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     actor.require("editor")
     dv = c.datasets.get_version(name, version)
-    back = _version_url(name, dv.version)
+    back = _version_url(base, name, dv.version)
     try:
         c.data.profile(name, actor, dv.version)
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
-    return redirect(back, f"Profiled {name} v{dv.version}.")
+        return redirect(request, back, exc.detail, error=True)
+    return redirect(request, back, f"Profiled {name} v{dv.version}.")
 
 
 @router.get("/datasets/{name:path}/versions/{version}")
@@ -200,6 +204,7 @@ def version_page(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> HTMLResponse:
@@ -211,8 +216,8 @@ def version_page(
         v=dv,
         preview=_preview(c, dv, offset, limit),
         profile=_profile_summary(dv.profile),
-        upstream=_neighbours(c, dv, "up"),
-        downstream=_neighbours(c, dv, "down"),
+        upstream=_neighbours(c, base, dv, "up"),
+        downstream=_neighbours(c, base, dv, "down"),
         limit=limit,
         offset=offset,
     )
@@ -221,13 +226,13 @@ def version_page(
 # --- one dataset -----------------------------------------------------------------------------
 
 
-def _lineage_of(c: Container, dv: DatasetVersionPublic) -> JsonDict:
+def _lineage_of(c: Container, base: str, dv: DatasetVersionPublic) -> JsonDict:
     """How a version was made: the recipe step and the versions it came from."""
     recipe = dv.recipe or {}
     step = recipe.get("step") if isinstance(recipe.get("step"), str) else None
     if step == "split" and isinstance(recipe.get("split"), str):
         step = f"split ({recipe['split']})"
-    return {"step": step, "parents": _neighbours(c, dv, "up")}
+    return {"step": step, "parents": _neighbours(c, base, dv, "up")}
 
 
 @router.get("/datasets/{name:path}")
@@ -236,12 +241,13 @@ def dataset_page(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> HTMLResponse:
     ds = c.datasets.get(name)
     versions = list(reversed(c.datasets.list_versions(name)))  # newest first
     page = versions[offset : offset + limit]
-    rows = [{"v": v, "lineage": _lineage_of(c, v)} for v in page]
+    rows = [{"v": v, "lineage": _lineage_of(c, base, v)} for v in page]
     return render(request, "datasets/detail.html", section=SECTION, ds=ds, rows=rows,
                   total=len(versions), limit=limit, offset=offset)  # fmt: skip

@@ -23,8 +23,8 @@ from llmloop.errors import LlmloopError
 from llmloop.services.container import Container
 from llmloop.ui.pages.traces import version_names
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     page_router,
@@ -127,34 +127,39 @@ def deployment_detail(
     )
 
 
-def _page(name: str) -> str:
-    return f"{PREFIX}/deployments/{quote(name, safe='')}"
+def _page(base: str, name: str) -> str:
+    return f"{base}/deployments/{quote(name, safe='')}"
 
 
 @router.post("/deployments/{name}/reload", dependencies=[FormGuard])
-async def reload_deployment(name: str, c: ContainerPage, actor: ActorPage) -> Response:
+async def reload_deployment(
+    name: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     """What ``POST /api/deployments/{name}/reload`` does: re-resolve aliases now."""
     actor.require("editor")
     await asyncio.to_thread(c.deployments.get, name)  # an unknown name is a 404 page
+    back = _page(base, name)
     try:
         resolved = await c.gateway.manager.reload(name)
     except LlmloopError as exc:
-        return redirect(_page(name), f"Reload failed: {exc.detail}", error=True)
+        return redirect(request, back, f"Reload failed: {exc.detail}", error=True)
     serving = ", ".join(f"{label} → {key}" for label, key in resolved.items())
-    return redirect(_page(name), f"Reloaded '{name}': {serving}.")
+    return redirect(request, back, f"Reloaded '{name}': {serving}.")
 
 
 @router.post("/deployments/{name}/delete", dependencies=[FormGuard])
-async def delete_deployment(name: str, c: ContainerPage, actor: ActorPage) -> Response:
+async def delete_deployment(
+    name: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     """What ``DELETE /api/deployments/{name}`` does: forget the spec, stop serving it."""
     actor.require("editor")
     dep = await asyncio.to_thread(c.deployments.get, name)
     try:
         await asyncio.to_thread(c.deployments.delete, name, actor)
     except LlmloopError as exc:
-        return redirect(_page(name), exc.detail, error=True)
+        return redirect(request, _page(base, name), exc.detail, error=True)
     await c.gateway.manager.remove(name)
     message = f"Deleted deployment '{name}'."
     if dep.source == "file":
         message += " It comes back when the server next loads its deployments file."
-    return redirect(f"{PREFIX}/deployments", message)
+    return redirect(request, f"{base}/deployments", message)

@@ -24,14 +24,15 @@ from llmloop.errors import LlmloopError
 from llmloop.services.actors import ROLE_RANK, Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
     page_router,
     redirect,
     render,
+    ui_base,
 )
 
 router = page_router()
@@ -65,30 +66,30 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def node_href(node: LineageNode) -> str | None:
+def node_href(base: str, node: LineageNode) -> str | None:
     """The dashboard page of a node, when the graph says enough to build its address."""
     kind, label = node.type, node.label
     if kind == "run":
-        return f"{PREFIX}/runs/{segment(node.id)}"
+        return f"{base}/runs/{segment(node.id)}"
     if kind == "trace":
-        return f"{PREFIX}/traces/{segment(node.id)}"
+        return f"{base}/traces/{segment(node.id)}"
     if label == node.id:  # the service labels a node by its id when the row is gone
         return None
     if kind in ("dataset", "prompt", "model"):
-        return f"{PREFIX}/{kind}s/{segment(label)}"
+        return f"{base}/{kind}s/{segment(label)}"
     if kind in ("dataset_version", "prompt_version", "model_version"):
         name, sep, number = label.rpartition(":v")
         if not sep or name == "?" or not (number.isascii() and number.isdigit()):
             return None
         if kind == "prompt_version":
-            return f"{PREFIX}/prompts/{segment(name)}"
-        return f"{PREFIX}/{kind.removesuffix('_version')}s/{segment(name)}/versions/{number}"
+            return f"{base}/prompts/{segment(name)}"
+        return f"{base}/{kind.removesuffix('_version')}s/{segment(name)}/versions/{number}"
     return None
 
 
-def node_view(node: LineageNode, depth: int = 0) -> NodeView:
-    graph = f"{PREFIX}/governance/lineage/{segment(node.id)}"
-    return NodeView(node.id, node.type, node.label, node_href(node), graph, depth)
+def node_view(base: str, node: LineageNode, depth: int = 0) -> NodeView:
+    graph = f"{base}/governance/lineage/{segment(node.id)}"
+    return NodeView(node.id, node.type, node.label, node_href(base, node), graph, depth)
 
 
 def _walk(graph: LineageGraph, upstream: bool) -> dict[str, int]:
@@ -111,15 +112,15 @@ def _walk(graph: LineageGraph, upstream: bool) -> dict[str, int]:
     return depth
 
 
-def lineage_view(c: Container, entity_id: str) -> dict[str, Any]:
+def lineage_view(c: Container, base: str, entity_id: str) -> dict[str, Any]:
     """The graph of ``entity_id`` split into upstream and downstream rows, and its edges."""
     graph = c.governance.lineage(entity_id, "both")
     nodes = {n.id: n for n in graph.nodes}
-    views = {n.id: node_view(n) for n in graph.nodes}
+    views = {n.id: node_view(base, n) for n in graph.nodes}
 
     def side(upstream: bool) -> list[NodeView]:
         found = _walk(graph, upstream)
-        rows = [node_view(nodes[i], d) for i, d in found.items() if i in nodes]
+        rows = [node_view(base, nodes[i], d) for i, d in found.items() if i in nodes]
         return sorted(rows, key=lambda v: (v.depth, v.kind, v.label))
 
     edges = [(views.get(e.source), e.relation, views.get(e.target)) for e in graph.edges]
@@ -163,30 +164,30 @@ def summarize(entry: AuditEntry) -> list[str]:
     return [f"{k}: {_brief(before.get(k))} → {_brief(after.get(k))}" for k in keys[:6]]
 
 
-def audit_view(entry: AuditEntry) -> AuditView:
-    base = f"{PREFIX}/governance"
+def audit_view(base: str, entry: AuditEntry) -> AuditView:
+    page = f"{base}/governance"
     graph = None
     # Pointer entries name "<owner id>:<alias>", which is no node of the graph.
     if ENTITY_ID.match(entry.entity_id) and entity_of(entry.entity_id) in LINEAGE_KINDS:
-        graph = f"{base}/lineage/{segment(entry.entity_id)}"
+        graph = f"{page}/lineage/{segment(entry.entity_id)}"
     return AuditView(
         entry=entry,
         changes=summarize(entry),
-        entity_href=f"{base}?{urlencode({'entity_id': entry.entity_id})}",
+        entity_href=f"{page}?{urlencode({'entity_id': entry.entity_id})}",
         graph=graph,
-        actor_href=f"{base}?{urlencode({'actor': entry.actor})}",
+        actor_href=f"{page}?{urlencode({'actor': entry.actor})}",
     )
 
 
 # --- pages -----------------------------------------------------------------------------------
 
 
-def approval_links(a: ApprovalPublic) -> tuple[str, str]:
+def approval_links(base: str, a: ApprovalPublic) -> tuple[str, str]:
     """Links to the owner (model or prompt) and to the version the approval would point at."""
     if a.kind == "model_alias":
-        owner = f"{PREFIX}/models/{segment(a.name)}"
+        owner = f"{base}/models/{segment(a.name)}"
         return owner, f"{owner}/versions/{a.version}"
-    owner = f"{PREFIX}/prompts/{segment(a.name)}"
+    owner = f"{base}/prompts/{segment(a.name)}"
     return owner, owner
 
 
@@ -197,18 +198,18 @@ def _decided(c: Container, limit: int) -> list[ApprovalPublic]:
     return both[:limit]
 
 
-def _query(params: dict[str, Any], **changes: Any) -> str:
+def _query(base: str, params: dict[str, Any], **changes: Any) -> str:
     """This page's address with ``params`` (defaults left out) and ``changes`` applied."""
     merged = {**params, **changes}
     kept = {k: v for k, v in merged.items() if v not in ("", None) and v != DEFAULTS.get(k)}
-    return f"{PREFIX}/governance" + (f"?{urlencode(kept)}" if kept else "")
+    return f"{base}/governance" + (f"?{urlencode(kept)}" if kept else "")
 
 
-def _more(shown: int, limit: int, params: dict[str, Any], key: str) -> str | None:
+def _more(base: str, shown: int, limit: int, params: dict[str, Any], key: str) -> str | None:
     """A "show more" link (twice the limit) when a list filled its limit."""
     if shown < limit or limit >= MORE_CAP:
         return None
-    return _query(params, **{key: min(limit * 2, MORE_CAP)})
+    return _query(base, params, **{key: min(limit * 2, MORE_CAP)})
 
 
 @router.get("/governance")
@@ -216,6 +217,7 @@ def governance(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     entity_id: Annotated[str, Query(max_length=200)] = "",
     who: Annotated[str, Query(alias="actor", max_length=128)] = "",
     before_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -238,60 +240,69 @@ def governance(
         can_decide=ROLE_RANK.get(actor.role, -1) >= ROLE_RANK["admin"],
         # Four eyes: the form is hidden on one's own request (the service refuses it anyway).
         own_blocked=None if c.governance.allow_self_approval else actor.name,
-        pending=[(a, *approval_links(a)) for a in waiting],
-        more_pending=_more(len(waiting), pending, params, "pending"),
-        decided=[(a, *approval_links(a)) for a in done],
-        more_decided=_more(len(done), decided, params, "decided"),
-        entries=[audit_view(e) for e in entries],
+        pending=[(a, *approval_links(base, a)) for a in waiting],
+        more_pending=_more(base, len(waiting), pending, params, "pending"),
+        decided=[(a, *approval_links(base, a)) for a in done],
+        more_decided=_more(base, len(done), decided, params, "decided"),
+        entries=[audit_view(base, e) for e in entries],
         filters={"entity_id": entity_id, "actor": who, "limit": limit},
         filtered=bool(entity_id or who),
-        first_page=_query(params, before_id=0) if before_id else None,
-        next_page=_query(params, before_id=last) if last is not None else None,
+        first_page=_query(base, params, before_id=0) if before_id else None,
+        next_page=_query(base, params, before_id=last) if last is not None else None,
     )
 
 
-def _decide(c: Container, actor: Actor, approval_id: str, approve: bool, comment: str) -> Response:
+def _decide(
+    request: Request, c: Container, actor: Actor, approval_id: str, approve: bool, comment: str
+) -> Response:
     # Only admins decide (the service checks it too); anyone else gets the 403 page.
     actor.require("admin")
-    back = f"{PREFIX}/governance"
+    back = f"{ui_base(request)}/governance"
     if len(comment) > MAX_COMMENT:
-        return redirect(back, f"the comment is over {MAX_COMMENT:,} characters", error=True)
+        message = f"the comment is over {MAX_COMMENT:,} characters"
+        return redirect(request, back, message, error=True)
     try:
         done = c.governance.decide(approval_id, approve, actor, comment.strip())
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
+        return redirect(request, back, exc.detail, error=True)
     what = "approved: the alias or label now points there" if approve else "rejected"
-    return redirect(back, f"{done.name} {done.label} → v{done.version} {what}.")
+    return redirect(request, back, f"{done.name} {done.label} → v{done.version} {what}.")
 
 
 @router.post("/governance/approvals/{approval_id}/approve", dependencies=[FormGuard])
 def approve(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
     approval_id: Annotated[str, Path(max_length=200)],
     comment: Annotated[str, Form()] = "",
 ) -> Response:
-    return _decide(c, actor, approval_id, True, comment)
+    return _decide(request, c, actor, approval_id, True, comment)
 
 
 @router.post("/governance/approvals/{approval_id}/reject", dependencies=[FormGuard])
 def reject(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
     approval_id: Annotated[str, Path(max_length=200)],
     comment: Annotated[str, Form()] = "",
 ) -> Response:
-    return _decide(c, actor, approval_id, False, comment)
+    return _decide(request, c, actor, approval_id, False, comment)
 
 
 @router.get("/governance/lineage")
 def find_lineage(
-    actor: ActorPage, entity_id: Annotated[str, Query(max_length=200)] = ""
+    request: Request,
+    actor: ActorPage,
+    base: Base,
+    entity_id: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     """The lookup form's target: on to the graph page of the id typed in."""
     if not entity_id.strip():
-        return redirect(f"{PREFIX}/governance", "type an entity id to see its lineage", error=True)
-    return redirect(f"{PREFIX}/governance/lineage/{segment(entity_id.strip())}")
+        message = "type an entity id to see its lineage"
+        return redirect(request, f"{base}/governance", message, error=True)
+    return redirect(request, f"{base}/governance/lineage/{segment(entity_id.strip())}")
 
 
 @router.get("/governance/lineage/{entity_id}")
@@ -299,16 +310,17 @@ def lineage(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     entity_id: Annotated[str, Path(max_length=200)],
 ) -> HTMLResponse:
-    view = lineage_view(c, entity_id)
+    view = lineage_view(c, base, entity_id)
     entries = c.governance.audit(entity_id, 50)
     return render(
         request,
         "governance/lineage.html",
         section="governance",
         entity_id=entity_id,
-        audit=[audit_view(e) for e in entries],
-        audit_href=_query({"entity_id": entity_id}),
+        audit=[audit_view(base, e) for e in entries],
+        audit_href=_query(base, {"entity_id": entity_id}),
         **view,
     )

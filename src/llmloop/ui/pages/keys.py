@@ -21,8 +21,8 @@ from llmloop.errors import InvalidInputError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     page_router,
@@ -122,28 +122,31 @@ async def create_key(
 
 @router.post("/keys/{key_id}/limits", dependencies=[FormGuard])
 async def set_limits(
-    key_id: str, c: ContainerPage, actor: ActorPage,
+    key_id: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base,
     rpm: Annotated[str, Form()] = "", tpm: Annotated[str, Form()] = "",
     max_concurrent: Annotated[str, Form()] = "", budget_usd: Annotated[str, Form()] = "",
 ) -> Response:  # fmt: skip
     actor.require("admin")
-    back = f"{PREFIX}/keys"
+    back = f"{base}/keys"
     form = {"rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent, "budget_usd": budget_usd}
     try:
         limits = parse_limits(form)
         key = await asyncio.to_thread(c.keys.set_limits, key_id, limits, actor)
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
+        return redirect(request, back, exc.detail, error=True)
     shown = ", ".join(f"{k}={v:g}" for k, v in limits.items()) or "none"
-    return redirect(back, f"Limits of '{key.name}' are now: {shown}.")
+    return redirect(request, back, f"Limits of '{key.name}' are now: {shown}.")
 
 
 @router.post("/keys/{key_id}/revoke", dependencies=[FormGuard])
-async def revoke_key(key_id: str, c: ContainerPage, actor: ActorPage) -> Response:
+async def revoke_key(
+    key_id: str, request: Request, c: ContainerPage, actor: ActorPage, base: Base
+) -> Response:
     actor.require("admin")
-    back = f"{PREFIX}/keys"
+    back = f"{base}/keys"
     try:
         key = await asyncio.to_thread(c.keys.revoke, key_id, actor)
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
-    return redirect(back, f"Key '{key.name}' is revoked: requests with it are refused from now.")
+        return redirect(request, back, exc.detail, error=True)
+    message = f"Key '{key.name}' is revoked: requests with it are refused from now."
+    return redirect(request, back, message)

@@ -29,8 +29,8 @@ from llmloop.services.actors import ROLE_RANK, Actor
 from llmloop.services.container import Container
 from llmloop.ui.pages.governance import MAX_COMMENT, audit_view, lineage_view, segment
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
@@ -48,12 +48,12 @@ MAX_VERSION = 2_147_483_647
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
-def model_url(name: str) -> str:
-    return f"{PREFIX}/models/{segment(name)}"
+def model_url(base: str, name: str) -> str:
+    return f"{base}/models/{segment(name)}"
 
 
-def version_url(name: str, version: int) -> str:
-    return f"{model_url(name)}/versions/{version}"
+def version_url(base: str, name: str, version: int) -> str:
+    return f"{model_url(base, name)}/versions/{version}"
 
 
 def role_at_least(actor: Actor, role: str) -> bool:
@@ -102,7 +102,9 @@ def list_models(
 
 
 @router.get("/models/{name}")
-def show_model(request: Request, c: ContainerPage, actor: ActorPage, name: str) -> HTMLResponse:
+def show_model(
+    request: Request, c: ContainerPage, actor: ActorPage, base: Base, name: str
+) -> HTMLResponse:
     model = c.models.get(name)
     versions = c.models.list_versions(name)
     by_version: dict[int, list[str]] = {}
@@ -117,7 +119,7 @@ def show_model(request: Request, c: ContainerPage, actor: ActorPage, name: str) 
         request,
         "models/detail.html",
         section="models",
-        bases={v.id: base_link(c, v.base_model, versions) for v in versions},
+        bases={v.id: base_link(c, base, v.base_model, versions) for v in versions},
         model=model,
         versions=list(reversed(versions)),
         by_version=by_version,
@@ -125,7 +127,7 @@ def show_model(request: Request, c: ContainerPage, actor: ActorPage, name: str) 
         stages=STAGES,
         can_edit=role_at_least(actor, "editor"),
         can_protect=role_at_least(actor, "admin"),
-        audit_href=f"{PREFIX}/governance?entity_id={segment(model.id)}#audit",
+        audit_href=f"{base}/governance?entity_id={segment(model.id)}#audit",
     )
 
 
@@ -155,19 +157,20 @@ def version_audit(c: Container, model: ModelPublic, v: ModelVersionPublic) -> li
 
 
 def base_link(
-    c: Container, base_model: str, siblings: Sequence[ModelVersionPublic] = ()
+    c: Container, base: str, base_model: str, siblings: Sequence[ModelVersionPublic] = ()
 ) -> tuple[str, str | None]:
     """The base model as text, and a link when it is a version in this registry."""
     if entity_of(base_model) != "model_version":
         return base_model, None
     # Most bases are earlier versions of the same model: no need to ask the store again.
-    base = next((v for v in siblings if v.id == base_model), None)
-    if base is None:
+    found = next((v for v in siblings if v.id == base_model), None)
+    if found is None:
         try:
-            base = c.models.get_version_by_id(base_model)
+            found = c.models.get_version_by_id(base_model)
         except NotFoundError:
             return base_model, None
-    return f"{base.model_name} v{base.version}", version_url(base.model_name, base.version)
+    href = version_url(base, found.model_name, found.version)
+    return f"{found.model_name} v{found.version}", href
 
 
 @router.get("/models/{name}/versions/{ref}")
@@ -175,15 +178,16 @@ def show_version(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: str,
     ref: Annotated[str, Path(max_length=64)],
 ) -> Response:
     number = _number(ref)
     if number is None:  # an alias or "latest": the page of the version it names today
-        return redirect(version_url(name, c.models.get_version(name, ref).version))
+        return redirect(request, version_url(base, name, c.models.get_version(name, ref).version))
     v = c.models.get_version(name, number)
     model = c.models.get(name)
-    base_text, base_href = base_link(c, v.base_model)
+    base_text, base_href = base_link(c, base, v.base_model)
     return render(
         request,
         "models/version.html",
@@ -193,12 +197,12 @@ def show_version(
         aliases=sorted(a for a, n in model.aliases.items() if n == v.version),
         base_text=base_text,
         base_href=base_href,
-        run_href=f"{PREFIX}/runs/{segment(v.run_id)}" if v.run_id else None,
+        run_href=f"{base}/runs/{segment(v.run_id)}" if v.run_id else None,
         paragraphs=[p.strip() for p in re.split(r"\n\s*\n", v.description) if p.strip()],
-        audit=[audit_view(e) for e in version_audit(c, model, v)],
+        audit=[audit_view(base, e) for e in version_audit(c, model, v)],
         stages=STAGES,
         can_edit=role_at_least(actor, "editor"),
-        **lineage_view(c, v.id),
+        **lineage_view(c, base, v.id),
     )
 
 
@@ -217,9 +221,11 @@ def parse_alias_move(alias: str, version: str) -> AliasMove:
         raise InvalidInputError(problem_text(exc, 1, "value")) from None
 
 
-def _back(name: str, back: str, version: int | None) -> str:
+def _back(base: str, name: str, back: str, version: int | None) -> str:
     # The form says which page it came from; only these two, so no address is taken from it.
-    return version_url(name, version) if back == "version" and version else model_url(name)
+    if back == "version" and version:
+        return version_url(base, name, version)
+    return model_url(base, name)
 
 
 def _ask_approval(
@@ -242,8 +248,10 @@ def _ask_approval(
 
 @router.post("/models/{name}/aliases", dependencies=[FormGuard])
 def move_alias(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: str,
     alias: Annotated[str, Form()] = "",
     version: Annotated[str, Form()] = "",
@@ -254,26 +262,29 @@ def move_alias(
     actor.require("editor")
     c.models.get(name)  # an unknown model is the 404 page, not a message on it
     number = version.strip()
-    url = _back(name, back, int(number) if re.fullmatch(r"[0-9]{1,10}", number) else None)
+    url = _back(base, name, back, int(number) if re.fullmatch(r"[0-9]{1,10}", number) else None)
     if len(comment) > MAX_COMMENT:
-        return redirect(url, f"the comment is over {MAX_COMMENT:,} characters", error=True)
+        message = f"the comment is over {MAX_COMMENT:,} characters"
+        return redirect(request, url, message, error=True)
     try:
         move = parse_alias_move(alias, version)
         c.models.set_alias(name, move.alias, move.version, actor)
     except ApprovalRequiredError as exc:
         if not request_approval:
-            return redirect(url, exc.detail, error=True)
+            return redirect(request, url, exc.detail, error=True)
         message, failed = _ask_approval(c, actor, name, move, comment.strip(), exc.detail)
-        return redirect(url, message, error=failed)
+        return redirect(request, url, message, error=failed)
     except LlmloopError as exc:
-        return redirect(url, exc.detail, error=True)
-    return redirect(url, f"Alias '{move.alias}' now points at version {move.version}.")
+        return redirect(request, url, exc.detail, error=True)
+    return redirect(request, url, f"Alias '{move.alias}' now points at version {move.version}.")
 
 
 @router.post("/models/{name}/versions/{version}/stage", dependencies=[FormGuard])
 def set_stage(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: str,
     version: VersionPath,
     stage: Annotated[str, Form()] = "",
@@ -281,35 +292,37 @@ def set_stage(
 ) -> Response:
     actor.require("editor")
     c.models.get_version(name, version)  # unknown model or version: the 404 page
-    url = _back(name, back, version)
+    url = _back(base, name, back, version)
     if stage not in STAGES:
-        return redirect(url, f"stage must be one of {', '.join(STAGES)}", error=True)
+        return redirect(request, url, f"stage must be one of {', '.join(STAGES)}", error=True)
     try:
         c.models.set_stage(name, version, stage, actor)
     except LlmloopError as exc:
-        return redirect(url, exc.detail, error=True)
-    return redirect(url, f"Version {version} is now in stage '{stage}'.")
+        return redirect(request, url, exc.detail, error=True)
+    return redirect(request, url, f"Version {version} is now in stage '{stage}'.")
 
 
 @router.post("/models/{name}/protect", dependencies=[FormGuard])
 def protect_alias(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: str,
     alias: Annotated[str, Form()] = "",
     protect: Annotated[str, Form()] = "on",
 ) -> Response:
     actor.require("admin")  # the service's rule: only admins protect
     c.models.get(name)
-    url = model_url(name)
+    url = model_url(base, name)
     alias = alias.strip()
     if not LABEL_PATTERN.match(alias):
         message = "alias: must be lower-case letters, digits, '_' or '-', starting with a letter"
-        return redirect(url, message, error=True)
+        return redirect(request, url, message, error=True)
     on = protect != "off"
     try:
         c.governance.protect("model_alias", name, alias, on, actor)
     except LlmloopError as exc:
-        return redirect(url, exc.detail, error=True)
+        return redirect(request, url, exc.detail, error=True)
     state = "protected: it now moves only through an approval" if on else "no longer protected"
-    return redirect(url, f"Alias '{alias}' is {state}.")
+    return redirect(request, url, f"Alias '{alias}' is {state}.")

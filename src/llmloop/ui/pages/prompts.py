@@ -29,8 +29,8 @@ from llmloop.errors import InvalidInputError, LlmloopError, UpstreamError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
@@ -48,8 +48,8 @@ VAR_FIELD = "var."  # playground inputs are named var.<variable>
 REF_RE = re.compile(r"^([1-9][0-9]{0,8}|[a-z][a-z0-9_-]{0,63})$")
 
 
-def _url(name: str, page: str = "") -> str:
-    return f"{PREFIX}/prompts/{quote(name)}{page}"
+def _url(base: str, name: str, page: str = "") -> str:
+    return f"{base}/prompts/{quote(name)}{page}"
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -71,22 +71,25 @@ def list_prompts(
 
 @router.post("/prompts", dependencies=[FormGuard])
 def create_prompt(
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
 ) -> Response:
     actor.require("editor")
-    back = f"{PREFIX}/prompts"
+    back = f"{base}/prompts"
     try:
         spec = PromptCreate(name=name.strip(), description=description.strip())
     except ValidationError as exc:
-        return redirect(back, f"Prompt not created: {problem_text(exc, 1)}", error=True)
+        return redirect(request, back, f"Prompt not created: {problem_text(exc, 1)}", error=True)
     try:
         c.prompts.create(spec, actor)
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
-    return redirect(_url(spec.name), f"Created prompt {spec.name}: add its first version below.")
+        return redirect(request, back, exc.detail, error=True)
+    message = f"Created prompt {spec.name}: add its first version below."
+    return redirect(request, _url(base, spec.name), message)
 
 
 # --- one prompt ------------------------------------------------------------------------------
@@ -279,24 +282,27 @@ async def _run(c: Container, actor: Actor, ctx: JsonDict, form: dict[str, str]) 
 @router.post("/prompts/{name:path}/labels", dependencies=[FormGuard])
 def move_label(
     name: str,
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     label: Annotated[str, Form()] = "",
     version: Annotated[str, Form()] = "",
 ) -> Response:
     actor.require("editor")
     c.prompts.get(name)  # an unknown prompt is a 404 page, not a flash
+    back = _url(base, name)
     label = label.strip()
     if not LABEL_PATTERN.match(label):
-        return redirect(_url(name), "A label is lower-case letters, digits, '_' or '-', "
+        return redirect(request, back, "A label is lower-case letters, digits, '_' or '-', "
                         "starting with a letter.", error=True)  # fmt: skip
     if not (version.strip().isascii() and version.strip().isdigit()) or int(version) < 1:
-        return redirect(_url(name), "Choose a version to point the label at.", error=True)
+        return redirect(request, back, "Choose a version to point the label at.", error=True)
     try:
         c.prompts.set_label(name, label, int(version), actor)
     except LlmloopError as exc:
-        return redirect(_url(name), exc.detail, error=True)
-    return redirect(_url(name), f"Label '{label}' now points at version {int(version)}.")
+        return redirect(request, back, exc.detail, error=True)
+    return redirect(request, back, f"Label '{label}' now points at version {int(version)}.")
 
 
 def _version_spec(template: str, variables: str, params: str, message: str) -> PromptVersionCreate:
@@ -323,6 +329,7 @@ def create_version(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     template: Annotated[str, Form()] = "",
     variables: Annotated[str, Form()] = "",
     params: Annotated[str, Form()] = "",
@@ -341,13 +348,13 @@ def create_version(
                        "message": message}  # fmt: skip
         ctx["form_error"] = exc.detail
         return render(request, "prompts/detail.html", exc.status, section=SECTION, **ctx)
-    return redirect(_url(name), f"Created version {created.version}.")
+    return redirect(request, _url(base, name), f"Created version {created.version}.")
 
 
 @router.get("/prompts/{name:path}/versions")
-def versions_anchor(name: str, actor: ActorPage) -> Response:
+def versions_anchor(name: str, request: Request, actor: ActorPage, base: Base) -> Response:
     """Reloading the page a refused version form showed lands on the prompt, not a 404."""
-    return redirect(_url(name) + "#new-version")
+    return redirect(request, _url(base, name) + "#new-version")
 
 
 @router.get("/prompts/{name:path}")

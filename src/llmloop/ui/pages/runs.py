@@ -27,8 +27,8 @@ from llmloop.errors import InvalidInputError, LlmloopError, NotFoundError
 from llmloop.services.container import Container
 from llmloop.ui.charts import bar_chart, line_chart
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
@@ -134,8 +134,8 @@ def _table(runs: list[RunPublic]) -> dict[str, Any]:
     }
 
 
-def _url(*parts: str, **query: str) -> str:
-    path = PREFIX + "".join(f"/{quote(p, safe='')}" for p in parts)
+def _url(base: str, *parts: str, **query: str) -> str:
+    path = base + "".join(f"/{quote(p, safe='')}" for p in parts)
     query = {k: v for k, v in query.items() if v}
     return f"{path}?{urlencode(query)}" if query else path
 
@@ -145,6 +145,7 @@ def run_list(
     request: Request,
     actor: ActorPage,
     c: ContainerPage,
+    base: Base,
     kind: str = "",
     status: str = "",
     parent: str = "",
@@ -164,7 +165,7 @@ def run_list(
         filtered=any(filters.values()),
         limit=limit,
         offset=offset,
-        base=_url("runs", **filters),
+        base=_url(base, "runs", **filters),
         compare_max=COMPARE_MAX,
         table=_table(runs),
     )
@@ -269,10 +270,10 @@ def run_compare(
     )
 
 
-def _node_url(node: LineageNode) -> str | None:
+def _node_url(base: str, node: LineageNode) -> str | None:
     """The dashboard page of a lineage node, when its label says enough to build the link."""
     if node.type in ("run", "trace"):
-        return _url(f"{node.type}s", node.id)
+        return _url(base, f"{node.type}s", node.id)
     name, sep, version = node.label.rpartition(":v")
     if (
         node.type in _LINKS
@@ -282,11 +283,11 @@ def _node_url(node: LineageNode) -> str | None:
         and name
         and name != "?"
     ):
-        return PREFIX + _LINKS[node.type].format(name=quote(name, safe=""), version=version)
+        return base + _LINKS[node.type].format(name=quote(name, safe=""), version=version)
     return None
 
 
-def _neighbours(c: Container, run: RunPublic) -> dict[str, list[dict[str, Any]]]:
+def _neighbours(c: Container, base: str, run: RunPublic) -> dict[str, list[dict[str, Any]]]:
     """Inputs, outputs and related runs, one lineage step from ``run`` in each direction."""
     graph = c.governance.lineage(run.id, "both", depth=1)
     nodes = {n.id: n for n in graph.nodes}
@@ -296,7 +297,7 @@ def _neighbours(c: Container, run: RunPublic) -> dict[str, list[dict[str, Any]]]
         other = nodes.get(edge.source if upstream else edge.target)
         if other is None or edge.relation == "child" or other.id == run.id:
             continue  # parent and trials have their own panels
-        item = {"node": other, "relation": edge.relation, "url": _node_url(other)}
+        item = {"node": other, "relation": edge.relation, "url": _node_url(base, other)}
         if other.type == "run":
             if len(found["related"]) < MAX_RELATED:
                 item |= {"run": c.runs.get(other.id), "upstream": upstream}
@@ -362,12 +363,14 @@ def _metric_charts(series: dict[str, list[dict[str, Any]]]) -> list[tuple[str, M
 
 
 @router.get("/runs/{run_id}")
-def run_detail(request: Request, actor: ActorPage, c: ContainerPage, run_id: str) -> HTMLResponse:
+def run_detail(
+    request: Request, actor: ActorPage, c: ContainerPage, base: Base, run_id: str
+) -> HTMLResponse:
     run = c.runs.get(run_id)
     series = c.runs.metric_series(run_id)
     children = c.runs.list(parent_id=run.id, limit=MAX_CHILDREN)
     report, report_error = _report(c, run)
-    found = _neighbours(c, run)
+    found = _neighbours(c, base, run)
     trials = _table(children)
     gates = [
         item
@@ -401,17 +404,23 @@ def run_detail(request: Request, actor: ActorPage, c: ContainerPage, run_id: str
 
 @router.post("/runs/{run_id}/finish", dependencies=[FormGuard])
 def finish_run(
-    actor: ActorPage, c: ContainerPage, run_id: str, status: Annotated[str, Form()] = ""
+    request: Request,
+    actor: ActorPage,
+    c: ContainerPage,
+    base: Base,
+    run_id: str,
+    status: Annotated[str, Form()] = "",
 ) -> Response:
     """Close a run still marked running (its job died) with the status the user picks."""
     actor.require("editor")
     run = c.runs.get(run_id)
-    back = _url("runs", run.id)
+    back = _url(base, "runs", run.id)
     if status not in TERMINAL_STATUSES:
         choices = ", ".join(sorted(TERMINAL_STATUSES))
-        return redirect(back, f"Pick a status to close the run with ({choices}).", error=True)
+        message = f"Pick a status to close the run with ({choices})."
+        return redirect(request, back, message, error=True)
     try:
         c.runs.finish(run.id, status, actor)
     except LlmloopError as exc:
-        return redirect(back, exc.detail, error=True)
-    return redirect(back, f"Run marked {status}.")
+        return redirect(request, back, exc.detail, error=True)
+    return redirect(request, back, f"Run marked {status}.")

@@ -27,8 +27,8 @@ from llmloop.errors import InvalidInputError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.container import Container
 from llmloop.ui.web import (
-    PREFIX,
     ActorPage,
+    Base,
     ContainerPage,
     FormGuard,
     Limit,
@@ -124,6 +124,7 @@ def trace_list(
     request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     deployment: str = "",
     status: str = "",
     kind: str = "",
@@ -147,7 +148,7 @@ def trace_list(
     traces = traces[:limit]
     query = flt.query()
     plain = Filters(**{**flt.__dict__, "since": "", "until": ""}).query()
-    ranges = [(label, f"{PREFIX}/traces?" + "&".join(filter(None, [plain, f"since={ago}"])))
+    ranges = [(label, f"{base}/traces?" + "&".join(filter(None, [plain, f"since={ago}"])))
               for label, ago in QUICK_RANGES]  # fmt: skip
     return render(
         request,
@@ -160,7 +161,7 @@ def trace_list(
         more=more,
         limit=limit,
         offset=offset,
-        base=f"{PREFIX}/traces" + (f"?{query}" if query else ""),
+        base=f"{base}/traces" + (f"?{query}" if query else ""),
         ranges=ranges,
         deployments=sorted({d.name for d in c.deployments.list()} | {flt.deployment} - {""}),
         statuses=STATUSES,
@@ -225,8 +226,10 @@ def feedback_spec(fields: dict[str, str]) -> FeedbackCreate:
 @router.post("/traces/{trace_id}/feedback", dependencies=[FormGuard])
 def add_feedback(
     trace_id: str,
+    request: Request,
     c: ContainerPage,
     actor: ActorPage,
+    base: Base,
     kind: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",
@@ -239,12 +242,12 @@ def add_feedback(
 ) -> Response:
     """What ``POST /api/traces/{id}/feedback`` does (any role, a viewer included)."""
     trace = c.gateway.traces.get(trace_id)  # an unknown id is a 404 page
-    back = f"{PREFIX}/traces/{quote(trace.id, safe='')}"
+    back = f"{base}/traces/{quote(trace.id, safe='')}"
     fields = {"kind": kind, "name": name, "value": value, "scale_min": scale_min,
               "scale_max": scale_max, "comment": comment, "correction": correction,
               "alternative": alternative, "preferred": preferred}  # fmt: skip
     try:
         saved = c.feedback.add(trace.id, feedback_spec(fields), actor)
     except LlmloopError as exc:
-        return redirect(back, f"Feedback not saved: {exc.detail}", error=True)
-    return redirect(back + "#feedback", f"Saved {saved.kind} feedback.")
+        return redirect(request, back, f"Feedback not saved: {exc.detail}", error=True)
+    return redirect(request, back + "#feedback", f"Saved {saved.kind} feedback.")
