@@ -23,9 +23,9 @@ log = logging.getLogger("llmloop.api")
 PROBLEM_TYPE_BASE = "https://llmloop.dev/problems/"
 OPENAI_TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",
     403: "permission_error",
-    404: "not_found_error",
+    404: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -35,6 +35,16 @@ OPENAI_TYPES = {
     503: "api_error",
     504: "timeout_error",
 }
+
+
+def _openai_code(code: str, param: Any) -> str:
+    """OpenAI's codes where clients look for them: a wrong key is ``invalid_api_key``, an
+    unknown model ``model_not_found``; the others are llmloop's own."""
+    if code == "unauthenticated":
+        return "invalid_api_key"
+    if code == "not_found" and param == "model":
+        return "model_not_found"
+    return code
 
 
 def is_openai_path(path: str) -> bool:
@@ -58,12 +68,13 @@ def problem_response(
         page.headers.update(headers)
         return page
     if is_openai_path(path):
+        param = extra.get("param")
         body: dict[str, Any] = {
             "error": {
                 "message": detail,
                 "type": OPENAI_TYPES.get(status, "api_error"),
-                "param": extra.get("param"),
-                "code": code,
+                "param": param,
+                "code": _openai_code(code, param),
             }
         }
         return JSONResponse(body, status_code=status, headers=headers)

@@ -344,7 +344,7 @@ async def test_malformed_bodies(gw: Gateway) -> None:
                                   headers={"content-type": "application/json"})  # fmt: skip
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "bad_request"
     missing = await gw.http.get("/v1/responses/resp_nope")
-    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 async def test_logprobs_when_included(gw: Gateway) -> None:

@@ -118,7 +118,8 @@ async def test_unknown_model_is_404(gw: Gateway) -> None:
             model="nope", messages=[{"role": "user", "content": "x"}]
         )
     assert err.value.status_code == 404
-    assert err.value.body["type"] == "not_found_error"  # type: ignore[index]
+    assert err.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert (err.value.code, err.value.param) == ("model_not_found", "model")
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,9 @@ async def test_malformed_bodies_are_400(gw: Gateway, body: bytes) -> None:
 async def test_missing_and_wrong_key_are_401(gw: Gateway) -> None:
     body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
     resp = await gw.http.post("/v1/chat/completions", json=body, headers={"Authorization": ""})
-    assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+    assert resp.status_code == 401
+    error = resp.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
     bad = openai.AsyncOpenAI(api_key="llk_nope_nope", base_url="http://gw/v1",
                              http_client=gw.http, max_retries=0)  # fmt: skip
     with pytest.raises(openai.AuthenticationError):
