@@ -120,15 +120,24 @@ def test_protected_alias_moves_only_through_approval(container: Container) -> No
     )
     with pytest.raises(PermissionDeniedError, match="someone else"):
         gov.decide(request.id, True, ALICE)
-    rejected = gov.request(
+    again = gov.request(  # asked twice while pending: the same request, not a second one
         ApprovalCreate(kind="model_alias", name="m", label="champion", version=2), ALICE
     )
-    assert gov.decide(rejected.id, False, BOB, "no").status == "rejected"
+    assert again.id == request.id
+    assert gov.decide(request.id, False, BOB, "no").status == "rejected"
     assert models.get("m").aliases == {"champion": 1}
+    request = gov.request(  # a decided request does not stand in the way of a new one
+        ApprovalCreate(kind="model_alias", name="m", label="champion", version=2), ALICE
+    )
+    assert request.id != again.id
     assert gov.decide(request.id, True, BOB, "ok").status == "approved"
     assert models.get("m").aliases == {"champion": 2}
     with pytest.raises(ConflictError):
         gov.decide(request.id, True, BOB)
+    with pytest.raises(ConflictError, match="already points at version 2"):
+        gov.request(
+            ApprovalCreate(kind="model_alias", name="m", label="champion", version=2), ALICE
+        )
     moves = [e for e in gov.audit(limit=1000) if e.action == "model_alias.move"]
     assert moves[-1].after == {"target_id": models.get_version("m", 2).id, "via_approval": True}
 

@@ -63,11 +63,19 @@ class GovernanceService:
         with self.store.transaction() as tx:
             owner = self._owner(tx, spec.kind, spec.name)
             _, versions, fk = _OWNERS[spec.kind]
-            if tx.get(versions, **{fk: owner["id"], "version": spec.version}) is None:
+            target = tx.get(versions, **{fk: owner["id"], "version": spec.version})
+            if target is None:
                 raise NotFoundError(f"'{spec.name}' has no version {spec.version}")
             pointer = tx.get(t.pointers, kind=spec.kind, owner_id=owner["id"], name=spec.label)
             if pointer is None or not pointer["protected"]:
                 raise ConflictError(f"'{spec.label}' is not protected: move it directly")
+            if pointer["target_id"] == target["id"]:
+                raise ConflictError(f"'{spec.label}' already points at version {spec.version}")
+            same = {"kind": spec.kind, "name": spec.name, "label": spec.label,
+                    "version": spec.version, "status": "pending"}  # fmt: skip
+            waiting = tx.select(t.approvals, same)
+            if waiting:  # asked twice (a double click, a retry): one request, not two
+                return ApprovalPublic(**waiting[0])
             row: Row = {
                 "id": new_id("approval"),
                 "kind": spec.kind,

@@ -131,7 +131,8 @@ def test_rejecting_leaves_the_alias(ui: TestClient, c: Container) -> None:
 def test_the_service_refuses_a_self_approval(ui: TestClient, c: Container) -> None:
     protected_request(c)
     admin = Actor(name="admin-key", role="admin")
-    spec = ApprovalCreate(kind="model_alias", name="chat-model", label="champion", version=1)
+    c.models.create_version("chat-model", ModelVersionCreate(), ADMIN)
+    spec = ApprovalCreate(kind="model_alias", name="chat-model", label="champion", version=3)
     own = c.governance.request(spec, admin)
     pending = section(ui.get("/ui/governance").text, "Approvals waiting")
     assert f"/approvals/{own.id}/approve" not in pending  # no form on one's own request
