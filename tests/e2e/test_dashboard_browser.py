@@ -224,6 +224,15 @@ def test_a_narrow_screen_never_scrolls_the_page_sideways(served: Served, browser
         assert width <= 375, (link, width)
     page.goto(f"{served.url}/ui/monitoring")
     assert page.locator("svg.chart").count() > 0  # the charts are there, and fit
+    rows = Path(served.env["LLMLOOP_HOME"]) / "rows.jsonl"
+    rows.write_text("".join(f'{{"prompt": "question {i}", "response": "answer {i}"}}\n'
+                            for i in range(30)))  # fmt: skip
+    _cli(served.env, "datasets", "add-version", "narrow", "--file", str(rows))
+    _cli(served.env, "data", "profile", "narrow")
+    page.goto(f"{served.url}/ui/datasets/narrow/versions/1/report")  # the EDA report's plots
+    assert page.locator("svg").count() > 0
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, ("report", width)
     assert problems == []
 
 

@@ -19,7 +19,10 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f3f3f3}code{white-space:pre-wrap;word-break:break-all}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0}.bad{color:#a00;font-weight:bold}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0;max-width:100%}
+.plots svg{max-width:100%;height:auto}.bad{color:#a00;font-weight:bold}
+table{display:block;max-width:100%;overflow-x:auto}
+@media (max-width:600px){body{margin:.75rem}}
 """
 
 
@@ -77,7 +80,9 @@ def _count_and_rate(finding: Finding) -> tuple[str, str]:
 def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
     """The report as one HTML document (no external resources)."""
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<p>{profile.row_count} rows, shape <b>{html.escape(profile.shape)}</b>, tokenizer "
         f"<code>{html.escape(profile.tokenizer)}</code>.</p>",
