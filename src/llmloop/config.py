@@ -111,9 +111,9 @@ class Settings(BaseSettings):
     responses_store_max: int = Field(
         default=10_000,
         ge=0,
-        description="Responses API: answers each gateway process keeps in memory for "
-        "previous_response_id and GET /v1/responses/{id} (least recently used go first; "
-        "0 keeps none).",
+        description="Responses API: answers kept for previous_response_id and "
+        "GET /v1/responses/{id}, in each gateway process's memory or, with redis_url, in Redis "
+        "for every process (least recently used go first; 0 keeps none).",
     )
     otel_exporter: str = Field(
         default="none",

@@ -7,8 +7,10 @@ answers are; and bad requests are 400s or 404s naming the parameter."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import gw_probe
@@ -491,3 +493,65 @@ async def test_streamed_logprobs_when_included(gw: Gateway) -> None:
     assert [lp.token for d in deltas for lp in d.logprobs] == ["a", " b"]
     part = final.output[0].content[0]  # type: ignore[union-attr]
     assert [lp.token for lp in part.logprobs or []] == ["a", " b"]
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+async def test_with_redis_every_gateway_process_sees_a_response(tmp_path: Path) -> None:
+    """Two gateways on one store and one Redis (llmloop serve --workers 2): a conversation goes
+    on through either, as the OS hands each request to whichever process accepts it."""
+    if not _redis_up():
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not reachable at {REDIS_URL}")
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    from llmloop.api.app import create_app
+    from llmloop.config import load_settings
+    from llmloop.core.deployments import DeploymentSpec
+    from llmloop.core.governance import ApiKeyCreate
+    from llmloop.services.actors import local_actor
+    from llmloop.services.container import Container
+
+    settings = load_settings({"home": str(tmp_path), "gateway_reload_s": 0,
+                              "redis_url": REDIS_URL}, env={})  # fmt: skip
+    first, second = Container(settings), Container(settings)
+    first.deployments.apply(DeploymentSpec.model_validate(
+        {"name": "chat", "targets": [echo("")]}), local_actor())  # fmt: skip
+    keys = [first.keys.create(ApiKeyCreate(name=f"k{i}", role="editor"), local_actor()).secret
+            for i in range(2)]  # fmt: skip
+
+    def client(container: Container, key: str) -> openai.AsyncOpenAI:
+        transport = httpx.ASGITransport(app=create_app(settings, container))
+        return openai.AsyncOpenAI(api_key=key, base_url="http://gw/v1", max_retries=0,
+                                  http_client=httpx.AsyncClient(transport=transport))  # fmt: skip
+
+    a, b, stranger = client(first, keys[0]), client(second, keys[0]), client(second, keys[1])
+    try:
+        started = await a.responses.create(model="chat", input="on the first")
+        went_on = await b.responses.create(model="chat", input="on the second",
+                                           previous_response_id=started.id)  # fmt: skip
+        assert went_on.output_text == "on the second"
+        kept = await a.responses.retrieve(went_on.id)
+        assert kept.previous_response_id == started.id
+        items = await a.responses.input_items.list(went_on.id)
+        assert [i.content[0].text for i in items.data] == ["on the second"]  # type: ignore[union-attr]
+        with pytest.raises(openai.NotFoundError):
+            await stranger.responses.retrieve(started.id)
+        await b.responses.delete(started.id)
+        with pytest.raises(openai.NotFoundError):
+            await a.responses.retrieve(started.id)
+    finally:
+        for c in (a, b, stranger):
+            await c.close()
+        for container in (first, second):
+            await container.gateway.aclose()
+            container.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, TypeVar
 
 import orjson
@@ -172,17 +172,19 @@ async def create_response(request: Request) -> Response | SSEResponse:
     prompt_version = await _use_prompt(request, ask) if ask.prompt is not None else None
     history: tuple[ChatMessage, ...] = ()
     if ask.previous_response_id is not None:
-        previous = gateway.responses.get(ask.previous_response_id, actor, "previous_response_id")
+        previous = await gateway.responses.get(
+            ask.previous_response_id, actor, "previous_response_id"
+        )
         history = previous.conversation
     req = ask.request(history)
     created = int(time.time())
 
-    def keep(body: dict[str, object], answer: ChatMessage) -> None:
+    async def keep(body: dict[str, object], answer: ChatMessage) -> None:
         if ask.store and body["status"] != "failed":
             conversation = (*history, *ask.input, answer)
             chars = conversation_chars(conversation)
             stored = StoredResponse(body, conversation, actor.key_id, chars, len(ask.input))
-            gateway.responses.put(str(body["id"]), stored)
+            await gateway.responses.put(str(body["id"]), stored)
 
     trace = gateway.new_trace("chat", req.model, actor, stream=ask.stream)
     if prompt_version is not None:
@@ -196,7 +198,7 @@ async def create_response(request: Request) -> Response | SSEResponse:
     usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens)
     body = response_body(ask, trace.id, created, output_items(result, trace.id),
                          result.finish_reason, usage)  # fmt: skip
-    keep(body, answer_turn(result))
+    await keep(body, answer_turn(result))
     return _json(body, trace.id)
 
 
@@ -219,7 +221,7 @@ async def _use_prompt(request: Request, ask: ResponseAsk) -> PromptVersionPublic
 async def _response_events(
     chunks: AsyncIterator[GenerationChunk],
     events: ResponseEvents,
-    keep: Callable[[dict[str, object], ChatMessage], None],
+    keep: Callable[[dict[str, object], ChatMessage], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     try:
         yield events.start()
@@ -227,7 +229,7 @@ async def _response_events(
             yield events.render(chunk)
         yield events.finish()
         assert events.final is not None
-        keep(events.final, events.answer_turn())
+        await keep(events.final, events.answer_turn())
     except Exception as exc:
         yield events.fail(exc)
     finally:
@@ -240,7 +242,7 @@ async def _response_events(
 async def get_response(request: Request, response_id: str) -> Response:
     """A response this gateway process keeps (``store``), as it was answered."""
     actor = get_actor(request)
-    stored = _gateway(request).responses.get(response_id, actor)
+    stored = await _gateway(request).responses.get(response_id, actor)
     return Response(orjson.dumps(stored.body), media_type="application/json")
 
 
@@ -255,7 +257,7 @@ async def list_input_items(
     """The input items of a kept response (its own input, not the earlier history), paged as
     OpenAI pages them: newest first unless ``order=asc``, ``after`` an item id."""
     actor = get_actor(request)
-    stored = _gateway(request).responses.get(response_id, actor)
+    stored = await _gateway(request).responses.get(response_id, actor)
     body = input_items_page(stored.input_turns, response_id, limit, order, after)
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -263,7 +265,7 @@ async def list_input_items(
 @router.delete("/responses/{response_id}")
 async def delete_response(request: Request, response_id: str) -> Response:
     actor = get_actor(request)
-    _gateway(request).responses.delete(response_id, actor)
+    await _gateway(request).responses.delete(response_id, actor)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -136,6 +136,11 @@ class RedisExactBackend:
         await self.redis.zadd(self._index, {name: time.time()}, xx=True)
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    async def delete(self, key: str) -> None:
+        name = f"{self._base}:e:{key}"
+        await self.redis.delete(name)
+        await self.redis.zrem(self._index, name)
+
     async def put(self, key: str, value: str, ttl_s: float) -> None:
         name = f"{self._base}:e:{key}"
         args: list[str | int] = [

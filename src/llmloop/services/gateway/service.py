@@ -51,7 +51,7 @@ from llmloop.services.gateway.intake import (
 from llmloop.services.gateway.manager import DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import LimitBackend, Reservation
-from llmloop.services.gateway.responses import ResponseStore
+from llmloop.services.gateway.responses import MemoryResponseStore, ResponseStore
 from llmloop.services.gateway.router import DeploymentRuntime, Slot
 from llmloop.services.gateway.shadow import run_shadow
 from llmloop.services.gateway.single_call import chat_call, stream_call
@@ -80,7 +80,7 @@ class GatewayService:
         self.metrics = metrics
         self.limits = limits
         self.device_hour_price = device_hour_price
-        self.responses = responses if responses is not None else ResponseStore()
+        self.responses = responses if responses is not None else MemoryResponseStore()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- shared steps -------------------------------------------------------------------------
@@ -414,5 +414,6 @@ class GatewayService:
         await self.drain_background()
         await self.manager.aclose()
         await self.writer.aclose()
+        await self.responses.aclose()
         if self.limits is not None:
             await self.limits.aclose()

@@ -20,7 +20,7 @@ from llmloop.services.gateway.manager import DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import make_limit_backend
 from llmloop.services.gateway.pool import EnginePool
-from llmloop.services.gateway.responses import ResponseStore
+from llmloop.services.gateway.responses import make_response_store
 from llmloop.services.gateway.service import GatewayService
 from llmloop.services.gateway.trace_process import ProcessSink
 from llmloop.services.gateway.trace_table import SpanExporter
@@ -52,7 +52,7 @@ def build_gateway(c: Container) -> GatewayService:
     return GatewayService(
         manager, writer, metrics, limits=make_limit_backend(s, c.store),
         device_hour_price=s.device_hour_price,
-        responses=ResponseStore(max_items=s.responses_store_max),
+        responses=make_response_store(s),
     )  # fmt: skip
 
 
