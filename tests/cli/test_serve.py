@@ -52,11 +52,15 @@ def test_several_workers_use_the_factory_with_flags_in_env(
 ) -> None:  # fmt: skip
     monkeypatch.setattr(serve, "_load_factory", lambda: None)
     monkeypatch.setattr(os, "environ", dict(os.environ))  # restored after the test
-    cli("serve", "--workers", "2", "--host", "0.0.0.0", ok=True)
+    result = cli("serve", "--workers", "2", "--host", "0.0.0.0", ok=True)
     app, options = fake_uvicorn[0]
     assert app == serve.APP_FACTORY and options["factory"] is True and options["workers"] == 2
     assert options["port"] == 8400 and options["host"] == "0.0.0.0"
     assert os.environ["LLMLOOP_HOME"] == str(home)
+    assert "2 workers without LLMLOOP_REDIS_URL" in result.stderr  # limits, responses: per worker
+    redis = {"LLMLOOP_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    shared = cli("serve", "--workers", "2", ok=True, env=redis)
+    assert "LLMLOOP_REDIS_URL" not in shared.stderr
 
 
 def test_flags_as_env() -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from llmloop.cli.context import get_state
-from llmloop.cli.output import say
+from llmloop.cli.output import say, warn
 from llmloop.config import ENV_PREFIX, redact_url
 from llmloop.errors import ConfigError, LlmloopError
 
@@ -120,6 +120,12 @@ def serve_command(
         signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.run(app, host=bind_host, port=bind_port, log_level=log_level, **extra)
         return
+    if not settings.redis_url:
+        warn(
+            f"{workers} workers without LLMLOOP_REDIS_URL: each keeps its own count of the "
+            "per-key limits, and a Responses API conversation (previous_response_id) goes on "
+            "only on the worker that answered it; set LLMLOOP_REDIS_URL to share both"
+        )
     os.environ.update(flags_as_env(state.overrides))
     uvicorn.run(
         APP_FACTORY,
