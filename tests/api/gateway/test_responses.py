@@ -555,3 +555,18 @@ async def test_with_redis_every_gateway_process_sees_a_response(tmp_path: Path) 
         for container in (first, second):
             await container.gateway.aclose()
             container.close()
+
+
+async def test_the_chat_paths_400s_name_the_responses_fields(gw: Gateway) -> None:
+    """What the engine cannot honour is refused naming the Responses field, not chat's."""
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    for body, param, says in [
+        ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format",
+         "does not support text.format"),
+        ({"input": [{"role": "user", "content": [image]}]}, "input", "text only"),
+        ({"input": "x", "max_output_tokens": 10**9}, "max_output_tokens", "'max_output_tokens'"),
+    ]:  # fmt: skip
+        resp = await gw.http.post("/v1/responses", json={"model": "chat", **body})
+        error = resp.json()["error"]
+        assert resp.status_code == 400 and error["param"] == param, error
+        assert says in error["message"]

@@ -95,7 +95,7 @@ class ResponseAsk:
         try:
             sampling = _sampling(self.sampling_body, DEFAULT_MAX_OUTPUT_TOKENS)
         except BadRequestError as exc:
-            raise _renamed(exc) from None
+            raise responses_error(exc) from None
         return _generation_request(
             model=self.model, messages=[*system, *history, *self.input], prompt=None,
             sampling=sampling, logprobs=self.logprobs, echo=False, adapter=None, user=self.user,
@@ -105,12 +105,27 @@ class ResponseAsk:
         )  # fmt: skip
 
 
-def _renamed(exc: BadRequestError) -> BadRequestError:
-    """Chat's sampling errors under the Responses names of the fields."""
+#: Chat's request fields under their Responses names (what a 400's ``param`` names).
+RESPONSES_NAMES = {"max_tokens": "max_output_tokens", "response_format": "text.format",
+                   "messages": "input"}  # fmt: skip
+
+
+def responses_error(exc: BadRequestError) -> BadRequestError:
+    """A 400 raised on the chat path (parsing, engine capabilities, context length) naming the
+    Responses field instead of chat's: ``input``, not ``messages``; ``text.format``, not
+    ``response_format``. The same class, so the code stays (``context_length_exceeded``)."""
     param = exc.extra.get("param")
-    if param == "max_tokens":
-        return bad(exc.detail.replace("'max_tokens'", "'max_output_tokens'"), "max_output_tokens")
-    return exc
+    if not isinstance(param, str):
+        return exc
+    head, dot, rest = param.partition(".")
+    name = RESPONSES_NAMES.get(head)
+    if name is None:
+        return exc
+    detail = exc.detail
+    for old, new in RESPONSES_NAMES.items():
+        detail = detail.replace(f"'{old}'", f"'{new}'").replace(f" {old} ", f" {new} ")
+    where = name if head == "messages" else name + dot + rest  # input items are not messages
+    return type(exc)(detail, **{**exc.extra, "param": where})
 
 
 def _opt_str(body: dict[str, Any], name: str) -> str | None:

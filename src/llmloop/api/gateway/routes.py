@@ -33,7 +33,7 @@ from llmloop.api.gateway.responses_render import (
     usage_body,
 )
 from llmloop.api.gateway.responses_sse import ResponseEvents
-from llmloop.api.gateway.responses_wire import ResponseAsk, parse_responses
+from llmloop.api.gateway.responses_wire import ResponseAsk, parse_responses, responses_error
 from llmloop.api.gateway.schemas import (
     load_body,
     parse_chat,
@@ -190,11 +190,14 @@ async def create_response(request: Request) -> Response | SSEResponse:
     if prompt_version is not None:
         trace.extra[PROMPT_VERSION_ATTR] = prompt_version.id
         trace.extra["llmloop.prompt"] = f"{prompt_version.prompt_name}@{prompt_version.version}"
-    if ask.stream:
-        chunks = await gateway.stream(actor, req, trace)
-        events = ResponseEvents(ask, trace.id, created)
-        return SSEResponse(_response_events(chunks, events, keep), _ids(trace.id))
-    result = await gateway.generate(actor, req, trace)
+    try:
+        if ask.stream:
+            chunks = await gateway.stream(actor, req, trace)
+            events = ResponseEvents(ask, trace.id, created)
+            return SSEResponse(_response_events(chunks, events, keep), _ids(trace.id))
+        result = await gateway.generate(actor, req, trace)
+    except BadRequestError as exc:  # the chat path's 400s, under the Responses field names
+        raise responses_error(exc) from None
     usage = usage_body(result.usage.prompt_tokens, result.usage.completion_tokens)
     body = response_body(ask, trace.id, created, output_items(result, trace.id),
                          result.finish_reason, usage)  # fmt: skip
