@@ -257,3 +257,21 @@ async def test_the_fast_path_serves_under_a_root_path(
         assert resp.status_code == 200 and routed == []
         models = await http.get("/llmloop/v1/models")
         assert models.status_code == 200 and routed == ["/llmloop/v1/models"]
+
+
+async def test_metadata_is_on_the_trace(gw: Gateway) -> None:
+    msgs: Any = [{"role": "user", "content": "x"}]
+    tags = {"feature": "search", "ticket": "42"}
+    await gw.client.chat.completions.create(model="chat", messages=msgs, metadata=tags)
+    stream = await gw.client.chat.completions.create(model="chat", messages=msgs, stream=True,
+                                                     metadata={"feature": "stream"})  # fmt: skip
+    _ = [c async for c in stream]
+    await gw.client.completions.create(model="chat", prompt=["a", "b"], max_tokens=2,
+                                       extra_body={"metadata": {"feature": "batch"}})  # fmt: skip
+    await gw.client.responses.create(model="chat", input="x", metadata={"feature": "responses"})
+    features = sorted(t["attributes"].get("llmloop.metadata.feature") for t in await gw.traces())
+    assert features == ["batch", "batch", "responses", "search", "stream"]
+    for bad in ({"k": 1}, {str(i): "v" for i in range(17)}, {"k" * 65: "v"}, ["x"]):
+        body = {"model": "chat", "messages": msgs, "metadata": bad}
+        resp = await gw.http.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "metadata"

@@ -24,6 +24,7 @@ from llmloop.api.gateway.schemas import (
     _tool_call,
     _tool_choice,
     bad,
+    check_metadata,
 )
 from llmloop.core.chat import ChatMessage, GenerationRequest
 from llmloop.core.prompts import PromptVersionPublic
@@ -32,7 +33,6 @@ from llmloop.errors import BadRequestError
 DEFAULT_MAX_OUTPUT_TOKENS = 1024  # as chat's default (limits estimate from it)
 INPUT_ROLES = frozenset(("user", "system", "developer", "assistant"))
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
-MAX_METADATA = 16
 #: Responses tool choices that are chat's as they are.
 PLAIN_CHOICES = frozenset(("none", "auto", "required"))
 
@@ -161,7 +161,7 @@ def parse_responses(body: dict[str, Any]) -> ResponseAsk:
     ask.stream = _opt_bool(body, "stream", False)
     ask.store = _opt_bool(body, "store", True)
     ask.previous_response_id = _opt_str(body, "previous_response_id")
-    ask.metadata = _metadata(body.get("metadata"))
+    ask.metadata = check_metadata(body.get("metadata"))
     ask.user = _opt_str(body, "safety_identifier") or _opt_str(body, "user")
     ask.prompt = _prompt(body.get("prompt"))
     raw_input = body.get("input")
@@ -217,19 +217,6 @@ def _prompt(value: Any) -> PromptAsk | None:
                       f"prompt.variables.{key}")  # fmt: skip
         variables[str(key)] = var
     return PromptAsk(name, str(ref), variables)
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if (
-        not isinstance(value, dict)
-        or len(value) > MAX_METADATA
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    ):
-        raise bad(f"'metadata' must be an object of at most {MAX_METADATA} string values",
-                  "metadata")  # fmt: skip
-    return value
 
 
 def _logprobs(body: dict[str, Any]) -> int | None:

@@ -67,6 +67,13 @@ def _gateway(request: Request) -> GatewayService:
     return gateway
 
 
+def tag_metadata(trace: TraceRecord, metadata: dict[str, str]) -> None:
+    """A request's ``metadata`` (OpenAI's: up to 16 string pairs) on its trace, one attribute per
+    key (``llmloop.metadata.<key>``), so spans and trace queries can use them."""
+    for key, value in metadata.items():
+        trace.extra[f"llmloop.metadata.{key}"] = value
+
+
 def _ids(trace_id: str) -> dict[str, str]:
     """The answer's headers: its trace id, under our name and as OpenAI's request id."""
     return {TRACE_HEADER: trace_id, REQUEST_HEADER: trace_id}
@@ -103,8 +110,11 @@ async def _generate(request: Request, kind: str) -> Response | SSEResponse:
         req = reqs[0]
     operation = "chat" if kind == "chat" else "text_completion"
     created, n = int(time.time()), how.n
+    metadata = req.passthrough.get("metadata") if req.passthrough else None
     if how.stream:
         trace = gateway.new_trace(operation, req.model, actor, stream=True)
+        if metadata:
+            tag_metadata(trace, metadata)
         cid = f"chatcmpl-{trace.id}" if kind == "chat" else f"cmpl-{trace.id}"
         renderer = ChunkRenderer(kind, cid, req.model, created, how.include_usage, n)
         if n == 1:
@@ -114,6 +124,9 @@ async def _generate(request: Request, kind: str) -> Response | SSEResponse:
         events = _events(choices, lambda item: renderer.render(item[1], item[0]))
         return SSEResponse(events, _ids(trace.id))
     traces = [gateway.new_trace(operation, req.model, actor) for _ in reqs]
+    if metadata:
+        for trace in traces:
+            tag_metadata(trace, metadata)
     if kind == "chat":
         results = await gateway.generate_choices(actor, req, traces[0], n)
         return _json(chat_response(results, req.model, traces[0].id, created), traces[0].id)
@@ -187,6 +200,8 @@ async def create_response(request: Request) -> Response | SSEResponse:
             await gateway.responses.put(str(body["id"]), stored)
 
     trace = gateway.new_trace("chat", req.model, actor, stream=ask.stream)
+    if ask.metadata:
+        tag_metadata(trace, ask.metadata)
     if prompt_version is not None:
         trace.extra[PROMPT_VERSION_ATTR] = prompt_version.id
         trace.extra["llmloop.prompt"] = f"{prompt_version.prompt_name}@{prompt_version.version}"

@@ -281,9 +281,30 @@ def _n(body: dict[str, Any]) -> int:
 
 
 def _passthrough(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
-    """The fields of ``body`` llmloop does not read, for upstreams that may."""
+    """The fields of ``body`` llmloop does not read, for upstreams that may (``metadata``
+    checked as OpenAI checks it: the gateway also puts it on the trace)."""
     extra = {k: v for k, v in body.items() if k not in known}
+    if "metadata" in extra:
+        check_metadata(extra["metadata"])
     return extra or None
+
+
+MAX_METADATA = 16
+
+
+def check_metadata(value: Any) -> dict[str, str]:
+    """OpenAI's ``metadata``: at most 16 pairs, keys up to 64 characters, values up to 512."""
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_METADATA
+        or not all(isinstance(k, str) and 0 < len(k) <= 64 for k in value)
+        or not all(isinstance(v, str) and len(v) <= 512 for v in value.values())
+    ):
+        raise bad(f"'metadata' must be an object of at most {MAX_METADATA} string values "
+                  "(keys up to 64 characters, values up to 512)", "metadata")  # fmt: skip
+    return value
 
 
 def _from_validation(exc: ValidationError) -> BadRequestError:
