@@ -1,6 +1,7 @@
 """OpenTelemetry exporters against a real `llmloop serve`: the SDK's own OTLP/HTTP exporter,
-configured only by the standard OTEL_* variables, delivers an app's GenAI spans; and a second
-llmloop server exports its gateway traces over OTLP into the first one."""
+configured only by the standard OTEL_* variables, delivers an app's GenAI spans, once each even
+when it resends a batch whose answer it lost; and a second llmloop server exports its gateway
+traces over OTLP into the first one."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +40,14 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(home: Path, extra_env: dict[str, str] | None = None) -> Server:
+ECHO = [{"name": "chat", "targets": [{"engine": {"kind": "echo"}}]}]
+
+
+def _start(
+    home: Path, extra_env: dict[str, str] | None = None, deployments_list: list[Any] = ECHO
+) -> Server:
     deployments = home.parent / f"{home.name}-deployments.yaml"
-    deployments.write_text(
-        json.dumps({"deployments": [{"name": "chat", "targets": [{"engine": {"kind": "echo"}}]}]})
-    )
+    deployments.write_text(json.dumps({"deployments": deployments_list}))
     env = {**os.environ, "LLMLOOP_HOME": str(home), "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
            "LLMLOOP_TRACE_FLUSH_MS": "100", **(extra_env or {})}  # fmt: skip
     made = subprocess.run(
@@ -82,13 +88,17 @@ def receiver(tmp_path: Path) -> Iterator[Server]:
     _stop(server)
 
 
-def _wait_for(server: Server, found: Callable[[list[dict[str, Any]]], bool]) -> list[Any]:
+def _traces(server: Server) -> list[Any]:
     headers = {"Authorization": f"Bearer {server.key}"}
+    return httpx.get(f"{server.url}/api/traces", headers=headers, timeout=5).json()  # type: ignore[no-any-return]
+
+
+def _wait_for(server: Server, found: Callable[[list[dict[str, Any]]], bool]) -> list[Any]:
     deadline = time.time() + 30
     while True:
-        traces = httpx.get(f"{server.url}/api/traces", headers=headers, timeout=5).json()
+        traces = _traces(server)
         if found(traces) or time.time() > deadline:
-            return traces  # type: ignore[no-any-return]
+            return traces
         time.sleep(0.2)
 
 
@@ -123,6 +133,69 @@ def test_the_sdk_exporter_delivers_an_apps_genai_spans(
     assert shop[0]["response_text"] == "Yes, two left."
 
 
+def _losing_first_answer(target: str, posts: list[int]) -> ThreadingHTTPServer:
+    """A proxy to ``target`` that loses its first POST's answer: it closes the connection
+    after the server took the batch, as a reset or a timed-out answer would."""
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            kept = ("authorization", "content-type", "content-encoding")
+            headers = {k: v for k, v in self.headers.items() if k.lower() in kept}
+            answer = httpx.post(target + self.path, content=body, headers=headers, timeout=10)
+            posts.append(answer.status_code)
+            if len(posts) == 1:
+                self.close_connection = True  # no answer at all
+                return
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("content-type", ""))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return proxy
+
+
+def test_a_batch_resent_after_a_lost_answer_is_stored_once(
+    receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    posts: list[int] = []
+    proxy = _losing_first_answer(receiver.url, posts)
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.server_port}/otlp"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{receiver.key}")
+        provider = TracerProvider(resource=Resource.create({"service.name": "retrying-app"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        tracer = provider.get_tracer("app")
+        with tracer.start_as_current_span("POST /ask"):
+            for n in range(3):
+                with tracer.start_as_current_span("chat m") as span:
+                    span.set_attributes({"gen_ai.operation.name": "chat",
+                                         "gen_ai.request.model": "m",
+                                         "gen_ai.usage.input_tokens": n})  # fmt: skip
+        assert provider.force_flush(30_000)  # the exporter retried, and was answered
+        provider.shutdown()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert posts == [200, 200]  # the server took the batch twice
+    mine = lambda ts: [t for t in ts if t["deployment"] == "retrying-app"]  # noqa: E731
+    assert len(mine(_wait_for(receiver, lambda ts: len(mine(ts)) >= 3))) == 3
+    time.sleep(1.0)  # a second copy would be written by now (the writer flushes every 100 ms)
+    assert sorted(t["input_tokens"] for t in mine(_traces(receiver))) == [0, 1, 2]
+
+
 def test_a_gateway_exports_its_traces_over_otlp_into_another(
     receiver: Server, tmp_path: Path
 ) -> None:
@@ -132,15 +205,38 @@ def test_a_gateway_exports_its_traces_over_otlp_into_another(
          "LLMLOOP_OTEL_ENDPOINT": f"{receiver.url}/otlp/v1/traces",
          "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"Authorization=Bearer%20{receiver.key}",
          "OTEL_BSP_SCHEDULE_DELAY": "200"},
+        [*ECHO, {"name": "broken",
+                 "targets": [{"engine": {"kind": "echo", "options": {"fail_rate": 1.0}}}]}],
     )  # fmt: skip
     try:
         client = openai.OpenAI(api_key=sender.key, base_url=f"{sender.url}/v1", max_retries=0)
         client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
-        traces = _wait_for(receiver, lambda ts: any(t["target"] == "otlp" for t in ts))
+        chunks = client.chat.completions.create(
+            model="chat", stream=True, messages=[{"role": "user", "content": "say it in parts"}]
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        with pytest.raises(openai.APIError):
+            client.chat.completions.create(
+                model="broken", messages=[{"role": "user", "content": "hi"}]
+            )
+        exported = lambda ts: [t for t in ts if t["target"] == "otlp"]  # noqa: E731
+        traces = _wait_for(receiver, lambda ts: len(exported(ts)) >= 3)
+        sent = {t["id"]: t for t in _traces(sender)}
     finally:
         _stop(sender)
-    exported = [t for t in traces if t["target"] == "otlp"]
-    assert len(exported) == 1, traces
-    assert exported[0]["deployment"] == "chat" and exported[0]["request_model"] == "chat"
-    assert exported[0]["attributes"]["gen_ai.system"] == "llmloop"
-    assert exported[0]["attributes"]["llmloop.source"] == "otlp"
+    by_model = {(t["request_model"], t["stream"]): t for t in exported(traces)}
+    assert len(by_model) == len(exported(traces)) == 3, traces
+    plain, streamed, failed = (
+        by_model["chat", False],
+        by_model["chat", True],
+        by_model["broken", False],
+    )
+    assert plain["deployment"] == "chat"
+    assert plain["attributes"]["gen_ai.system"] == "llmloop"
+    assert plain["attributes"]["llmloop.source"] == "otlp"
+    # the numbers the sender measured, not the span's rounded ends
+    for trace in (plain, streamed, failed):
+        own = sent[trace["attributes"]["llmloop.trace_id"]]
+        assert trace["latency_ms"] == pytest.approx(own["latency_ms"])
+        assert (trace["status"], trace["ttft_ms"]) == (own["status"], own["ttft_ms"])
+    assert streamed["ttft_ms"] is not None and failed["status"] == "error"

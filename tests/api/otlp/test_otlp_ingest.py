@@ -141,6 +141,10 @@ def test_gzip_and_json_encodings(app: FastAPI, otlp: TestClient) -> None:
         (b'{"resourceSpans": 3}', {"Content-Type": "application/json"}, 400),
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
          {"Content-Type": "application/json"}, 400),
+        # a time past any date (the server failed on it with a 500)
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "1' + b"0" * 25
+         + b'", "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "m"}}]'
+         + b"}]}]}]}", {"Content-Type": "application/json"}, 400),
         (b"x", {"Content-Type": "text/plain"}, 415),
         (b"x", {**PROTOBUF, "Content-Encoding": "br"}, 415),
         (b"not gzip", {**PROTOBUF, "Content-Encoding": "gzip"}, 400),
@@ -157,7 +161,7 @@ def test_bad_requests_are_refused_with_a_reason(
 
 
 def test_a_gzip_bomb_is_refused(otlp: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmloop.services.otlp as module
+    import llmloop.services.otlp_decode as module
 
     monkeypatch.setattr(module, "MAX_INFLATED", 1000)
     bomb = gzip.compress(b"\x00" * 100_000)

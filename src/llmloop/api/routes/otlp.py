@@ -3,7 +3,9 @@
 Point an exporter at ``http://HOST:PORT/otlp`` (it appends ``/v1/traces``) with the header
 ``Authorization: Bearer <key>``. The answer is an (empty) ExportTraceServiceResponse in the
 request's encoding; errors are problem JSON with the status codes OTLP clients act on (400 and
-415 are final, 429 and 503 carry ``Retry-After`` and are retried).
+415 are final, 429 and 503 carry ``Retry-After`` and are retried). A batch sent again (a retry
+after a lost answer) stores nothing twice; the headers count what was stored and what was a
+repeat.
 """
 
 from __future__ import annotations
@@ -34,5 +36,8 @@ async def export_traces(request: Request, c: ContainerDep, actor: ActorDep) -> R
         request.headers.get("content-encoding"),
     )
     result = ingest.store(spans, media, actor)  # on the loop: the trace writer lives here
-    headers = {"x-llmloop-spans-stored": str(result.stored)}
+    headers = {
+        "x-llmloop-spans-stored": str(result.stored),
+        "x-llmloop-spans-repeated": str(result.repeated),
+    }
     return Response(result.body, media_type=result.media_type, headers=headers)
