@@ -27,6 +27,7 @@ from llmloop.api.routes import data, datasets, governance, health, keys, models,
 from llmloop.api.routes import feedback as feedback_routes
 from llmloop.api.routes import monitoring as monitoring_routes
 from llmloop.api.routes import otlp as otlp_routes
+from llmloop.api.routes import rollout as rollout_routes
 from llmloop.config import Settings, load_settings
 from llmloop.services.container import Container
 from llmloop.ui import pages as ui_pages
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(gateway_routes.router)
     app.include_router(gateway_admin.router)
     for loop_module in (feedback_routes, annotation_routes, monitoring_routes, alert_routes,
-                        otlp_routes):  # fmt: skip
+                        rollout_routes, otlp_routes):  # fmt: skip
         app.include_router(loop_module.router)
 
     ui_web.install(app, ui_pages.routers())

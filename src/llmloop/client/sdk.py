@@ -5,10 +5,10 @@ the CLI and the REST API. Methods return the same pydantic values either way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, get_args
 
-from pydantic import TypeAdapter
-
+from llmloop.client import checks
+from llmloop.client.loop import LoopMethods
 from llmloop.client.transport import HttpCall, HttpTransport, LocalTransport
 from llmloop.config import Settings, load_settings
 from llmloop.core.base import JsonDict
@@ -45,14 +45,31 @@ from llmloop.core.prompts import (
     PromptVersionCreate,
     PromptVersionPublic,
 )
-from llmloop.core.runs import MetricLog, MetricPoint, RunCreate, RunFinish, RunInput, RunPublic
+from llmloop.core.runs import (
+    MetricLog,
+    MetricPoint,
+    RunCreate,
+    RunFinish,
+    RunInput,
+    RunKind,
+    RunPublic,
+    RunStatus,
+)
+from llmloop.errors import InvalidInputError
 from llmloop.services.actors import local_actor
 
-T = TypeVar("T")
+APPROVAL_STATUSES = ("pending", "approved", "rejected")
+RUN_KINDS: tuple[str, ...] = get_args(RunKind)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+PROTECTED_KINDS = ("prompt_label", "model_alias")
 
 
-class Client:
-    """``Client()`` works on the local store; ``Client(url=..., api_key=...)`` talks HTTP."""
+class Client(LoopMethods):
+    """``Client()`` works on the local store; ``Client(url=..., api_key=...)`` talks HTTP.
+
+    Arguments are checked before the call goes either way (``client/checks.py``), so both
+    raise the same ``llmloop.errors`` exception for the same mistake.
+    """
 
     def __init__(
         self,
@@ -76,16 +93,10 @@ class Client:
     def close(self) -> None:
         self._t.close()
 
-    def _do(self, shape: Any, local: Any, http: HttpCall) -> Any:
-        result = self._t.call(local, http)
-        if shape is None or isinstance(self._t, LocalTransport):
-            return result
-        return TypeAdapter(shape).validate_python(result)
-
     # --- datasets ----------------------------------------------------------------------------
 
     def create_dataset(self, name: str, description: str = "") -> DatasetPublic:
-        spec = DatasetCreate(name=name, description=description)
+        spec = checks.build(DatasetCreate, name=name, description=description)
         return self._do(
             DatasetPublic,
             lambda c, a: c.datasets.create(spec, a),
@@ -93,6 +104,7 @@ class Client:
         )
 
     def list_datasets(self, limit: int = 100, offset: int = 0) -> list[DatasetPublic]:
+        checks.page(limit, offset)
         return self._do(
             list[DatasetPublic],
             lambda c, a: c.datasets.list(limit, offset),
@@ -100,6 +112,7 @@ class Client:
         )
 
     def get_dataset(self, name: str) -> DatasetPublic:
+        checks.name(name, "dataset")
         return self._do(
             DatasetPublic,
             lambda c, a: c.datasets.get(name),
@@ -114,8 +127,13 @@ class Client:
         parent_version: int | None = None,
         recipe: JsonDict | None = None,
     ) -> DatasetVersionPublic:
-        spec = DatasetVersionCreate(
-            rows=rows, description=description, parent_version=parent_version, recipe=recipe
+        checks.name(name, "dataset")
+        spec = checks.build(
+            DatasetVersionCreate,
+            rows=rows,
+            description=description,
+            parent_version=parent_version,
+            recipe=recipe,
         )
         return self._do(
             DatasetVersionPublic,
@@ -124,6 +142,7 @@ class Client:
         )
 
     def list_dataset_versions(self, name: str) -> list[DatasetVersionPublic]:
+        checks.name(name, "dataset")
         return self._do(
             list[DatasetVersionPublic],
             lambda c, a: c.datasets.list_versions(name),
@@ -131,6 +150,8 @@ class Client:
         )
 
     def get_dataset_version(self, name: str, version: int | str = "latest") -> DatasetVersionPublic:
+        checks.name(name, "dataset")
+        checks.ref(version)
         return self._do(
             DatasetVersionPublic,
             lambda c, a: c.datasets.get_version(name, version),
@@ -141,6 +162,8 @@ class Client:
 
     def ingest(self, path: str, dataset: str, on_error: str = "fail") -> JsonDict:
         """Ingest a local file (uploaded when talking HTTP) as a new dataset version."""
+        checks.name(dataset, "dataset")
+        checks.choice(on_error, ("fail", "skip"), "on_error")
 
         def local(c: Any, a: Any) -> JsonDict:
             version, report = c.data.ingest(path, dataset, a, {"on_error": on_error})
@@ -162,6 +185,8 @@ class Client:
         )
 
     def profile_dataset(self, dataset: str, version: int | str = "latest") -> JsonDict:
+        checks.name(dataset, "dataset")
+        checks.ref(version)
         return self._do(
             None,
             lambda c, a: c.data.profile(dataset, a, version)[0].model_dump(mode="json"),
@@ -171,6 +196,11 @@ class Client:
     def clean_dataset(
         self, dataset: str, recipe: JsonDict, version: int | str = "latest", to: str | None = None
     ) -> DatasetVersionPublic:
+        checks.name(dataset, "dataset")
+        checks.ref(version)
+        if to is not None:
+            checks.name(to, "dataset")
+
         def local(c: Any, a: Any) -> DatasetVersionPublic:
             return c.data.clean(dataset, recipe, a, version, to)[0]
 
@@ -189,6 +219,9 @@ class Client:
     def split_dataset(
         self, dataset: str, version: int | str = "latest", config: JsonDict | None = None
     ) -> dict[str, DatasetVersionPublic]:
+        checks.name(dataset, "dataset")
+        checks.ref(version)
+
         def local(c: Any, a: Any) -> dict[str, DatasetVersionPublic]:
             return c.data.split(dataset, a, version, config)[0]
 
@@ -205,7 +238,7 @@ class Client:
     # --- prompts -----------------------------------------------------------------------------
 
     def create_prompt(self, name: str, description: str = "") -> PromptPublic:
-        spec = PromptCreate(name=name, description=description)
+        spec = checks.build(PromptCreate, name=name, description=description)
         return self._do(
             PromptPublic,
             lambda c, a: c.prompts.create(spec, a),
@@ -218,6 +251,7 @@ class Client:
         )
 
     def get_prompt(self, name: str) -> PromptPublic:
+        checks.name(name, "prompt")
         return self._do(
             PromptPublic, lambda c, a: c.prompts.get(name), HttpCall("GET", f"/api/prompts/{name}")
         )
@@ -230,8 +264,13 @@ class Client:
         params: JsonDict | None = None,
         message: str = "",
     ) -> PromptVersionPublic:
-        spec = PromptVersionCreate(
-            template=template, variables=variables, params=params or {}, message=message
+        checks.name(name, "prompt")
+        spec = checks.build(
+            PromptVersionCreate,
+            template=template,
+            variables=variables,
+            params=params or {},
+            message=message,
         )
         return self._do(
             PromptVersionPublic,
@@ -240,6 +279,7 @@ class Client:
         )
 
     def list_prompt_versions(self, name: str) -> list[PromptVersionPublic]:
+        checks.name(name, "prompt")
         return self._do(
             list[PromptVersionPublic],
             lambda c, a: c.prompts.list_versions(name),
@@ -247,6 +287,8 @@ class Client:
         )
 
     def get_prompt_version(self, name: str, ref: int | str = "latest") -> PromptVersionPublic:
+        checks.name(name, "prompt")
+        checks.ref(ref)
         return self._do(
             PromptVersionPublic,
             lambda c, a: c.prompts.get_version(name, ref),
@@ -256,7 +298,9 @@ class Client:
     def render_prompt(
         self, name: str, variables: JsonDict, ref: int | str = "production"
     ) -> PromptRendered:
-        body = PromptRender(variables=variables)
+        checks.name(name, "prompt")
+        checks.ref(ref)
+        body = checks.build(PromptRender, variables=variables)
         return self._do(
             PromptRendered,
             lambda c, a: c.prompts.render(name, variables, ref),
@@ -264,6 +308,9 @@ class Client:
         )
 
     def diff_prompt(self, name: str, a: int | str, b: int | str) -> JsonDict:
+        checks.name(name, "prompt")
+        checks.ref(a)
+        checks.ref(b)
         return self._do(
             None,
             lambda c, _: c.prompts.diff(name, a, b),
@@ -271,7 +318,8 @@ class Client:
         )
 
     def set_prompt_label(self, name: str, label: str, version: int) -> PromptPublic:
-        body = LabelMove(label=label, version=version)
+        checks.name(name, "prompt")
+        body = checks.build(LabelMove, label=label, version=version)
         return self._do(
             PromptPublic,
             lambda c, a: c.prompts.set_label(name, label, version, a),
@@ -289,27 +337,31 @@ class Client:
         inputs: list[str | RunInput] | None = None,
         tags: dict[str, str] | None = None,
     ) -> RunPublic:
-        items = [i if isinstance(i, RunInput) else RunInput(id=i) for i in inputs or []]
-        spec = RunCreate.model_validate(
-            {
-                "name": name,
-                "kind": kind,
-                "params": params or {},
-                "parent_id": parent_id,
-                "inputs": items,
-                "tags": tags or {},
-            }
+        items = [
+            i if isinstance(i, RunInput) else checks.build(RunInput, id=i) for i in inputs or []
+        ]
+        spec = checks.build(
+            RunCreate,
+            name=name,
+            kind=kind,
+            params=params or {},
+            parent_id=parent_id,
+            inputs=items,
+            tags=tags or {},
         )
         return self._do(
             RunPublic, lambda c, a: c.runs.create(spec, a), HttpCall("POST", "/api/runs", spec)
         )
 
     def get_run(self, run_id: str) -> RunPublic:
+        checks.entity_id(run_id, "run")
         return self._do(
             RunPublic, lambda c, a: c.runs.get(run_id), HttpCall("GET", f"/api/runs/{run_id}")
         )
 
     def list_runs(self, kind: str | None = None, status: str | None = None) -> list[RunPublic]:
+        checks.choice(kind, RUN_KINDS, "kind")
+        checks.choice(status, RUN_STATUSES, "status")
         params = {k: v for k, v in (("kind", kind), ("status", status)) if v}
         return self._do(
             list[RunPublic],
@@ -318,8 +370,9 @@ class Client:
         )
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> int:
-        points = [MetricPoint(key=k, value=v, step=step) for k, v in metrics.items()]
-        body = MetricLog(points=points)
+        checks.entity_id(run_id, "run")
+        points = [checks.build(MetricPoint, key=k, value=v, step=step) for k, v in metrics.items()]
+        body = checks.build(MetricLog, points=points)
         result = self._do(
             None,
             lambda c, a: c.runs.log_metrics(run_id, points, a),
@@ -328,6 +381,7 @@ class Client:
         return int(result["logged"] if isinstance(result, dict) else result)
 
     def log_params(self, run_id: str, params: JsonDict) -> RunPublic:
+        checks.entity_id(run_id, "run")
         return self._do(
             RunPublic,
             lambda c, a: c.runs.log_params(run_id, params, a),
@@ -335,7 +389,8 @@ class Client:
         )
 
     def finish_run(self, run_id: str, status: str = "finished") -> RunPublic:
-        body = RunFinish.model_validate({"status": status})
+        checks.entity_id(run_id, "run")
+        body = checks.build(RunFinish, status=status)
         return self._do(
             RunPublic,
             lambda c, a: c.runs.finish(run_id, status, a),
@@ -343,6 +398,7 @@ class Client:
         )
 
     def metric_series(self, run_id: str, key: str | None = None) -> dict[str, list[JsonDict]]:
+        checks.entity_id(run_id, "run")
         return self._do(
             None,
             lambda c, a: c.runs.metric_series(run_id, key),
@@ -352,7 +408,7 @@ class Client:
     # --- models ------------------------------------------------------------------------------
 
     def create_model(self, name: str, description: str = "") -> ModelPublic:
-        spec = ModelCreate(name=name, description=description)
+        spec = checks.build(ModelCreate, name=name, description=description)
         return self._do(
             ModelPublic,
             lambda c, a: c.models.create(spec, a),
@@ -365,13 +421,15 @@ class Client:
         )
 
     def get_model(self, name: str) -> ModelPublic:
+        checks.name(name, "model")
         return self._do(
             ModelPublic, lambda c, a: c.models.get(name), HttpCall("GET", f"/api/models/{name}")
         )
 
     def create_model_version(self, name: str, **fields: Any) -> ModelVersionPublic:
         """Fields of :class:`ModelVersionCreate`: base_model, format, artifact, run_id, ..."""
-        spec = ModelVersionCreate.model_validate(fields)
+        checks.name(name, "model")
+        spec = checks.build(ModelVersionCreate, **fields)
         return self._do(
             ModelVersionPublic,
             lambda c, a: c.models.create_version(name, spec, a),
@@ -379,6 +437,7 @@ class Client:
         )
 
     def list_model_versions(self, name: str) -> list[ModelVersionPublic]:
+        checks.name(name, "model")
         return self._do(
             list[ModelVersionPublic],
             lambda c, a: c.models.list_versions(name),
@@ -386,6 +445,8 @@ class Client:
         )
 
     def get_model_version(self, name: str, ref: int | str = "latest") -> ModelVersionPublic:
+        checks.name(name, "model")
+        checks.ref(ref)
         return self._do(
             ModelVersionPublic,
             lambda c, a: c.models.get_version(name, ref),
@@ -393,7 +454,8 @@ class Client:
         )
 
     def set_model_alias(self, name: str, alias: str, version: int) -> ModelPublic:
-        body = AliasMove(alias=alias, version=version)
+        checks.name(name, "model")
+        body = checks.build(AliasMove, alias=alias, version=version)
         return self._do(
             ModelPublic,
             lambda c, a: c.models.set_alias(name, alias, version, a),
@@ -401,7 +463,9 @@ class Client:
         )
 
     def set_model_stage(self, name: str, version: int, stage: str) -> ModelVersionPublic:
-        body = StageMove.model_validate({"stage": stage})
+        checks.name(name, "model")
+        checks.ref(version)
+        body = checks.build(StageMove, stage=stage)
         return self._do(
             ModelVersionPublic,
             lambda c, a: c.models.set_stage(name, version, stage, a),
@@ -411,6 +475,7 @@ class Client:
     # --- governance --------------------------------------------------------------------------
 
     def protect(self, kind: str, name: str, label: str, protected: bool = True) -> None:
+        checks.choice(kind, PROTECTED_KINDS, "kind")
         body = {"kind": kind, "name": name, "label": label, "protected": protected}
         self._do(
             None,
@@ -421,8 +486,8 @@ class Client:
     def request_approval(
         self, kind: str, name: str, label: str, version: int, comment: str = ""
     ) -> ApprovalPublic:
-        spec = ApprovalCreate.model_validate(
-            {"kind": kind, "name": name, "label": label, "version": version, "comment": comment}
+        spec = checks.build(
+            ApprovalCreate, kind=kind, name=name, label=label, version=version, comment=comment
         )
         return self._do(
             ApprovalPublic,
@@ -431,7 +496,8 @@ class Client:
         )
 
     def approve(self, approval_id: str, comment: str = "") -> ApprovalPublic:
-        body = ApprovalDecision(comment=comment)
+        checks.entity_id(approval_id, "approval")
+        body = checks.build(ApprovalDecision, comment=comment)
         return self._do(
             ApprovalPublic,
             lambda c, a: c.governance.decide(approval_id, True, a, comment),
@@ -439,7 +505,8 @@ class Client:
         )
 
     def reject(self, approval_id: str, comment: str = "") -> ApprovalPublic:
-        body = ApprovalDecision(comment=comment)
+        checks.entity_id(approval_id, "approval")
+        body = checks.build(ApprovalDecision, comment=comment)
         return self._do(
             ApprovalPublic,
             lambda c, a: c.governance.decide(approval_id, False, a, comment),
@@ -447,6 +514,7 @@ class Client:
         )
 
     def list_approvals(self, status: str | None = None) -> list[ApprovalPublic]:
+        checks.choice(status, APPROVAL_STATUSES, "status")
         return self._do(
             list[ApprovalPublic],
             lambda c, a: c.governance.list_approvals(status),
@@ -456,6 +524,10 @@ class Client:
     def audit(
         self, entity_id: str | None = None, limit: int = 100, after_id: int = 0
     ) -> list[AuditEntry]:
+        checks.page(limit)
+        checks.number(after_id, "after_id", 0, 2**62)
+        if entity_id is not None and len(entity_id) > 200:
+            raise InvalidInputError("entity_id: at most 200 characters")
         params: dict[str, Any] = {"limit": limit, "after_id": after_id}
         if entity_id:
             params["entity_id"] = entity_id
@@ -466,6 +538,8 @@ class Client:
         )
 
     def lineage(self, entity_id: str, direction: str = "both") -> LineageGraph:
+        checks.entity_id(entity_id, "entity")
+        checks.choice(direction, ("up", "down", "both"), "direction")
         return self._do(
             LineageGraph,
             lambda c, a: c.governance.lineage(entity_id, direction),
@@ -477,7 +551,7 @@ class Client:
     def create_key(
         self, name: str, role: str = "viewer", limits: JsonDict | None = None
     ) -> ApiKeyCreated:
-        spec = ApiKeyCreate.model_validate({"name": name, "role": role, "limits": limits or {}})
+        spec = checks.build(ApiKeyCreate, name=name, role=role, limits=limits or {})
         return self._do(
             ApiKeyCreated, lambda c, a: c.keys.create(spec, a), HttpCall("POST", "/api/keys", spec)
         )
@@ -488,6 +562,7 @@ class Client:
         )
 
     def revoke_key(self, key_id: str) -> ApiKeyPublic:
+        checks.entity_id(key_id, "API key")
         return self._do(
             ApiKeyPublic,
             lambda c, a: c.keys.revoke(key_id, a),

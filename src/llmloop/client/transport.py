@@ -7,14 +7,16 @@ the same ``llmloop.errors`` exception the service raised, so callers handle one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from llmloop import errors
+from llmloop.client import checks
 from llmloop.config import Settings
 from llmloop.services.actors import Actor
 
@@ -43,8 +45,16 @@ class HttpCall:
 LocalCall = Callable[[Any, Actor], Any]
 
 
-def error_from_problem(status: int, payload: Any) -> errors.LlmloopError:
-    """The llmloop error a problem JSON (or an OpenAI error body) stands for."""
+_PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "code"}
+
+
+def error_from_problem(
+    status: int, payload: Any, headers: Mapping[str, str] | None = None
+) -> errors.LlmloopError:
+    """The llmloop error a problem JSON (or an OpenAI error body) stands for: the same class,
+    detail and extra fields (``existing_version``, ``approval_id``, …) the service raised, and
+    ``retry_after`` (from the Retry-After header) and ``retryable`` where the class has them
+    (problem JSON does not carry ``retryable``: only a timeout is known to be worth a retry)."""
     if isinstance(payload, dict) and "error" in payload and isinstance(payload["error"], dict):
         payload = {"code": payload["error"].get("code"), "detail": payload["error"].get("message")}
     code = payload.get("code") if isinstance(payload, dict) else None
@@ -53,11 +63,27 @@ def error_from_problem(status: int, payload: Any) -> errors.LlmloopError:
     message = str(detail or f"HTTP {status}")
     if cls in (errors.MissingExtraError,):
         cls = errors.LlmloopError
+    extra = (
+        {k: v for k, v in payload.items() if k not in _PROBLEM_KEYS}
+        if isinstance(payload, dict)
+        else {}
+    )
     err = cls.__new__(cls)
-    errors.LlmloopError.__init__(err, message)
+    errors.LlmloopError.__init__(err, message, **extra)
     if cls is errors.LlmloopError:
         err.status = status
+    if isinstance(err, errors.RateLimitError | errors.OverloadedError):
+        err.retry_after = _retry_after(headers)
+    if isinstance(err, errors.UpstreamError):
+        err.retryable = bool(extra.pop("retryable", isinstance(err, errors.UpstreamTimeoutError)))
     return err
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    try:
+        return float(headers["Retry-After"]) if headers and "Retry-After" in headers else None
+    except ValueError:
+        return None
 
 
 class LocalTransport:
@@ -68,7 +94,10 @@ class LocalTransport:
         self.actor = actor
 
     def call(self, local: LocalCall, http: HttpCall) -> Any:
-        return local(self.container, self.actor)
+        try:
+            return local(self.container, self.actor)
+        except ValidationError as exc:  # a value a service built from the arguments: as a 422
+            raise checks.invalid(exc) from None
 
     def close(self) -> None:
         self.container.close()
@@ -92,23 +121,30 @@ class HttpTransport:
             if isinstance(http.body, BaseModel)
             else http.body
         )
+        params = {k: v for k, v in (http.params or {}).items() if v is not None} or None
+        try:
+            json.dumps(body, allow_nan=False)
+        except ValueError:  # what the service, in process, refuses as invalid input too
+            raise errors.InvalidInputError(
+                "a number is NaN or infinite: JSON (and llmloop) takes finite numbers only"
+            ) from None
         try:
             if http.files is not None:
                 response = self.client.request(
-                    http.method, http.path, files=http.files, data=http.data, params=http.params
+                    http.method, http.path, files=http.files, data=http.data, params=params
                 )
             else:
-                response = self.client.request(
-                    http.method, http.path, json=body, params=http.params
-                )
+                response = self.client.request(http.method, http.path, json=body, params=params)
         except httpx.HTTPError as exc:
-            raise errors.UpstreamError(f"cannot reach llmloop at {self.client.base_url}: {exc}")
+            raise errors.UpstreamError(
+                f"cannot reach llmloop at {self.client.base_url}: {exc}", retryable=True
+            ) from exc
         if response.status_code >= 400:
             try:
                 payload = response.json()
             except ValueError:
                 payload = {"detail": response.text[:500]}
-            raise error_from_problem(response.status_code, payload)
+            raise error_from_problem(response.status_code, payload, response.headers)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

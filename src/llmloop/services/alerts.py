@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from llmloop.core.alerts import (
     AlertRulePublic,
     compare,
 )
-from llmloop.errors import ConflictError, NotFoundError
+from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.annotation import queue_id
 from llmloop.services.monitoring import MonitoringService
@@ -48,6 +49,9 @@ class AlertService:
 
     def create(self, spec: AlertRuleCreate, actor: Actor) -> AlertRulePublic:
         actor.require("editor")
+        for field in ("threshold", "for_s"):  # JSON has no infinity: it would come back null
+            if not math.isfinite(getattr(spec, field)):
+                raise InvalidInputError(f"{field} must be a finite number")
         row: Row = {
             "id": "al_" + queue_id().partition("_")[2], "name": spec.name,
             "spec": spec.model_dump(mode="json"), "state": "ok", "pending_since": None,

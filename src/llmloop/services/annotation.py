@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,11 +32,14 @@ from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.datasets import DatasetService
 from llmloop.services.feedback import insert_feedback
-from llmloop.services.trace_selection import select_traces
+from llmloop.services.trace_selection import as_utc, select_traces
 from llmloop.store import tables as t
-from llmloop.store.registry import Row, Store, Tx, utcnow
+from llmloop.store.registry import Row, Store, Tx, _row, utcnow
 
 DEFAULT_LEASE_S = 900.0
+# While an item is assigned its label column holds the lease's end (the table has no column of
+# its own for it); labelling or skipping replaces it, and ItemPublic never shows it.
+LEASE_KEY = "lease_until"
 THRESHOLD = 0.5
 
 
@@ -177,31 +180,36 @@ class AnnotationService:
     def next_item(
         self, name: str, annotator: str, lease_s: float = DEFAULT_LEASE_S
     ) -> ItemPublic | None:
-        """The annotator's held item, else the next free one (leased to them); None when done."""
+        """The annotator's held item, else the next free one (leased to them for ``lease_s``);
+        None when done. An item is free when pending, or when its holder's lease ran out: the
+        lease the holder was given, not the one the caller asks for."""
         items = t.annotation_items
         with self.store.transaction() as tx:
             queue = self._queue(tx, name)
             now = utcnow()
-            expired = now - timedelta(seconds=lease_s)
             base = sa.select(items).where(items.c.queue_id == queue["id"])
-            mine = base.where(items.c.status == "assigned", items.c.assignee == annotator)
-            mine = mine.where(items.c.updated_at >= expired)
-            found = tx.conn.execute(mine.limit(1)).mappings().first()
+            held = [_row(r) for r in tx.conn.execute(
+                base.where(items.c.status == "assigned").order_by(items.c.id)
+                .with_for_update(skip_locked=True)
+            ).mappings()]  # fmt: skip
+            found = next((r for r in held if r["assignee"] == annotator
+                          and not _lapsed(r, now, lease_s)), None)  # fmt: skip
             if found is None:
-                free = base.where(
-                    sa.or_(
-                        items.c.status == "pending",
-                        sa.and_(items.c.status == "assigned", items.c.updated_at < expired),
-                    )
+                pending = base.where(items.c.status == "pending")
+                pending = pending.order_by(items.c.priority.desc(), items.c.id).limit(1)
+                first = (
+                    tx.conn.execute(pending.with_for_update(skip_locked=True)).mappings().first()
                 )
-                free = free.order_by(items.c.priority.desc(), items.c.id).limit(1)
-                found = tx.conn.execute(free.with_for_update(skip_locked=True)).mappings().first()
+                free = [r for r in held if _lapsed(r, now, lease_s)]
+                free += [_row(first)] if first is not None else []
+                found = min(free, key=lambda r: (-r["priority"], r["id"]), default=None)
             if found is None:
                 return None
-            tx.update(items, {"id": found["id"]},
-                      {"status": "assigned", "assignee": annotator, "updated_at": now})  # fmt: skip
-            row = {**dict(found), "status": "assigned", "assignee": annotator, "updated_at": now}
-            return self._item(tx, row)
+            lease = {LEASE_KEY: (now + timedelta(seconds=lease_s)).isoformat()}
+            values = {"status": "assigned", "assignee": annotator, "updated_at": now,
+                      "label": lease}  # fmt: skip
+            tx.update(items, {"id": found["id"]}, values)
+            return self._item(tx, {**found, **values})
 
     def get_item(self, name: str, item_id: int) -> ItemPublic:
         """One item of the queue, whatever its state; reading it leases nothing."""
@@ -225,7 +233,8 @@ class AnnotationService:
             if trace is not None:
                 content = {k: trace[k] for k in ("id", "deployment", "request_text",
                                                  "response_text", "status")}  # fmt: skip
-        return ItemPublic.model_validate({**row, "content": content})
+        label = None if row["status"] == "assigned" else row["label"]  # the lease is internal
+        return ItemPublic.model_validate({**row, "label": label, "content": content})
 
     def _held(self, tx: Tx, name: str, item_id: int, actor: Actor) -> tuple[Row, Row]:
         queue = self._queue(tx, name)
@@ -256,13 +265,26 @@ class AnnotationService:
         actor.require("viewer")
         with self.store.transaction() as tx:
             _, item = self._held(tx, name, item_id, actor)
-            values = {"status": "skipped", "assignee": actor.name, "updated_at": utcnow()}
+            values = {"status": "skipped", "assignee": actor.name, "label": None,
+                      "updated_at": utcnow()}  # fmt: skip
             tx.update(t.annotation_items, {"id": item_id}, values)
             return self._item(tx, {**item, **values})
 
     def counts(self, name: str) -> QueueCounts:
         with self.store.read() as tx:
             return self._counts(tx, self._queue(tx, name)["id"])
+
+
+def _lapsed(item: Row, now: datetime, lease_s: float) -> bool:
+    """Whether an assigned item's lease ran out: at the time stored when it was leased, or (an
+    item leased before leases were stored) ``lease_s`` after it was."""
+    stored = (item.get("label") or {}).get(LEASE_KEY)
+    if isinstance(stored, str):
+        try:
+            return as_utc(datetime.fromisoformat(stored)) <= now
+        except ValueError:
+            pass
+    return as_utc(item["updated_at"]) + timedelta(seconds=lease_s) <= now
 
 
 def _label_feedback(schema: LabelSchema, label: LabelSubmit) -> FeedbackCreate:

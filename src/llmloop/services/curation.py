@@ -6,11 +6,13 @@ of the trace's answer and the alternative is ``chosen``) and from corrected answ
 that got a thumbs down (correction ``chosen``, the original ``rejected``). Prompts and answers
 are scrubbed with :mod:`llmloop.guards.pii` (redact or keyed pseudonyms) before anything is
 written. The version is registered through DatasetService with lineage edges from every trace
-used. It does not train or deduplicate (the data stage does).
+used. A trace gives each record once (feedback sent twice is one opinion); across traces it
+does not train or deduplicate (the data stage does).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llmloop.core.feedback import CurateCreate, CurateResult
@@ -65,6 +67,7 @@ class CurationService:
         used: list[str] = []
         for trace in traces:
             made = (_sft if spec.format == "sft" else _dpo)(trace, feedback[trace["id"]], spec)
+            made = _distinct(made)  # the same preference given twice is one opinion, one pair
             if made:
                 used.append(trace["id"])
                 records.extend({k: _scrub_value(v, scrub) for k, v in r.items()} for r in made)
@@ -93,6 +96,17 @@ class CurationService:
     def preview(self, spec: CurateCreate) -> list[dict[str, Any]]:
         """The scrubbed records ``curate`` would write, without writing them."""
         return self.rows(spec, Scrubber(spec.pii, spec.pii_key))[0]
+
+
+def _distinct(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        key = json.dumps(record, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
 
 
 def _scrub_value(value: Any, scrub: Scrubber) -> Any:

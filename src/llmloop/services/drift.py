@@ -29,7 +29,7 @@ from llmloop.errors import InvalidInputError
 from llmloop.services.actors import Actor
 from llmloop.services.datasets import DatasetService
 from llmloop.services.periodic import PeriodicTask
-from llmloop.services.trace_selection import select_traces
+from llmloop.services.trace_selection import as_utc, select_traces
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, utcnow
 
@@ -92,6 +92,8 @@ class DriftService:
 
     def _window(self, spec: DriftRunCreate, w: Window) -> dict[str, Any]:
         """Samples of a window: prompts, outputs and (for traces) rates and feedback."""
+        if w.dataset and (w.since or w.until):
+            raise InvalidInputError("a window is a dataset or a time range (since/until), not both")
         if w.dataset:
             version = self.datasets.get_version(w.dataset, w.version or "latest")
             rows = self.datasets.read_rows(version)[:WINDOW_CAP]
@@ -188,7 +190,7 @@ class DriftService:
         if metric:
             stmt = stmt.where(d.c.metric == metric)
         if since:
-            stmt = stmt.where(d.c.at >= since)
+            stmt = stmt.where(d.c.at >= as_utc(since))
         stmt = stmt.order_by(d.c.at.desc(), d.c.id.desc()).limit(limit)
         with self.store.read() as tx:
             rows = [dict(r) for r in tx.conn.execute(stmt).mappings()]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from llmloop.core.monitoring import METRICS, Dimension, MetricsRow, MonitorQuery
 from llmloop.errors import InvalidInputError
 from llmloop.services.trace_analytics import TraceAnalytics
+from llmloop.services.trace_selection import as_utc
 from llmloop.store.registry import Store
 
 
@@ -32,8 +33,8 @@ class MonitoringService:
         group_by: list[Dimension] | None = None,
         deployment: str | None = None,
     ) -> list[MetricsRow]:
-        """One row per group over the whole window."""
-        q = MonitorQuery(since=since, until=until or _now(), group_by=_dims(group_by),
+        """One row per group over the whole window (a naive time is UTC)."""
+        q = MonitorQuery(since=as_utc(since), until=_until(until), group_by=_dims(group_by),
                          deployment=deployment)  # fmt: skip
         return [r for r in self.analytics.aggregate(q) if r.requests > 0]
 
@@ -45,8 +46,10 @@ class MonitoringService:
         group_by: list[Dimension] | None = None,
         deployment: str | None = None,
     ) -> list[MetricsRow]:
-        """One row per group and bucket (buckets without traces are absent)."""
-        q = MonitorQuery(since=since, until=until or _now(), bucket_s=bucket_s,
+        """One row per group and bucket (buckets without traces are absent; a naive time is
+        UTC). Buckets are aligned to multiples of ``bucket_s`` since the epoch, so the first and
+        last may reach outside the window: their ``request_rate`` is over the part inside."""
+        q = MonitorQuery(since=as_utc(since), until=_until(until), bucket_s=bucket_s,
                          group_by=_dims(group_by), deployment=deployment)  # fmt: skip
         return [r for r in self.analytics.aggregate(q) if r.requests > 0]
 
@@ -57,7 +60,7 @@ class MonitoringService:
         """One metric over the trailing window, all matching traces together (None: no data)."""
         if metric not in METRICS:
             raise InvalidInputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-        end = now or _now()
+        end = _until(now)
         q = MonitorQuery(since=end - timedelta(seconds=window_s), until=end, group_by=[],
                          deployment=deployment)  # fmt: skip
         rows = self.analytics.aggregate(q)
@@ -74,5 +77,5 @@ def _dims(group_by: list[Dimension] | None) -> list[Dimension]:
     return list(group_by) if group_by is not None else ["deployment"]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _until(at: datetime | None) -> datetime:
+    return datetime.now(UTC) if at is None else as_utc(at)

@@ -15,7 +15,7 @@ from llmloop.core.base import Value
 from llmloop.core.deployments import DeploymentPublic, DeploymentSpec, TargetSpec
 from llmloop.core.governance import ApprovalCreate
 from llmloop.core.runs import MetricPoint, RunCreate, RunInput
-from llmloop.errors import ApprovalRequiredError, InvalidInputError
+from llmloop.errors import ApprovalRequiredError, ConflictError, InvalidInputError
 from llmloop.services.actors import Actor
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -49,9 +49,14 @@ class RolloutService:
         sticky: bool = True,
     ) -> DeploymentPublic:
         """Point the ``challenger`` alias at a version and split traffic champion/challenger."""
+        actor.require("editor")
         if not 0.0 < weight < 1.0:
             raise InvalidInputError("the canary weight must be between 0 and 1")
-        self.c.models.get_version(model, CHAMPION)  # a canary needs a champion to compare with
+        champion = self.c.models.get_version(model, CHAMPION)  # a canary needs one to compare
+        if champion.version == challenger_version:
+            raise InvalidInputError(
+                f"version {challenger_version} of '{model}' is the champion already"
+            )
         self.c.models.set_alias(model, CHALLENGER, challenger_version, actor)
         current = self.c.deployments.find(deployment)
         base = current.spec.model_dump(mode="json") if current else {"name": deployment}
@@ -66,6 +71,15 @@ class RolloutService:
         )
         return self.c.deployments.apply(DeploymentSpec.model_validate(base), actor)
 
+    def _require_canary(self, deployment: str, model: str) -> None:
+        """A decision is about a canary in progress: evaluating or applying one twice (after a
+        rollback or a promotion) would compare stale traffic and record a second decision."""
+        spec = self.c.deployments.get(deployment).spec
+        if not any(t.model == model and t.alias == CHALLENGER for t in spec.targets):
+            raise ConflictError(
+                f"no canary of '{model}' runs on '{deployment}': start one (rollout start)"
+            )
+
     def evaluate(
         self,
         deployment: str,
@@ -77,6 +91,7 @@ class RolloutService:
         """Compare mean live feedback (0..1) of the challenger with the champion's."""
         if min_requests < 1:
             raise InvalidInputError(f"min_requests must be at least 1, not {min_requests}")
+        self._require_canary(deployment, model)
         champion = self.c.models.get_version(model, CHAMPION)
         challenger = self.c.models.get_version(model, CHALLENGER)
         rows = self.c.monitoring.summary(since, group_by=["model_version"], deployment=deployment)
@@ -85,7 +100,11 @@ class RolloutService:
         c_score = champ.feedback_mean if champ else None
         x_score = chall.feedback_mean if chall else None
         c_n, x_n = (champ.requests if champ else 0), (chall.requests if chall else 0)
-        if c_score is None or x_score is None or min(c_n, x_n) < min_requests:
+        decision: Literal["promote", "rollback", "wait"]
+        if champion.id == challenger.id:  # a promotion that waited for its approval got it
+            decision = "promote"
+            reason = f"the challenger (v{challenger.version}) is the champion already (approved)"
+        elif c_score is None or x_score is None or min(c_n, x_n) < min_requests:
             decision, reason = (
                 "wait",
                 (
@@ -110,12 +129,39 @@ class RolloutService:
             reason=reason,
         )
 
+    def rollback(
+        self, deployment: str, model: str, actor: Actor, reason: str = ""
+    ) -> RolloutDecision:
+        """Stop the canary now, whatever its numbers: the champion serves alone again."""
+        actor.require("editor")
+        self._require_canary(deployment, model)
+        champion = self.c.models.get_version(model, CHAMPION)
+        challenger = self.c.models.get_version(model, CHALLENGER)
+        decision = RolloutDecision(
+            deployment=deployment, model=model, champion_version_id=champion.id,
+            challenger_version_id=challenger.id, champion_score=None, challenger_score=None,
+            champion_requests=0, challenger_requests=0, decision="rollback",
+            reason=reason or f"rolled back by {actor.name}",
+        )  # fmt: skip
+        return self.apply(decision, actor)
+
     def apply(
         self, decision: RolloutDecision, actor: Actor, approver: Actor | None = None
     ) -> RolloutDecision:
-        """Promote or roll back; the deployment then serves the champion alone."""
+        """Promote or roll back; the deployment then serves the champion alone.
+
+        A protected champion alias moves through an approval: with ``approver`` (a second
+        admin, in process) it is requested and approved here; without one the request is left
+        waiting and :class:`ApprovalRequiredError` names it (``approval_id``): once a second
+        admin approves it, evaluate and apply again to finish. Nothing else changes before the
+        alias has moved, so a refused promotion leaves the canary running and no run behind.
+        """
         if decision.decision == "wait":
             return decision
+        actor.require("editor")
+        self._require_canary(decision.deployment, decision.model)
+        if decision.decision == "promote":
+            self._promote(decision, actor, approver)
         run = self.c.runs.create(
             RunCreate(
                 name=f"rollout/{decision.deployment}",
@@ -139,8 +185,6 @@ class RolloutService:
         ]
         if points:
             self.c.runs.log_metrics(run.id, points, actor)
-        if decision.decision == "promote":
-            self._promote(decision, actor, approver)
         current = self.c.deployments.get(decision.deployment)
         spec = current.spec.model_dump(mode="json")
         spec["targets"] = [TargetSpec(model=decision.model, alias=CHAMPION, name=CHAMPION)]
@@ -149,22 +193,29 @@ class RolloutService:
         return decision.model_copy(update={"run_id": run.id})
 
     def _promote(self, decision: RolloutDecision, actor: Actor, approver: Actor | None) -> None:
+        if self.c.models.get_version(decision.model, CHAMPION).id == decision.challenger_version_id:
+            return  # moved already: an approved request, or an apply that stopped half-way
         version = self.c.models.get_version_by_id(decision.challenger_version_id).version
         try:
             self.c.models.set_alias(decision.model, CHAMPION, version, actor)
+            return
         except ApprovalRequiredError:
-            if approver is None:
-                raise
-            request = self.c.governance.request(
-                ApprovalCreate(
-                    kind="model_alias",
-                    name=decision.model,
-                    label=CHAMPION,
-                    version=version,
-                    comment=decision.reason,
-                ),
-                actor,
+            pass
+        request = self.c.governance.request(  # asking again returns the waiting request
+            ApprovalCreate(
+                kind="model_alias",
+                name=decision.model,
+                label=CHAMPION,
+                version=version,
+                comment=decision.reason,
+            ),
+            actor,
+        )
+        if approver is None:
+            raise ApprovalRequiredError(
+                f"'{CHAMPION}' of '{decision.model}' is protected: approval {request.id} "
+                f"(v{version}) waits for a second admin; evaluate and apply again once it is "
+                "approved",
+                approval_id=request.id,
             )
-            self.c.governance.decide(
-                request.id, True, approver, "online metrics: " + decision.reason
-            )
+        self.c.governance.decide(request.id, True, approver, "online metrics: " + decision.reason)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +33,11 @@ COLUMNS = {"deployment": "deployment", "model_version": "model_version_id",
 CHUNK = 200_000
 # Exact epoch seconds of SQLAlchemy's 'YYYY-MM-DD HH:MM:SS.ffffff' text (julianday rounds, so
 # a trace on a bucket boundary could land in the bucket before; unixepoch 'subsec' needs 3.42).
-_EPOCH_SQLITE = "(CAST(strftime('%s', at) AS INTEGER) + CAST('0' || substr(at, 20, 7) AS REAL))"
+# strftime('%s') rounds the fraction to milliseconds too (':37.9996' is second 38), so it is
+# given the whole seconds only; the microseconds are added as an integer and the sum divided
+# once, as Python's datetime.timestamp() does: the same instant gives the same double both ways.
+_EPOCH_SQLITE = ("((CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000"
+                 " + CAST(substr(at || '000000', 21, 6) AS INTEGER)) / 1000000.0)")  # fmt: skip
 _BLOCKED_SQLITE = "instr(coalesce(guard_verdicts, ''), '\"action\": \"block\"') > 0"
 _MIRROR_SQL = f"""SELECT rowid, id, {_EPOCH_SQLITE}, kind, deployment, model_version_id,
 json_extract(attributes, '$."{PROMPT_ATTR}"'), key_id, status, latency_ms, ttft_ms,
@@ -50,6 +54,18 @@ ORDER BY rowid LIMIT 200000"""
 
 def _at(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _span(q: MonitorQuery, bucket: datetime | None) -> float:
+    """Seconds of the window a row covers: the whole window, or the part of its bucket inside
+    the window (the first and last buckets may start before ``since`` or end after ``until``;
+    dividing by the whole bucket would show a dip in the rate at both edges)."""
+    if q.bucket_s is None or bucket is None:
+        return (q.until - q.since).total_seconds()
+    to_until = (q.until - bucket).total_seconds()  # no timedelta of a huge bucket: it overflows
+    end = q.until if to_until <= q.bucket_s else bucket + timedelta(seconds=q.bucket_s)
+    inside = (end - max(bucket, q.since)).total_seconds()
+    return inside if inside > 0 else q.bucket_s
 
 
 def _num(value: Any) -> float | None:
@@ -219,16 +235,17 @@ class TraceAnalytics:
             rows, fb = self._sql_aggregate(q)
         dims = [COLUMNS[d] for d in q.group_by]
         feedback = {tuple(r[:-1]): r[-1] for r in fb}
-        span = q.bucket_s or (q.until - q.since).total_seconds()
         out = []
         for r in rows:
             key = tuple([*(r[d] for d in dims), r["bucket"]])
+            bucket = _at(_num(r["bucket"]))
             lat, ttft = r["lat"] or [None] * 3, r["ttft"] or [None] * 2
             # Built without re-validation: every field is computed here from typed columns.
             out.append(MetricsRow.model_construct(
-                bucket=_at(_num(r["bucket"])),
+                bucket=bucket,
                 **{d: r[COLUMNS[d]] for d in q.group_by},
-                requests=int(r["requests"]), request_rate=int(r["requests"]) / span,
+                requests=int(r["requests"]),
+                request_rate=int(r["requests"]) / _span(q, bucket),
                 latency_p50=_num(lat[0]), latency_p95=_num(lat[1]), latency_p99=_num(lat[2]),
                 ttft_p50=_num(ttft[0]), ttft_p95=_num(ttft[1]),
                 input_tokens=int(r["input_tokens"] or 0),

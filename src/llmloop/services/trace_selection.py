@@ -9,16 +9,31 @@ reads; it never writes, and it does not aggregate (``services/monitoring.py`` do
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from llmloop.core.feedback import QueueFilter
+from llmloop.errors import InvalidInputError
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Tx, _row
 
 FLAG_ACTIONS = ("block", "flag", "redact")
 SCORED_KINDS = ("thumbs", "score", "label")
+
+
+def as_utc(at: datetime) -> datetime:
+    """``at`` in UTC; a naive time is taken as UTC already (as the API documents).
+
+    Times are compared in SQL, and SQLite stores them as UTC text without a zone: a bound
+    ``10:00+02:00`` would be compared as the text ``10:00``, two hours off. Every time that
+    reaches a query goes through here first.
+    """
+    try:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise InvalidInputError(f"time out of range: {at.isoformat()}") from None
 
 
 def normalized_feedback() -> sa.ColumnElement[Any]:
@@ -74,9 +89,9 @@ def select_traces(
     if flt.deployment:
         stmt = stmt.where(tr.c.deployment == flt.deployment)
     if flt.since:
-        stmt = stmt.where(tr.c.at >= flt.since)
+        stmt = stmt.where(tr.c.at >= as_utc(flt.since))
     if flt.until:
-        stmt = stmt.where(tr.c.at < flt.until)
+        stmt = stmt.where(tr.c.at < as_utc(flt.until))
     if flt.status:
         stmt = stmt.where(tr.c.status == flt.status)
     if flt.min_feedback is not None:

@@ -77,11 +77,13 @@ def test_queue_assignment_and_counts(container: Container) -> None:
     assert [(f.kind, f.name, f.comment) for f in label_fb] == [("label", "quality", "bad: rude")]
     with pytest.raises(ConflictError):
         ann.label("q", first.id, LabelSubmit(value="good"), alice)
-    # an expired lease frees the item for someone else
-    held = ann.next_item("q", "carol")
-    assert held is not None
-    again = ann.next_item("q", "dave", lease_s=0)
+    # an expired lease frees the item for someone else: the holder's lease, not the caller's
+    held = ann.next_item("q", "carol", lease_s=0)
+    assert held is not None and held.label is None  # the lease is not shown as a label
+    again = ann.next_item("q", "dave")
     assert again is not None and again.id == held.id and again.assignee == "dave"
+    other = ann.next_item("q", "erin", lease_s=0.001)  # dave's 900 s lease still holds
+    assert other is not None and other.id != again.id
     assert ann.refill("q", ME) == 0
     with pytest.raises(ConflictError):
         _queue(container)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
 from llmloop.api.deps import ActorDep, ContainerDep
+from llmloop.api.routes.common import TIME_HELP, parse_time
 from llmloop.core.monitoring import (
     Dimension,
     DriftReport,
@@ -18,7 +19,6 @@ from llmloop.core.monitoring import (
     DriftRunCreate,
     MetricsRow,
     parse_duration,
-    parse_since,
 )
 from llmloop.services.actors import Actor
 from llmloop.services.alerts import AlertLoop
@@ -28,14 +28,25 @@ from llmloop.services.periodic import PeriodicTask
 from llmloop.services.triggers import TriggerLoop
 
 router = APIRouter(tags=["monitoring"])
-Since = Annotated[str, Query(max_length=64, description="A duration back (1h) or ISO time.")]
-Until = Annotated[str | None, Query(max_length=64, description="ISO time; default now.")]
-GroupBy = Annotated[list[Dimension] | None, Query(description="Dimensions (repeatable).")]
+Since = Annotated[str, Query(max_length=64, description="Window start. " + TIME_HELP)]
+Until = Annotated[str | None, Query(max_length=64, description="Window end (default now).")]
+GroupBy = Annotated[
+    list[Dimension | Literal[""]] | None,
+    Query(description="Dimensions (repeatable; default deployment); one empty value: no groups."),
+]
 Deployment = Annotated[str | None, Query(max_length=128)]
 
 
 def _range(since: str, until: str | None) -> tuple[datetime, datetime | None]:
-    return parse_since(since), (parse_since(until) if until else None)
+    return parse_time(since), (parse_time(until) if until else None)
+
+
+def _dims(group_by: list[Dimension | Literal[""]] | None) -> list[Dimension] | None:
+    """The dimensions asked for, once each; ``group_by=`` (empty) asks for none, which a list
+    cannot say in a query string otherwise."""
+    if group_by is None:
+        return None
+    return list(dict.fromkeys(d for d in group_by if d))
 
 
 @router.get("/api/monitoring/summary", response_model=list[MetricsRow])
@@ -48,7 +59,7 @@ def summary(
     deployment: Deployment = None,
 ) -> Any:
     start, end = _range(since, until)
-    return c.monitoring.summary(start, end, group_by, deployment)
+    return c.monitoring.summary(start, end, _dims(group_by), deployment)
 
 
 @router.get("/api/monitoring/timeseries", response_model=list[MetricsRow])
@@ -62,7 +73,7 @@ def timeseries(
     deployment: Deployment = None,
 ) -> Any:
     start, end = _range(since, until)
-    return c.monitoring.timeseries(start, parse_duration(bucket), end, group_by, deployment)
+    return c.monitoring.timeseries(start, parse_duration(bucket), end, _dims(group_by), deployment)
 
 
 @router.post("/api/drift/run", response_model=DriftReport, status_code=201)
@@ -76,10 +87,10 @@ def drift_results(
     _: ActorDep,
     deployment: Deployment = None,
     metric: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
 ) -> Any:
-    return c.drift.history(deployment, metric, parse_since(since) if since else None, limit)
+    return c.drift.history(deployment, metric, parse_time(since) if since else None, limit)
 
 
 class BackgroundChecks:
