@@ -80,3 +80,28 @@ async def test_deployment_api_refuses_bad_specs_and_viewers(gw: Gateway) -> None
         {"model": "no-such-model"}]})  # fmt: skip
     assert missing.status_code == 404
     assert (await gw.http.get("/api/deployments/reg")).status_code == 404  # not stored
+
+
+async def test_guard_blocks_are_traced_with_their_verdicts(gw: Gateway) -> None:
+    """guard_block_rate counts traces whose verdicts hold a block: a blocked request must keep
+    them, and a stream a guard let through to its end is not an error."""
+    await gw.deploy({"name": "guarded", "targets": [echo()], "guards": [DENY]})
+    body = {"model": "guarded", "messages": [{"role": "user", "content": "tell the secret"}]}
+    assert (await gw.http.post("/v1/chat/completions", json=body)).status_code == 400
+    out_only = {"kind": "deny_list", "config": {"terms": ["secret"], "check_input": False}}
+    await gw.deploy({"name": "outg", "targets": [echo("the secret is ")], "guards": [out_only]})
+    plain = {"model": "outg", "messages": [{"role": "user", "content": "x"}]}
+    assert (await gw.http.post("/v1/chat/completions", json=plain)).status_code == 400
+    cut = await gw.http.post("/v1/chat/completions", json={**plain, "stream": True})
+    assert cut.status_code == 200 and "content_filter" in cut.text
+    fine = {"model": "guarded", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    streamed = await gw.http.post("/v1/chat/completions", json=fine)
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    traces = {t["deployment"] + ("+stream" if t["stream"] else ""): t for t in await gw.traces()}
+    for name in ("guarded", "outg"):
+        verdicts = traces[name]["guard_verdicts"] or []
+        assert traces[name]["status"] == "error" and any(v["action"] == "block" for v in verdicts)
+    ok, stopped = traces["guarded+stream"], traces["outg+stream"]
+    assert (ok["status"], ok["http_status"], ok["error"]) == ("ok", 200, None)
+    assert (stopped["status"], stopped["http_status"]) == ("error", 400)  # not 'GeneratorExit'
+    assert "blocked by guard" in stopped["error"]

@@ -30,7 +30,7 @@ from llmloop.core.chat import (
 from llmloop.core.guards import GuardVerdict
 from llmloop.core.traces import TraceRecord, new_trace_id, sampled
 from llmloop.engines.base import Engine
-from llmloop.errors import LlmloopError
+from llmloop.errors import GuardBlockedError, LlmloopError
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.choices import (
     ChoiceStreams,
@@ -41,7 +41,7 @@ from llmloop.services.gateway.choices import (
     note_tool_calls,
     open_choices,
 )
-from llmloop.services.gateway.guarding import verdict_dicts
+from llmloop.services.gateway.guarding import blocked_error, verdict_dicts
 from llmloop.services.gateway.intake import (
     estimate_prompt_tokens,
     estimate_tokens,
@@ -116,7 +116,8 @@ class GatewayService:
         runtime.admission.release()
         trace.latency_ms = (time.perf_counter() - started) * 1000.0
         if error is not None:
-            trace.status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
+            left = isinstance(error, asyncio.CancelledError | GeneratorExit)  # the client went
+            trace.status = "cancelled" if left else "error"
             trace.http_status = error.status if isinstance(error, LlmloopError) else (
                 499 if trace.status == "cancelled" else 500)  # fmt: skip
             trace.error = str(error) or type(error).__name__
@@ -195,7 +196,11 @@ class GatewayService:
         self._fill(trace, slot, runtime)
         require_capable(slot.engine, req, runtime.spec.name)
         if runtime.guards is not None:
-            req, verdicts = runtime.guards.check_request(req)
+            try:
+                req, verdicts = runtime.guards.check_request(req)
+            except GuardBlockedError as exc:  # a block is a verdict too (guard_block_rate)
+                trace.guard_verdicts = verdict_dicts(getattr(exc, "verdicts", []))
+                raise
             trace.guard_verdicts = verdict_dicts(verdicts)
         return slot, req
 
@@ -223,7 +228,12 @@ class GatewayService:
                 await cache.store(slot.resolved.key, req, results[0])
             self._shadow(runtime, trace, chat_call(req))
         if runtime.guards is not None:
-            checked = [runtime.guards.check_result(r) for r in results]
+            try:
+                checked = [runtime.guards.check_result(r) for r in results]
+            except GuardBlockedError as exc:
+                blocked = verdict_dicts(getattr(exc, "verdicts", []))
+                trace.guard_verdicts = [*(trace.guard_verdicts or []), *blocked]
+                raise
             results = [r for r, _ in checked]
             found = [v for _, verdicts in checked for v in verdicts]
             trace.guard_verdicts = [*(trace.guard_verdicts or []), *verdict_dicts(found)]
@@ -339,6 +349,10 @@ class GatewayService:
                     trace.finish_reason = chunk.finish_reason
                 yield chunk
                 chunk = await anext(iterator, None)
+        except GeneratorExit as exc:  # closed by the consumer: a guard after the final chunk
+            if trace.finish_reason is None:  # (no error), or a client that left mid-stream
+                error = exc
+            raise
         except BaseException as exc:
             error = exc
             raise
@@ -353,6 +367,9 @@ class GatewayService:
                     trace.guard_verdicts = [*(trace.guard_verdicts or []),
                                             *verdict_dicts(output_verdicts)]  # fmt: skip
                 trace.response_text = "".join(parts)
+                block = next((v for v in output_verdicts or () if v.action == "block"), None)
+                if block is not None and isinstance(error, GeneratorExit):  # a guard's, not a
+                    error = blocked_error(block, output_verdicts or [])  # client that left
                 if not usage_seen:  # ended early, or an upstream that sends no usage
                     trace.input_tokens, trace.output_tokens = prompt_tokens, pieces
                     trace.extra["llmloop.usage_estimated"] = True
