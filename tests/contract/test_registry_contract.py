@@ -246,3 +246,15 @@ def test_upgrade_from_empty_then_current(database_url: str) -> None:
     assert db.current_revision(store.engine) == db.head_revision(store.engine)
     db.check_schema(store.engine, auto_create_empty=False)
     store.dispose()
+
+
+def test_a_long_alias_or_label_moves_and_is_audited(container: Container) -> None:
+    """An alias move is audited as '<model id>:<alias>': past nine characters of alias that
+    outgrew the 40 an id column held, and PostgreSQL refused every 'challenger' move."""
+    models = container.models
+    models.create_version("m", ModelVersionCreate(base_model="base"), ALICE)
+    alias = "challenger-" + "x" * 53  # the longest a label may be (64)
+    models.set_alias("m", alias, 1, ALICE)
+    assert models.get("m").aliases == {alias: 1}
+    moves = [e for e in container.governance.audit(limit=100) if e.action == "model_alias.move"]
+    assert moves and moves[0].entity_id.endswith(f":{alias}")

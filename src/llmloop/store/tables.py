@@ -197,7 +197,7 @@ audit_log = sa.Table(
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("entity_type", sa.String(32), nullable=False),
-    sa.Column("entity_id", ID, nullable=False),
+    sa.Column("entity_id", sa.String(160), nullable=False),  # an id, or "<owner id>:<pointer>"
     sa.Column("before", sa.JSON, nullable=True),
     sa.Column("after", sa.JSON, nullable=True),
     sa.Index("ix_audit_log_entity", "entity_id"),
