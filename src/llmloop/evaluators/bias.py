@@ -172,12 +172,15 @@ class BiasEvaluator(Evaluator):
                 row["judge"] = float(await self.judge(s.input, s.output))
         return rows
 
-    def _gap(self, table: dict[str, dict[int, float]]) -> dict[str, Any]:
-        """Group means, the max-min gap and its permutation p-value, over shared templates."""
+    def _gap(self, table: dict[str, dict[int, float]]) -> dict[str, Any] | None:
+        """Group means, the max-min gap and its permutation p-value, over shared templates
+        (None when the groups share no template: there is nothing to compare)."""
         from scipy.stats import permutation_test
 
         groups = sorted(table)
         shared = sorted(set.intersection(*(set(table[g]) for g in groups)))
+        if not shared:
+            return None
         data = [[table[g][t] for t in shared] for g in groups]
         means = {g: sum(col) / len(col) for g, col in zip(groups, data, strict=True)}
         gap = max(means.values()) - min(means.values())
@@ -217,6 +220,8 @@ class BiasEvaluator(Evaluator):
                 if len(table) < 2:
                     continue
                 found = self._gap(table)
+                if found is None:
+                    continue
                 found["significant"] = found["p_value"] < self.config.alpha and found[
                     "gap"
                 ] >= self.config.min_gap.get(metric, 0.0)

@@ -9,6 +9,7 @@ does not block a release. It does not run evaluations or promote models; it only
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,19 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "==": operator.eq,
 }
+
+
+def compare(value: float, op: str, threshold: float) -> bool:
+    """``value op threshold``, with values equal up to float rounding counted as equal.
+
+    ``baseline + 0.1`` with a baseline of 0.2 is 0.30000000000000004: a candidate at exactly 0.3
+    meets ``>=`` and does not beat ``>``.
+    """
+    if math.isclose(value, threshold, rel_tol=1e-9, abs_tol=1e-12):
+        return op in (">=", "<=", "==")
+    return _OPS[op](value, threshold)
+
+
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RULE = re.compile(
     rf"^\s*(?P<metric>[A-Za-z_][\w.\-]*)\s*(?P<op>>=|<=|==|>|<)\s*"
@@ -150,11 +164,15 @@ def _results(report: Report) -> Mapping[str, EvalResult]:
 def _tested(
     rule: GateRule, cand: Mapping[str, EvalResult], base: Mapping[str, EvalResult]
 ) -> PairedTest | None:
-    """The paired bootstrap on per-sample scores shared by both reports, if there are enough."""
+    """The paired bootstrap on per-sample scores shared by both reports, if there are enough.
+
+    None as well when a report's aggregate is not the mean of its per-sample scores (corpus BLEU
+    and chrF, token-weighted perplexity): a test of sentence means says nothing about it.
+    """
     c = metric_sample_scores(cand, rule.metric)
     b = metric_sample_scores(base, rule.metric)
     common = sorted(set(c) & set(b))
-    if len(common) < 2:
+    if len(common) < 2 or not (_is_mean(cand, rule.metric, c) and _is_mean(base, rule.metric, b)):
         return None
     return paired_bootstrap(
         [c[i] for i in common],
@@ -163,6 +181,15 @@ def _tested(
         n_resamples=rule.n_resamples,
         seed=rule.seed,
     )
+
+
+def _is_mean(results: Mapping[str, EvalResult], metric: str, scores: Mapping[str, float]) -> bool:
+    """Whether the aggregate ``metric`` is the mean of its per-sample ``scores``."""
+    value = flatten_metrics(results).get(metric)
+    if value is None or not scores:
+        return False
+    mean = math.fsum(scores.values()) / len(scores)
+    return math.isclose(mean, value, rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _check_rule(
@@ -179,8 +206,10 @@ def _check_rule(
         return RuleResult(
             rule=text, status="failed", reason=f"metric not in candidate report (has: {known})"
         )
+    if not math.isfinite(value):
+        return RuleResult(rule=text, status="failed", reason=f"candidate {rule.metric} is {value}")
     if rule.value is not None:
-        ok = _OPS[rule.op](value, rule.value)
+        ok = compare(value, rule.op, rule.value)
         return RuleResult(
             rule=text, status="passed" if ok else "failed", candidate=value, threshold=rule.value
         )
@@ -188,21 +217,29 @@ def _check_rule(
         status: Literal["skipped", "failed"] = "skipped" if missing_baseline == "skip" else "failed"
         return RuleResult(rule=text, status=status, candidate=value, reason="no baseline report")
     base_value = flatten_metrics(base).get(rule.metric)
-    if base_value is None:
-        return RuleResult(
-            rule=text, status="failed", candidate=value, reason="metric not in baseline report"
+    if base_value is None or not math.isfinite(base_value):
+        reason = (
+            "metric not in baseline report" if base_value is None else f"baseline is {base_value}"
         )
+        return RuleResult(rule=text, status="failed", candidate=value, reason=reason)
     offset = rule.baseline_offset or 0.0
     threshold = base_value + offset
-    ok = _OPS[rule.op](value, threshold)
+    ok = compare(value, rule.op, threshold)
     test = _tested(rule, cand, base) if rule.test != "none" else None
     reason = ""
     if rule.test != "none" and test is None:
-        reason = "too few per-sample scores paired by id for the test; compared aggregates"
+        reason = (
+            "no per-sample scores that average to the aggregate, paired by id in both reports, "
+            "for the test; compared aggregates"
+        )
     elif test is not None:
         # Only a significant shortfall fails: the whole CI of (candidate - baseline) is beyond
         # the allowed offset in the bad direction.
-        ok = test.high >= offset if rule.op in (">=", ">") else test.low <= offset
+        ok = (
+            compare(test.high, ">=", offset)
+            if rule.op in (">=", ">")
+            else compare(test.low, "<=", offset)
+        )
         reason = (
             f"delta {test.delta:+.4g}, {test.confidence:.0%} CI "
             f"[{test.low:+.4g}, {test.high:+.4g}] vs allowed {offset:+.4g}"

@@ -188,6 +188,8 @@ class FaithfulnessEvaluator(Evaluator):
         return scored
 
     async def evaluate(self, samples: Sequence[EvalSample]) -> EvalResult:
+        if not samples:  # a 0.0 faithfulness with a 0.0 hallucination rate would contradict
+            raise InvalidInputError("faithfulness: no samples to score")
         results: list[SampleScore] = []
         shares: list[float] = []
         for i, sample in enumerate(samples):
@@ -205,7 +207,7 @@ class FaithfulnessEvaluator(Evaluator):
                     },
                 )
             )
-        n = len(shares) or 1
+        n = len(shares)
         return EvalResult(
             evaluator=self.name,
             aggregate={

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,13 @@ from llmloop.core.evals import EvalResult, EvalSample, SampleScore
 from llmloop.engines.base import Engine
 from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
 from llmloop.evaluators.base import Evaluator, EvaluatorConfig
-from llmloop.evaluators.stats import IntervalMethod, agreement, mean_interval, straddles
+from llmloop.evaluators.stats import (
+    Interval,
+    IntervalMethod,
+    agreement,
+    mean_interval,
+    straddles,
+)
 
 _ENV = SandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
@@ -123,6 +130,12 @@ def parse_score(text: str, low: float, high: float) -> float | None:
         if low <= value <= high:
             return value
     return None
+
+
+def clip_interval(interval: Interval, low: float, high: float) -> list[float]:
+    """The interval's bounds kept on the scale ``[low, high]``: a mean of scores on a bounded
+    scale cannot leave it, however wide a t-interval of few votes is."""
+    return [min(high, max(low, interval.low)), min(high, max(low, interval.high))]
 
 
 class JudgeConfig(EvaluatorConfig):
@@ -280,7 +293,7 @@ class PointwiseJudge(LLMJudge):
         mean = float(np.mean(votes))
         variance = float(np.var(votes, ddof=1)) if len(votes) > 1 else 0.0
         details |= {
-            "ci": [interval.low, interval.high],
+            "ci": clip_interval(interval, cfg.scale_min, cfg.scale_max),
             "flagged": straddles(interval, threshold) or split,
             "votes_split": split,
         }
@@ -316,10 +329,11 @@ class PointwiseJudge(LLMJudge):
             return agg
         means = [p.scores["judge_score"] for p in judged]
         interval = mean_interval(means, cfg.confidence, cfg.ci_method, seed=cfg.seed)
+        low, high = clip_interval(interval, cfg.scale_min, cfg.scale_max)
         agg |= {
             "judge_score": interval.mean,
-            "judge_score_ci_low": interval.low,
-            "judge_score_ci_high": interval.high,
+            "judge_score_ci_low": low,
+            "judge_score_ci_high": high,
             "judge_pass_rate": sum(p.scores["judge_pass"] for p in judged) / len(judged),
             "judge_flag_rate": sum(bool(p.details.get("flagged")) for p in judged) / len(judged),
             "judge_variance_mean": sum(p.scores["judge_variance"] for p in judged) / len(judged),
@@ -341,8 +355,13 @@ class PointwiseJudge(LLMJudge):
             human = [float(h) for _, h in pairs]
         except (TypeError, ValueError):
             raise InvalidInputError(f"human labels under '{self.config.human_key}' must be numbers")
-        # Kappa compares categories: the judge's mean rounded to the nearest scale point.
-        result = agreement([round(j) for j, _ in pairs], [round(h) for h in human], "categorical")
+        # Kappa compares categories: the judge's mean rounded (halves up, unlike Python's
+        # round-half-to-even, which sends 2.5 down and 3.5 up) to the nearest scale point.
+        result = agreement(
+            [math.floor(j + 0.5) for j, _ in pairs],
+            [math.floor(h + 0.5) for h in human],
+            "categorical",
+        )
         scores = agreement([j for j, _ in pairs], human, "scores")
         out = {"human_n": float(result.n)}
         if result.cohen_kappa is not None:
@@ -368,6 +387,7 @@ __all__ = [
     "LLMJudge",
     "PointwiseJudge",
     "PointwiseJudgeConfig",
+    "clip_interval",
     "compile_template",
     "list_judge_templates",
     "load_judge_template",

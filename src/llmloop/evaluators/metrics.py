@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from llmloop.core.evals import EvalResult, EvalSample, SampleScore
-from llmloop.errors import InvalidInputError
+from llmloop.errors import ConfigError, InvalidInputError
 from llmloop.evaluators.base import Evaluator, EvaluatorConfig
 
 
@@ -159,8 +159,9 @@ class RougeConfig(EvaluatorConfig):
     use_stemmer: bool = Field(default=True, description="Porter-stem tokens before matching.")
     split_summaries: bool = Field(
         default=False,
-        description="rougeLsum: split texts into sentences with nltk when they have no newlines "
-        "(by default sentences are the newline-separated lines, as rouge-score expects).",
+        description="rougeLsum: split texts into sentences with nltk (needs its 'punkt_tab' "
+        "data) instead of at newlines (by default sentences are the lines, as rouge-score "
+        "expects).",
     )
     measure: Literal["fmeasure", "precision", "recall"] = Field(
         default="fmeasure", description="Which of the three scores to report."
@@ -186,11 +187,18 @@ class RougeEvaluator(Evaluator):
         per: list[SampleScore] = []
         for sample, sample_refs in zip(samples, refs, strict=True):
             # score(target, prediction); score_multi takes the best reference per variant.
-            raw = (
-                scorer.score(sample_refs[0], sample.output)
-                if len(sample_refs) == 1
-                else scorer.score_multi(sample_refs, sample.output)
-            )
+            try:
+                raw = (
+                    scorer.score(sample_refs[0], sample.output)
+                    if len(sample_refs) == 1
+                    else scorer.score_multi(sample_refs, sample.output)
+                )
+            except LookupError as exc:  # nltk's sentence splitter data is a separate download
+                raise ConfigError(
+                    "rouge split_summaries needs nltk's 'punkt_tab' data, which is not installed "
+                    "(python -m nltk.downloader punkt_tab); or put one sentence per line and "
+                    "leave split_summaries off"
+                ) from exc
             scores = {t: float(getattr(raw[t], cfg.measure)) for t in types}
             per.append(SampleScore(sample_id=sample.id, scores=scores))
         aggregate = {t: sum(p.scores[t] for p in per) / len(per) for t in types}

@@ -61,7 +61,10 @@ class HFLogprobScorer:
     """Per-token log-probs from a local causal LM (transformers), computed in padded batches.
 
     Batches are right-padded so that real tokens never attend to padding; a BOS token is
-    prepended when the tokenizer has one, so the first text token is scored too.
+    prepended when the tokenizer has one, so the first text token is scored too. A text longer
+    than the window (``max_length``, capped at the model's context) is scored in windows that
+    overlap by half: every token is scored once, with at least half a window of context, as in
+    the transformers perplexity guide; nothing is cut off.
     """
 
     def __init__(
@@ -88,39 +91,74 @@ class HFLogprobScorer:
             raise ConfigError(f"cannot load model from '{self.model_path}': {exc}")
         self._model.eval()
 
+    def window(self) -> int:
+        """Tokens per forward pass: ``max_length``, at most the model's context length."""
+        self._load()
+        config = self._model.config
+        context = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        return max(2, min(self.max_length, int(context))) if context else self.max_length
+
     def _encode(self, text: str) -> list[int]:
         ids: list[int] = self._tokenizer(text, add_special_tokens=True)["input_ids"]
         bos = self._tokenizer.bos_token_id
         if bos is not None and (not ids or ids[0] != bos):
             ids = [bos, *ids]
-        return ids[: self.max_length]
+        return ids
+
+    @staticmethod
+    def segments(n_ids: int, window: int) -> list[tuple[int, int, int]]:
+        """``(begin, end, first_scored)`` windows over ``n_ids`` tokens, overlapping by half.
+
+        Window ``ids[begin:end]`` scores tokens ``first_scored .. end-1``; token 0 never is.
+        """
+        stride = max(1, window // 2)
+        out, begin, scored = [], 0, 1
+        while True:
+            end = min(begin + window, n_ids)
+            out.append((begin, end, scored))
+            if end >= n_ids:
+                return out
+            begin, scored = begin + stride, end
 
     def score_sync(self, texts: list[str]) -> list[list[float]]:
         """Blocking: per-token log-probs of each text (token 0, the BOS, is not scored)."""
+        window = self.window()
+        jobs = []  # (text index, window ids, targets to skip)
+        for index, text in enumerate(texts):
+            ids = self._encode(text)
+            for begin, end, scored in self.segments(len(ids), window):
+                if end - begin >= 2:  # one token alone predicts nothing
+                    jobs.append((index, ids[begin:end], scored - begin - 1))
+        out: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start : start + self.batch_size]
+            picked = self._forward([ids for _, ids, _ in batch])
+            for (index, ids, skip), row in zip(batch, picked, strict=True):
+                out[index] += row[skip : len(ids) - 1]
+        return out
+
+    def _forward(self, encoded: list[list[int]]) -> list[list[float]]:
+        """Log-prob of each next token of each (right-padded) sequence in one forward pass."""
         import torch
 
-        self._load()
         pad = self._tokenizer.pad_token_id
         pad = pad if pad is not None else 0
-        out: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            encoded = [self._encode(t) for t in texts[start : start + self.batch_size]]
-            width = max(len(ids) for ids in encoded)
-            input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(encoded), width), dtype=torch.long)
-            for row, ids in enumerate(encoded):
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                mask[row, : len(ids)] = 1
-            with torch.inference_mode():
-                logits = self._model(
-                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
-                ).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = input_ids[:, 1:].to(self.device)
-            picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu()
-            for row, ids in enumerate(encoded):
-                out.append(picked[row, : len(ids) - 1].tolist())
-        return out
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = self._model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = input_ids[:, 1:].to(self.device)
+        picked: list[list[float]] = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu().tolist()
+        return picked
 
     async def __call__(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.score_sync, texts)
@@ -137,7 +175,12 @@ class PerplexityConfig(EvaluatorConfig):
         description="Local Hugging Face model directory; used when no scorer is passed in.",
     )
     batch_size: int = Field(default=8, ge=1, le=1024, description="Texts per forward pass.")
-    max_length: int = Field(default=1024, ge=2, description="Truncate texts to this many tokens.")
+    max_length: int = Field(
+        default=1024,
+        ge=2,
+        description="Tokens per forward pass (at most the model's context); longer texts are "
+        "scored in windows overlapping by half, never cut off.",
+    )
     device: str = Field(default="cpu", description="torch device for the local model.")
 
 

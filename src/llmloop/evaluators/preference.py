@@ -20,7 +20,13 @@ from pydantic import Field
 from llmloop.core.evals import EvalResult, EvalSample, SampleScore
 from llmloop.errors import InvalidInputError
 from llmloop.evaluators.base import EvaluatorConfig
-from llmloop.evaluators.judges import JudgeConfig, LLMJudge, render_template, sample_variables
+from llmloop.evaluators.judges import (
+    JudgeConfig,
+    LLMJudge,
+    clip_interval,
+    render_template,
+    sample_variables,
+)
 from llmloop.evaluators.stats import agreement, mean_interval, straddles
 
 Verdict = Literal["A", "B", "tie"]
@@ -174,10 +180,11 @@ class PairwiseJudge(LLMJudge):
             interval = mean_interval(prefs, cfg.confidence, cfg.ci_method, seed=cfg.seed)
             labels = [p.details["verdict"] for p in judged]
             rounds = sum(p.scores["win"] + p.scores["loss"] + p.scores["tie"] for p in judged)
+            low, high = clip_interval(interval, 0.0, 1.0)
             agg |= {
                 "preference": interval.mean,
-                "preference_ci_low": interval.low,
-                "preference_ci_high": interval.high,
+                "preference_ci_low": low,
+                "preference_ci_high": high,
                 "win_rate": labels.count("A") / len(judged),
                 "loss_rate": labels.count("B") / len(judged),
                 "tie_rate": labels.count("tie") / len(judged),

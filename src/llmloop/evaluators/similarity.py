@@ -104,7 +104,8 @@ class SimilarityEvaluator(Evaluator):
         for i, group in enumerate(targets):
             block = refs[start : start + len(group)]
             start += len(group)
-            scores.append(float((block @ outs[i]).max()))
+            # Unit vectors in float32: identical texts can come out a hair above 1.
+            scores.append(min(1.0, max(-1.0, float((block @ outs[i]).max()))))
         return scores
 
     async def evaluate(self, samples: Sequence[EvalSample]) -> EvalResult:

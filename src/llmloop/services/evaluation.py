@@ -161,7 +161,10 @@ class EvaluationService:
             ),
             actor,
         )
-        points = [MetricPoint(key="attack_success_rate", value=report.attack_success_rate)]
+        points = [
+            MetricPoint(key="attack_success_rate", value=report.attack_success_rate),
+            MetricPoint(key="probe_errors", value=float(report.errors)),
+        ]
         points += [
             MetricPoint(key=f"asr.{key}", value=item.attack_success_rate)
             for key, item in report.by_owasp.items()
@@ -247,7 +250,7 @@ class EvaluationService:
         raw = self._stored(run, REPORT_ARTIFACT)
         if raw is None:
             raise NotFoundError(f"eval run '{eval_run_id}' has no stored report")
-        return SuiteReport.model_validate_json(raw)
+        return load_report(raw)
 
     def gate_result(self, gate_run_id: str) -> GateResult:
         """How each rule of a gate run went (gate runs recorded before this was kept: 404)."""
@@ -304,6 +307,17 @@ class EvaluationService:
         return GateOutcome(
             run_id=run.id, passed=result.passed, result=json.loads(result.model_dump_json())
         )
+
+
+def load_report(raw: bytes) -> SuiteReport:
+    """A stored suite report; scores written as JSON null (NaN and infinities are) read as NaN."""
+    data = json.loads(raw)
+    for result in (data.get("results") or {}).values():
+        maps = [result.get("aggregate")] + [s.get("scores") for s in result.get("samples") or []]
+        for scores in maps:
+            if isinstance(scores, dict):
+                scores.update({k: float("nan") for k, v in scores.items() if v is None})
+    return SuiteReport.model_validate(data)
 
 
 def _finite(value: float) -> bool:

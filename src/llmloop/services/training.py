@@ -8,6 +8,7 @@ weights as an artifact and registers the version (dataset version, base version,
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -70,6 +71,36 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def optuna_storage_url(database_url: str) -> str | None:
+    """Where Optuna keeps a search's trials: beside the llmloop database, never inside it.
+
+    Both Optuna and llmloop stamp their schema in an Alembic ``alembic_version`` table, so they
+    cannot share one; Optuna gets ``NAME-optuna.db`` next to a SQLite file (memory for an
+    in-memory database) and its own ``<schema>_optuna`` schema on a server database.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return None
+        path = Path(url.database)
+        return str(url.set(database=str(path.with_name(f"{path.stem}-optuna{path.suffix}"))))
+    options = str(url.query.get("options", ""))
+    found = re.search(r"-csearch_path(?:=|%3D)([A-Za-z_][\w]*)", options)
+    schema = f"{found.group(1) if found else 'llmloop'}_optuna"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+    rest = re.sub(r"-csearch_path(?:=|%3D)\S*", "", options).strip()
+    query = {**url.query, "options": f"{rest} -csearch_path={schema}".strip()}
+    return url.set(query=query).render_as_string(hide_password=False)
 
 
 def rows_to_texts(rows: list[JsonDict]) -> list[str]:
@@ -296,9 +327,10 @@ class TrainingService:
         space: JsonDict | None = None,
         config: JsonDict | None = None,
     ) -> tuple[ModelVersionPublic, JsonDict]:
-        """An Optuna study (trials are child runs, stored in the llmloop database); the best
-        trial's weights become a model version."""
-        from llmloop.trainers.hpo import HPOConfig, SearchSpace, run_hpo
+        """An Optuna study (trials are child runs; Optuna's own records live beside the llmloop
+        database, see :func:`optuna_storage_url`); the best trial's weights become a model
+        version. Without a ``space``, :func:`~llmloop.trainers.hpo.default_search_space`."""
+        from llmloop.trainers.hpo import HPOConfig, SearchSpace, default_search_space, run_hpo
         from llmloop.trainers.sft import SFTConfig
 
         actor.require("editor")
@@ -318,12 +350,12 @@ class TrainingService:
         )
         hpo_cfg = HPOConfig.model_validate(
             {
-                "storage_url": self.c.settings.database_url,
+                "storage_url": optuna_storage_url(self.c.settings.database_url),
                 "study_name": f"llmloop-{run.id}",
                 **(search or {}),
             }
         )
-        space_cfg = SearchSpace.model_validate(space or {})
+        space_cfg = SearchSpace.model_validate(space) if space else default_search_space(base_cfg)
 
         def trial_tracker(number: int, params: JsonDict) -> RunTracker:
             child = self.c.runs.create(
@@ -369,7 +401,9 @@ class TrainingService:
     def _best_trial_result(self, workdir: Path, result: Any, base_cfg: Any) -> Any:
         from llmloop.trainers.base import TrainResult
 
-        best = min((t for t in result.trials if t.values), key=lambda t: t.values[0], default=None)
+        # A repeat reused an earlier trial's outcome and trained nothing: it has no weights.
+        trained = (t for t in result.trials if t.values and t.repeat_of is None)
+        best = min(trained, key=lambda t: t.values[0], default=None)
         if best is None:
             raise LlmloopError("no trial completed")
         trial_dir = workdir / f"trial-{best.number}"

@@ -34,7 +34,15 @@ from llmloop.errors import ConfigError, InvalidInputError
 from llmloop.trainers.base import LoraSettings, NullTracker, Tracker
 from llmloop.trainers.sft import SFTConfig, run_sft
 
-__all__ = ["FloatRange", "HPOConfig", "HPOResult", "SearchSpace", "TrialRecord", "run_hpo"]
+__all__ = [
+    "FloatRange",
+    "HPOConfig",
+    "HPOResult",
+    "SearchSpace",
+    "TrialRecord",
+    "default_search_space",
+    "run_hpo",
+]
 
 TrialTrackerFactory = Callable[[int, dict[str, Any]], Tracker]
 
@@ -88,6 +96,14 @@ class SearchSpace(BaseModel):
             raise ConfigError("a grid needs learning_rate as a list of choices")
         names, values = zip(*self.choices().items(), strict=True)
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def default_search_space(base: SFTConfig) -> SearchSpace:
+    """The space searched when none is declared: the learning rate on a log scale around the
+    base config's, and the LoRA rank when the base config trains LoRA."""
+    low, high = base.learning_rate / 10, min(1.0, base.learning_rate * 10)
+    ranks = sorted({4, 8, 16, base.lora.r}) if base.lora is not None else None
+    return SearchSpace(learning_rate=FloatRange(low=low, high=high), lora_r=ranks)
 
 
 class HPOConfig(BaseModel):

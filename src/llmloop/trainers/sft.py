@@ -2,7 +2,9 @@
 
 Three row shapes are accepted, and checked row by row before any model is loaded:
 
-- chat: ``{"messages": [{"role": ..., "content": ...}, ...]}`` rendered with the chat template;
+- chat: ``{"messages": [{"role": ..., "content": ...}, ...]}`` (optionally ``"tools"``, assistant
+  ``tool_calls`` and ``weight``) rendered with the chat template; the loss is on the assistant
+  turns only (``chat.py`` builds the labels) unless ``assistant_only_loss`` is off;
 - instruction: ``{"prompt": ..., "response": ...}`` trained as prompt-completion (loss on the
   response only), through the chat template unless ``use_chat_template`` is off;
 - text: ``{"text": ...}`` trained as plain causal language modelling.
@@ -45,19 +47,31 @@ class SFTConfig(TrainerConfig):
     completion_only_loss: bool = Field(
         True, description="For instruction rows, compute the loss on the response tokens only."
     )
+    assistant_only_loss: bool = Field(
+        True,
+        description="For chat rows, compute the loss on the assistant turns only (system, user "
+        "and tool turns are context, not targets).",
+    )
 
 
-def detect_format(row: dict[str, Any]) -> RowFormat:
-    """The shape of one row from its keys; raise :class:`InvalidInputError` when none fits."""
+def _shape(row: dict[str, Any]) -> RowFormat | None:
     if "messages" in row:
         return "chat"
     if "prompt" in row and "response" in row:
         return "instruction"
     if "text" in row:
         return "text"
-    raise InvalidInputError(
-        "row 0 has none of 'messages', 'prompt'+'response' or 'text'", keys=sorted(row)
-    )
+    return None
+
+
+def detect_format(row: dict[str, Any]) -> RowFormat:
+    """The shape of one row from its keys; raise :class:`InvalidInputError` when none fits."""
+    shape = _shape(row)
+    if shape is None:
+        raise InvalidInputError(
+            "row 0 has none of 'messages', 'prompt'+'response' or 'text'", keys=sorted(row)
+        )
+    return shape
 
 
 def _require_str(row: dict[str, Any], key: str, index: int) -> str:
@@ -67,22 +81,47 @@ def _require_str(row: dict[str, Any], key: str, index: int) -> str:
     return value
 
 
-def _check_messages(row: dict[str, Any], index: int) -> list[dict[str, str]]:
+def _check_message(message: Any, index: int, turn: int) -> dict[str, Any]:
+    """One chat message, with the keys chat templates read (tool calls and names kept)."""
+    where = f"row {index}, message {turn}"
+    if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        raise InvalidInputError(f"{where}: needs a role in {sorted(_ROLES)}", row=index)
+    calls = message.get("tool_calls")
+    if calls is not None and (
+        message["role"] != "assistant"
+        or not isinstance(calls, list)
+        or not all(isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)
+    ):
+        raise InvalidInputError(
+            f"{where}: 'tool_calls' must be an assistant's list of {{'function': ...}}", row=index
+        )
+    content = message.get("content")
+    if content is None and calls:  # OpenAI's shape of a turn that only calls tools
+        content = ""
+    if not isinstance(content, str):
+        raise InvalidInputError(f"{where}: 'content' must be a string", row=index)
+    if message.get("weight", 1) not in (0, 1):
+        raise InvalidInputError(f"{where}: 'weight' must be 0 or 1", row=index)
+    kept = {"role": message["role"], "content": content}
+    for key in ("tool_calls", "name", "tool_call_id", "weight"):
+        if message.get(key) is not None:
+            kept[key] = message[key]
+    return kept
+
+
+def _check_messages(row: dict[str, Any], index: int) -> dict[str, Any]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidInputError(f"row {index}: 'messages' must be a non-empty list", row=index)
-    for turn, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise InvalidInputError(
-                f"row {index}, message {turn}: needs a role in {sorted(_ROLES)}", row=index
-            )
-        if not isinstance(message.get("content"), str):
-            raise InvalidInputError(
-                f"row {index}, message {turn}: 'content' must be a string", row=index
-            )
-    if messages[-1]["role"] != "assistant":
+    checked = [_check_message(message, index, turn) for turn, message in enumerate(messages)]
+    if checked[-1]["role"] != "assistant":
         raise InvalidInputError(f"row {index}: the last message must be the assistant's", row=index)
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    tools = row.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise InvalidInputError(f"row {index}: 'tools' must be a list of objects", row=index)
+    return {"messages": checked, **({"tools": tools} if tools else {})}
 
 
 def prepare_rows(
@@ -91,13 +130,21 @@ def prepare_rows(
     """Check every row and turn it into the record TRL expects; return the format and records."""
     if not rows:
         raise InvalidInputError("no rows to train on")
+    if not isinstance(rows[0], dict):
+        raise InvalidInputError("row 0 is not an object", row=0)
     resolved: RowFormat = detect_format(rows[0]) if fmt == "auto" else fmt
     records: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InvalidInputError(f"row {index} is not an object", row=index)
+        if fmt == "auto" and (shape := _shape(row)) not in (None, resolved):
+            raise InvalidInputError(
+                f"row {index} is shaped as {shape} but row 0 as {resolved}; one dataset holds "
+                "one shape (convert the rows or train on the shapes separately)",
+                row=index,
+            )
         if resolved == "chat":
-            records.append({"messages": _check_messages(row, index)})
+            records.append(_check_messages(row, index))
         elif resolved == "text":
             records.append({"text": _require_str(row, "text", index)})
         else:
@@ -193,6 +240,12 @@ def run_sft(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_base(base_model_dir)
+    if fmt == "chat":  # TRL would train on every token of templates without generation markers
+        from llmloop.trainers.chat import tokenize_chat
+
+        train_records = tokenize_chat(train_records, tokenizer, config.assistant_only_loss)
+        if eval_records:
+            eval_records = tokenize_chat(eval_records, tokenizer, config.assistant_only_loss)
     args = trl.SFTConfig(
         **training_arguments(config, out, has_eval=eval_records is not None),
         max_length=config.max_length,
@@ -211,4 +264,16 @@ def run_sft(
         peft_config=peft_config(config, model),
         callbacks=[tracking, *callbacks],
     )
+    _require_examples(trainer, config.max_length)
     return train_and_save(trainer, tracking, config, tokenizer, out)
+
+
+def _require_examples(trainer: Any, max_length: int) -> None:
+    """Refuse a run whose rows all lost their trained tokens to truncation (TRL drops them)."""
+    for name in ("train", "eval"):
+        dataset = getattr(trainer, f"{name}_dataset")
+        if dataset is not None and len(dataset) == 0:
+            raise InvalidInputError(
+                f"no {name} row keeps a trained token within max_length={max_length} tokens "
+                "(the prompts fill the window); raise max_length or shorten the prompts"
+            )

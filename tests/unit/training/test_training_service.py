@@ -122,3 +122,87 @@ def test_finetune_on_two_processes_registers_one_version(
             me,
             config={"max_steps": 1, "accelerate_config": "/nonexistent.yaml"},
         )
+
+
+def test_optuna_keeps_its_trials_beside_the_llmloop_database() -> None:
+    from llmloop.services.training import optuna_storage_url
+
+    # Both stamp an Alembic ``alembic_version`` table: sharing one database breaks Optuna.
+    assert optuna_storage_url("sqlite:////data/llmloop.db") == "sqlite:////data/llmloop-optuna.db"
+    assert optuna_storage_url("sqlite://") is None
+
+
+def test_hpo_with_the_default_space_on_the_default_store(
+    trained: tuple[Container, dict[str, str]],
+) -> None:
+    """The README's `train hpo` (no --space) on the SQLite store the llmloop data lives in."""
+    c, ids = trained
+    me = local_actor()
+    c.datasets.create_version("tickets-eval", DatasetVersionCreate(rows=TICKETS[:4]), me)
+    version, summary = c.training.tune(
+        "tiny-base",
+        "tickets",
+        "tickets-eval",
+        "hpo-bot",
+        me,
+        search={"n_trials": 2},
+        config={"max_steps": 2, "batch_size": 8},
+    )
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "COMPLETE"]
+    assert set(summary["best_params"]) == {"learning_rate", "lora_r"}
+    assert version.format == "peft-lora" and version.base_model == ids["base"]
+    assert version.metrics["eval_loss"] == pytest.approx(summary["best_values"][0])
+    assert c.runs.get(version.run_id or "").status == "finished"
+
+
+def test_chat_fine_tune_answers_through_the_hf_engine(
+    trained: tuple[Container, dict[str, str]],
+) -> None:
+    import asyncio
+
+    from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
+
+    c, _ = trained
+    me = local_actor()
+    chat = [
+        {
+            "messages": [
+                {"role": "system", "content": "You are support."},
+                {"role": "user", "content": row["prompt"]},
+                {"role": "assistant", "content": row["response"]},
+            ]
+        }
+        for row in TICKETS
+    ]
+    c.datasets.create_version("chat-tickets", DatasetVersionCreate(rows=chat), me)
+    version = c.training.finetune(
+        "tiny-base",
+        "chat-tickets",
+        "chat-bot",
+        me,
+        config={"max_steps": 40, "batch_size": 8, "lora": None, "learning_rate": 3e-3},
+    )
+    losses = c.runs.metric_series(version.run_id or "")["loss"]
+    assert len(losses) == 40 and losses[-1]["value"] < losses[0]["value"]  # one point per step
+
+    async def ask() -> str:
+        engine, version_id = await c.evaluation.build_engine("chat-bot", version.version)
+        assert version_id == version.id
+        try:
+            result = await engine.chat(
+                GenerationRequest(
+                    model=engine.spec.model,
+                    messages=[
+                        ChatMessage(role="system", content="You are support."),
+                        ChatMessage(role="user", content="Order 7 is late, where is it?"),
+                    ],
+                    sampling=SamplingParams(max_tokens=16, temperature=0.0),
+                )
+            )
+        finally:
+            await engine.aclose()
+        # Trained on its end-of-turn token, the model stops by itself.
+        assert result.finish_reason == "stop"
+        return result.text
+
+    assert "ships tomorrow" in asyncio.run(ask())

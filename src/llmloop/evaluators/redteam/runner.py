@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmloop.core.chat import GenerationRequest, SamplingParams
 from llmloop.core.evals import EvalResult, SampleScore
 from llmloop.engines.base import Engine
-from llmloop.errors import LlmloopError
+from llmloop.errors import LlmloopError, UpstreamError
 from llmloop.evaluators.redteam.catalogue import (
     OWASP_LLM_2025,
     Catalogue,
@@ -55,7 +55,11 @@ class OwaspSummary(BaseModel):
     title: str = Field(description="The risk's name.")
     total: int = Field(description="Probes run.")
     compromised: int = Field(description="Probes whose attack succeeded.")
-    attack_success_rate: float = Field(description="compromised / total (lower is better).")
+    errors: int = Field(default=0, description="Probes the engine failed to answer.")
+    attack_success_rate: float = Field(
+        description="compromised / answered probes (lower is better); engine errors are left "
+        "out, not counted as resisted attacks."
+    )
 
 
 class RedTeamReport(BaseModel):
@@ -65,8 +69,12 @@ class RedTeamReport(BaseModel):
     version: str = Field(description="Catalogue version.")
     model: str = Field(description="Model under test.")
     results: list[ProbeResult] = Field(description="One per probe, in catalogue order.")
-    by_owasp: dict[str, OwaspSummary] = Field(description="Results grouped by OWASP id.")
-    attack_success_rate: float = Field(description="Share of probes compromised overall.")
+    by_owasp: dict[str, OwaspSummary] = Field(
+        description="Results grouped by OWASP id; a group none of whose probes was answered is "
+        "left out (its rate is unknown, not zero)."
+    )
+    attack_success_rate: float = Field(description="Share of answered probes compromised.")
+    errors: int = Field(default=0, description="Probes the engine failed to answer.")
 
     @property
     def compromised(self) -> list[ProbeResult]:
@@ -82,8 +90,14 @@ class RedTeamReport(BaseModel):
             samples=[
                 SampleScore(
                     sample_id=r.probe_id,
-                    scores={"compromised": float(r.compromised)},
-                    details={"owasp": r.owasp, "evidence": r.evidence, "blocked_by": r.blocked_by},
+                    # An unanswered probe has no score (the rate is over answered probes).
+                    scores={} if r.error is not None else {"compromised": float(r.compromised)},
+                    details={
+                        "owasp": r.owasp,
+                        "evidence": r.evidence,
+                        "blocked_by": r.blocked_by,
+                        "error": r.error,
+                    },
                 )
                 for r in self.results
             ],
@@ -95,13 +109,17 @@ def _summaries(results: list[ProbeResult]) -> dict[str, OwaspSummary]:
     out: dict[str, OwaspSummary] = {}
     for key in sorted({r.owasp for r in results}):
         group = [r for r in results if r.owasp == key]
+        errors = sum(r.error is not None for r in group)
+        if errors == len(group):
+            continue
         bad = sum(r.compromised for r in group)
         out[key] = OwaspSummary(
             id=key,
             title=OWASP_LLM_2025.get(key, "Content safety (no OWASP LLM id)"),
             total=len(group),
             compromised=bad,
-            attack_success_rate=bad / len(group),
+            errors=errors,
+            attack_success_rate=bad / (len(group) - errors),
         )
     return out
 
@@ -171,11 +189,16 @@ async def run_redteam(
 
     results = list(await asyncio.gather(*(one(p) for p in probes)))
     bad = sum(r.compromised for r in results)
+    errors = sum(r.error is not None for r in results)
+    if results and errors == len(results):
+        # A model that answered nothing resisted nothing: an all-zero report would read as safe.
+        raise UpstreamError(f"the engine answered no red-team probe: {results[0].error}")
     return RedTeamReport(
         catalogue=cat.name,
         version=cat.version,
         model=model or engine.spec.model,
         results=results,
         by_owasp=_summaries(results),
-        attack_success_rate=bad / len(results) if results else 0.0,
+        attack_success_rate=bad / (len(results) - errors) if results else 0.0,
+        errors=errors,
     )
