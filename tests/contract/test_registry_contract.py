@@ -258,3 +258,23 @@ def test_a_long_alias_or_label_moves_and_is_audited(container: Container) -> Non
     assert models.get("m").aliases == {alias: 1}
     moves = [e for e in container.governance.audit(limit=100) if e.action == "model_alias.move"]
     assert moves and moves[0].entity_id.endswith(f":{alias}")
+
+
+def test_lineage_of_an_unknown_trace_or_deployment_is_404(container: Container) -> None:
+    """Traces and deployments have no registry table of their own: an id nothing knows is a
+    404, not a graph of one node; a trace an edge names stays reachable without its row (a
+    sampled-out trace a dataset was curated from)."""
+    from llmloop.store import tables as t
+    from llmloop.store.registry import utcnow
+
+    gov = container.governance
+    for unknown in ("tr_01M8XF3PQDS7HKWX9H3ANCWR60", "dep_01M8XF3PQDS7HKWX9H3ANCWR60"):
+        with pytest.raises(NotFoundError):
+            gov.lineage(unknown)
+    dv = container.datasets.create_version("curated", DatasetVersionCreate(rows=[{"a": 1}]), ALICE)
+    trace_id = "tr_01M8XF3PQDS7HKWX9H3ANCWR61"
+    with container.store.transaction() as tx:
+        edge = {"source_id": trace_id, "target_id": dv.id, "relation": "curated_from"}
+        tx.insert(t.lineage_edges, {**edge, "created_at": utcnow()})
+    graph = gov.lineage(trace_id, direction="down")
+    assert [e.target for e in graph.edges] == [dv.id]

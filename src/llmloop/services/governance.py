@@ -189,11 +189,20 @@ class GovernanceService:
                     nodes |= nxt
                     if not frontier or len(nodes) > MAX_LINEAGE_NODES:
                         break
+            if not edges and not self._known_elsewhere(tx, entity_id):
+                raise NotFoundError(f"no {entity_of(entity_id)} with id '{entity_id}'")
             return LineageGraph(
                 root=entity_id,
                 nodes=[self._node(tx, n) for n in sorted(nodes)],
                 edges=sorted(edges.values(), key=lambda e: (e.source, e.target, e.relation)),
             )
+
+    def _known_elsewhere(self, tx: Tx, node_id: str) -> bool:
+        """Whether an id outside the registry's tables (a trace, a deployment) exists: with no
+        lineage edges, an unknown one is a 404 rather than a graph of one node. (A trace that
+        edges name is kept even when its row is gone: sampled out, or not written yet.)"""
+        table = {"trace": t.traces, "deployment": t.deployments}.get(entity_of(node_id) or "")
+        return table is None or tx.get(table, id=node_id) is not None
 
     def _node(self, tx: Tx, node_id: str, must_exist: bool = False) -> LineageNode:
         entity = entity_of(node_id) or "external"
