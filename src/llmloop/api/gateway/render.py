@@ -23,18 +23,22 @@ def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
 
 
-def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    if items is None:
-        return None
-    content = []
+def logprob_entries(items: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """Tokens' log-probabilities as OpenAI's entries (token, logprob, bytes, top_logprobs): chat's
+    ``logprobs.content`` and the Responses API's ``output_text.logprobs`` alike."""
+    entries = []
     for lp in items:
         top = [{"token": t, "logprob": v, "bytes": list(t.encode())}
                for t, v in (lp.top or {}).items()]  # fmt: skip
         logprob = lp.logprob if lp.logprob is not None else 0.0
         raw = lp.bytes if lp.bytes is not None else list(lp.token.encode())
-        content.append({"token": lp.token, "logprob": logprob, "bytes": raw,
+        entries.append({"token": lp.token, "logprob": logprob, "bytes": raw,
                         "top_logprobs": top})  # fmt: skip
-    return {"content": content}
+    return entries
+
+
+def chat_logprobs(items: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    return None if items is None else {"content": logprob_entries(items)}
 
 
 def completion_logprobs(items: list[TokenLogprob] | None, start: int = 0) -> dict[str, Any] | None:

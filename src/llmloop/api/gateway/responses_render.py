@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from llmloop.api.gateway.render import logprob_entries
 from llmloop.api.gateway.responses_wire import ResponseAsk
 from llmloop.api.gateway.schemas import _chat_message
-from llmloop.core.chat import ChatMessage, GenerationResult, TokenLogprob, ToolCall
+from llmloop.core.chat import ChatMessage, GenerationResult, ToolCall
 from llmloop.errors import NotFoundError
 
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -38,23 +39,13 @@ def call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[s
             "arguments": call.arguments, "status": status}  # fmt: skip
 
 
-def logprob_dicts(items: list[TokenLogprob] | None) -> list[dict[str, Any]] | None:
-    """Tokens' log-probabilities in the Responses shape (as chat's ``content`` entries)."""
-    if items is None:
-        return None
-    return [{"token": lp.token, "logprob": lp.logprob if lp.logprob is not None else 0.0,
-             "bytes": lp.bytes if lp.bytes is not None else list(lp.token.encode()),
-             "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())}
-                              for t, v in (lp.top or {}).items()]}
-            for lp in items]  # fmt: skip
-
-
 def output_items(result: GenerationResult, trace_id: str) -> list[dict[str, Any]]:
     """A message item (unless the answer is only tool calls), then one item per call."""
     items: list[dict[str, Any]] = []
     calls = result.tool_calls or []
     if result.text or not calls:
-        items.append(message_item(f"msg_{trace_id}", result.text, logprob_dicts(result.logprobs)))
+        lps = None if result.logprobs is None else logprob_entries(result.logprobs)
+        items.append(message_item(f"msg_{trace_id}", result.text, lps))
     items += [call_item(f"fc_{trace_id}_{i}", c) for i, c in enumerate(calls)]
     return items
 

@@ -18,16 +18,16 @@ from typing import Any
 
 import orjson
 
+from llmloop.api.gateway.render import logprob_entries
 from llmloop.api.gateway.responses_render import (
     call_item,
-    logprob_dicts,
     message_item,
     response_body,
     usage_body,
 )
 from llmloop.api.gateway.responses_wire import ResponseAsk
-from llmloop.core.chat import ChatMessage, GenerationChunk, ToolCall, ToolCallDelta
-from llmloop.errors import LlmloopError
+from llmloop.api.gateway.sse import error_fields
+from llmloop.core.chat import ChatMessage, GenerationChunk, TokenLogprob, ToolCall, ToolCallDelta
 
 
 class ResponseEvents:
@@ -65,7 +65,7 @@ class ResponseEvents:
             for delta in chunk.tool_calls:
                 out += self._call_delta(delta)
         if chunk.text or chunk.logprobs:  # tokens without text (special ones) keep their scores
-            out += self._close_calls() + self._text(chunk.text, logprob_dicts(chunk.logprobs))
+            out += self._close_calls() + self._text(chunk.text, chunk.logprobs)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
             if chunk.usage is not None:
@@ -87,10 +87,7 @@ class ResponseEvents:
 
     def fail(self, exc: BaseException) -> bytes:
         """An ``error`` event and ``response.failed``, after a failure mid-stream."""
-        if isinstance(exc, LlmloopError):
-            message, code, status = exc.detail, exc.code, exc.status
-        else:
-            message, code, status = "the stream failed", "internal_error", 500
+        message, code, status = error_fields(exc)
         kind = "rate_limit_exceeded" if status == 429 else (
             "server_error" if status >= 500 else "invalid_prompt")  # fmt: skip
         output = [item for _, item in sorted(self.items, key=lambda pair: pair[0])]
@@ -107,7 +104,7 @@ class ResponseEvents:
 
     # -- message ------------------------------------------------------------------------------
 
-    def _text(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> bytes:
+    def _text(self, text: str, scored: list[TokenLogprob] | None = None) -> bytes:
         out = b""
         msg = self.msg
         if msg is None:
@@ -121,13 +118,14 @@ class ResponseEvents:
             out += self._event("response.output_item.added", output_index=msg["index"], item=item)
             out += self._event("response.content_part.added", item_id=item_id,
                                output_index=msg["index"], content_index=0, part=part)  # fmt: skip
+        logprobs = logprob_entries(scored) if scored else []
         if text or logprobs:
             msg["text"].append(text)
-            msg["lps"] += logprobs or []
+            msg["lps"] += logprobs
             self.text.append(text)
             out += self._event("response.output_text.delta", item_id=msg["id"],
                                output_index=msg["index"], content_index=0, delta=text,
-                               logprobs=logprobs or [])  # fmt: skip
+                               logprobs=logprobs)  # fmt: skip
         return out
 
     def _close_message(self) -> bytes:

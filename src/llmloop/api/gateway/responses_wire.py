@@ -18,9 +18,11 @@ from llmloop.api.gateway.schemas import (
     MAX_TOOLS,
     _chat_message,
     _content,
+    _flag,
     _generation_request,
     _response_format,
     _sampling,
+    _string,
     _tool_call,
     _tool_choice,
     bad,
@@ -128,22 +130,6 @@ def responses_error(exc: BadRequestError) -> BadRequestError:
     return type(exc)(detail, **{**exc.extra, "param": where})
 
 
-def _opt_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise bad(f"'{name}' must be a string", name)
-    return value
-
-
-def _opt_bool(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad(f"'{name}' must be a boolean", name)
-    return value
-
-
 def parse_responses(body: dict[str, Any]) -> ResponseAsk:
     """The :class:`ResponseAsk` of a ``/v1/responses`` body (400 naming the parameter)."""
     model = body.get("model")
@@ -157,12 +143,12 @@ def parse_responses(body: dict[str, Any]) -> ResponseAsk:
                   "'previous_response_id' or send the history in 'input'",
                   "conversation")  # fmt: skip
     ask = ResponseAsk(model=model)
-    ask.instructions = _opt_str(body, "instructions")
-    ask.stream = _opt_bool(body, "stream", False)
-    ask.store = _opt_bool(body, "store", True)
-    ask.previous_response_id = _opt_str(body, "previous_response_id")
+    ask.instructions = _string(body, "instructions")
+    ask.stream = _flag(body, "stream")
+    ask.store = _flag(body, "store", default=True)
+    ask.previous_response_id = _string(body, "previous_response_id")
     ask.metadata = check_metadata(body.get("metadata"))
-    ask.user = _opt_str(body, "safety_identifier") or _opt_str(body, "user")
+    ask.user = _string(body, "safety_identifier") or _string(body, "user")
     ask.prompt = _prompt(body.get("prompt"))
     raw_input = body.get("input")
     ask.input = [] if raw_input is None and ask.prompt is not None else _input(raw_input)

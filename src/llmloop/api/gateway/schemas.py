@@ -313,17 +313,23 @@ def _from_validation(exc: ValidationError) -> BadRequestError:
     return bad(f"Invalid value for '{param}': {err.get('msg', 'invalid')}", param)
 
 
+def _string(body: dict[str, Any], name: str) -> str | None:
+    """An optional string field (None when absent)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad(f"'{name}' must be a string", name)
+    return value
+
+
 def _user(body: dict[str, Any]) -> str | None:
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise bad("'user' must be a string", "user")
-    return user
+    return _string(body, "user")
 
 
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
+def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    """An optional boolean field (``default`` when absent or null)."""
+    value = body.get(name)
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
         raise bad(f"'{name}' must be a boolean", name)
     return value

@@ -110,12 +110,16 @@ def _tool_delta(delta: ToolCallDelta) -> dict[str, Any]:
     return out
 
 
+def error_fields(exc: BaseException) -> tuple[str, str, int]:
+    """(message, code, status) of a failure mid-stream; other exceptions say nothing inside."""
+    if isinstance(exc, LlmloopError):
+        return exc.detail, exc.code, exc.status
+    return "the stream failed", "internal_error", 500
+
+
 def error_event(exc: BaseException) -> bytes:
     """An OpenAI-style error object as an SSE event (mid-stream failures)."""
-    if isinstance(exc, LlmloopError):
-        message, code, status = exc.detail, exc.code, exc.status
-    else:
-        message, code, status = "the stream failed", "internal_error", 500
+    message, code, status = error_fields(exc)
     kind = "invalid_request_error" if status < 500 else "api_error"
     body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None,
                                       "code": code}}  # fmt: skip
