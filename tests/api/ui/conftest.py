@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from llmloop.api.app import create_app
+from llmloop.config import load_settings
 from llmloop.services.container import Container
+
+
+@pytest.fixture
+def threaded_app(tmp_path: Path) -> Iterator[FastAPI]:
+    """The real app with traces written from a thread of this process (no writer process): for
+    pages that read the traces the gateway writes."""
+    settings = load_settings(
+        {"home": str(tmp_path), "gateway_reload_s": 0, "trace_writer": "thread"}, env={}
+    )
+    application = create_app(settings)
+    yield application
+    application.state.container.close()
 
 
 def _signed_in(app: FastAPI, key: str) -> Iterator[TestClient]:

@@ -3,17 +3,13 @@ hour, latest traces, spec), and the editor actions reload and delete."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from llmloop.api.app import create_app
-from llmloop.config import load_settings
 from llmloop.core.deployments import DeploymentSpec
 from llmloop.core.models import ModelVersionCreate
 from llmloop.core.traces import TraceRecord, new_trace_id
@@ -27,13 +23,8 @@ ECHO = {"engine": {"kind": "echo", "model": "echo", "options": {"prefix": "E:"}}
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[FastAPI]:
-    settings = load_settings(
-        {"home": str(tmp_path), "gateway_reload_s": 0, "trace_writer": "thread"}, env={}
-    )
-    application = create_app(settings)
-    yield application
-    application.state.container.close()
+def app(threaded_app: FastAPI) -> FastAPI:
+    return threaded_app
 
 
 def container(app: FastAPI) -> Container:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html import unescape
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,8 +19,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from llmloop.api.app import create_app
-from llmloop.config import load_settings
 from llmloop.core.alerts import AlertRuleCreate
 from llmloop.core.datasets import DatasetVersionCreate
 from llmloop.core.deployments import DeploymentSpec
@@ -41,13 +38,8 @@ ATTRS = re.compile(r'\b(?:href|src|action)="([^"]*)"')
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[FastAPI]:
-    settings = load_settings(
-        {"home": str(tmp_path), "gateway_reload_s": 0, "trace_writer": "thread"}, env={}
-    )
-    application = create_app(settings)
-    yield application
-    application.state.container.close()
+def app(threaded_app: FastAPI) -> FastAPI:
+    return threaded_app
 
 
 def seed(c: Container) -> dict[str, str]:

@@ -4,9 +4,7 @@ guard verdicts, shadow copies, feedback), the feedback form, and TraceQuery's fi
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +12,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from llmloop.api.app import create_app
-from llmloop.config import load_settings
 from llmloop.core.chat import ChatMessage, GenerationRequest
 from llmloop.core.deployments import DeploymentSpec
 from llmloop.core.feedback import FeedbackCreate
@@ -32,14 +28,8 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[FastAPI]:
-    """The real app; traces are written from a thread of this process (no writer process)."""
-    settings = load_settings(
-        {"home": str(tmp_path), "gateway_reload_s": 0, "trace_writer": "thread"}, env={}
-    )
-    application = create_app(settings)
-    yield application
-    application.state.container.close()
+def app(threaded_app: FastAPI) -> FastAPI:
+    return threaded_app
 
 
 def container(app: FastAPI) -> Container:
