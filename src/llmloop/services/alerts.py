@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import logging
 import math
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,12 +75,36 @@ class AlertService:
             return _public(_rule(tx, name))
 
     def delete(self, name: str, actor: Actor) -> None:
+        """Delete a rule and its events. A firing rule resolves as it goes: its receivers hear
+        "resolved" (one attempt, from a thread of its own: call this off the event loop that
+        serves the webhook), so nothing waits forever on an alert nobody evaluates any more."""
         actor.require("editor")
         with self.store.transaction() as tx:
             row = _rule(tx, name)
             tx.delete(t.alert_events, {"rule_id": row["id"]})
             tx.delete(t.alert_rules, {"id": row["id"]})
             tx.audit(actor.name, "alert_rule.delete", "alert_rule", row["id"], row, None)
+        if row["state"] == "firing":
+            self._resolve_deleted(row)
+
+    def _resolve_deleted(self, rule: Row) -> None:
+        spec = AlertRuleCreate.model_validate(rule["spec"])
+        message = f"{rule['name']} resolved: the rule was deleted"
+        log.info("alert resolved: %s", message)
+        if spec.webhook_url is None:
+            return
+        payload = _payload(rule, spec, "resolved", rule["last_value"], utcnow(), message)
+        url, done = str(spec.webhook_url), []
+        worker = threading.Thread(  # a loop of its own, whether or not one runs here
+            target=lambda: done.append(asyncio.run(self._post(url, payload, retries=0))),
+            name="alert-resolve", daemon=True,
+        )  # fmt: skip
+        worker.start()
+        worker.join(self.timeout_s + 1.0)
+        if done != [True]:
+            log.warning(
+                "the resolved notice of deleted alert rule %s was not delivered", rule["name"]
+            )
 
     def events(self, name: str | None = None, limit: int = 100) -> builtins.list[AlertEventPublic]:
         """Events newest first, for one rule or all."""
@@ -151,23 +176,21 @@ class AlertService:
         log.log(level, "alert %s: %s", event["state"], event["message"])
         delivered = True
         if spec.webhook_url is not None:
-            payload = {
-                "rule": rule["name"], "rule_id": rule["id"], "state": event["state"],
-                "metric": spec.metric, "value": event["value"], "threshold": spec.threshold,
-                "comparison": spec.comparison, "deployment": spec.deployment,
-                "at": event["at"].isoformat(), "message": event["message"],
-            }  # fmt: skip
+            payload = _payload(
+                rule, spec, event["state"], event["value"], event["at"], event["message"]
+            )
             delivered = await self._post(str(spec.webhook_url), payload)
         with self.store.transaction() as tx:
             tx.update(t.alert_events, {"id": event["id"]}, {"delivered": delivered})
         return AlertEventPublic.model_validate({**event, "delivered": delivered})
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> bool:
+    async def _post(self, url: str, payload: dict[str, Any], retries: int | None = None) -> bool:
         import aiohttp
 
+        retries = self.retries if retries is None else retries
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            for attempt in range(self.retries + 1):
+            for attempt in range(retries + 1):
                 try:
                     async with session.post(url, json=payload) as resp:
                         if resp.status < 300:
@@ -175,7 +198,7 @@ class AlertService:
                         log.warning("webhook %s answered %d", url, resp.status)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     log.warning("webhook %s failed: %s", url, exc)
-                if attempt < self.retries:
+                if attempt < retries:
                     await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         return False
 
@@ -204,6 +227,17 @@ def _public(row: Row) -> AlertRulePublic:
     return AlertRulePublic.model_validate(
         {**row, "spec": AlertRuleCreate.model_validate(row["spec"])}
     )
+
+
+def _payload(
+    rule: Row, spec: AlertRuleCreate, state: str, value: float | None, at: datetime, message: str
+) -> dict[str, Any]:
+    """What a webhook receives."""
+    return {
+        "rule": rule["name"], "rule_id": rule["id"], "state": state, "metric": spec.metric,
+        "value": value, "threshold": spec.threshold, "comparison": spec.comparison,
+        "deployment": spec.deployment, "at": at.isoformat(), "message": message,
+    }  # fmt: skip
 
 
 def _insert_event(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -164,3 +165,49 @@ async def test_drift_rule_and_rule_management(container: Container) -> None:
     alerts.delete("drift", ME)
     with pytest.raises(NotFoundError):
         alerts.get("drift")
+
+
+async def test_deleting_a_firing_rule_resolves_it(container: Container, receiver: Receiver) -> None:
+    """A firing rule that is deleted tells its webhook "resolved" once; a rule that is not
+    firing goes silently."""
+    alerts = container.alerts
+    for name in ("gone", "quiet"):
+        alerts.create(
+            AlertRuleCreate(
+                name=name,
+                metric="requests",
+                comparison=">=",
+                threshold=1 if name == "gone" else 1e9,
+                webhook_url=receiver.url,
+            ),
+            ME,
+        )  # type: ignore[arg-type]
+    add_traces(container, [{"at": NOW}])
+    await alerts.evaluate(now=NOW + timedelta(seconds=10))
+    assert [p["state"] for p in receiver.payloads] == ["firing"]
+    # off the loop that serves the receiver, as the REST route and the CLI call it
+    await asyncio.to_thread(alerts.delete, "quiet", ME)
+    await asyncio.to_thread(alerts.delete, "gone", ME)
+    assert [(p["rule"], p["state"]) for p in receiver.payloads] == [
+        ("gone", "firing"),
+        ("gone", "resolved"),
+    ]
+    assert "deleted" in receiver.payloads[1]["message"]
+    assert receiver.payloads[1]["value"] == receiver.payloads[0]["value"]
+
+
+def test_deleting_a_firing_rule_with_a_dead_webhook_does_not_hang(container: Container) -> None:
+    alerts = container.alerts
+    alerts.timeout_s = 1.0
+    alerts.create(
+        AlertRuleCreate(
+            name="dead", metric="requests", comparison=">=", threshold=1,
+            webhook_url="http://127.0.0.1:9/none",
+        ),
+        ME,
+    )  # type: ignore[arg-type]  # fmt: skip
+    add_traces(container, [{"at": NOW}])
+    asyncio.run(alerts.evaluate(now=NOW + timedelta(seconds=10)))
+    alerts.delete("dead", ME)  # one attempt, refused at once: returns
+    with pytest.raises(NotFoundError):
+        alerts.get("dead")
