@@ -260,6 +260,28 @@ def test_a_long_alias_or_label_moves_and_is_audited(container: Container) -> Non
     assert moves and moves[0].entity_id.endswith(f":{alias}")
 
 
+def test_an_entitys_audit_includes_its_alias_and_label_moves(container: Container) -> None:
+    """Asking for a model's (or prompt's) audit history lists its alias (label) moves, audited
+    as '<id>:<name>', and nothing of another entity whose id merely shares a prefix or holds
+    LIKE wildcards."""
+    models, gov = container.models, container.governance
+    models.create_version("m", ModelVersionCreate(base_model="base"), ALICE)
+    models.create_version("m2", ModelVersionCreate(base_model="base"), ALICE)
+    models.set_alias("m", "champion", 1, ALICE)
+    models.set_alias("m2", "champion", 1, ALICE)
+    model_id = models.get("m").id
+    actions = [e.action for e in gov.audit(entity_id=model_id)]
+    assert "model.create" in actions and actions.count("model_alias.move") == 1
+    assert [e.action for e in gov.audit(entity_id=f"{model_id}:champion")] == ["model_alias.move"]
+    assert gov.audit(entity_id=model_id[:-1]) == []  # a prefix is not the entity
+    assert gov.audit(entity_id=model_id[:3] + "%") == []  # nor a LIKE pattern
+    prompt = container.prompts.create_version("p", PromptVersionCreate(template="x"), ALICE)
+    container.prompts.set_label("p", "production", 1, BOB)
+    prompt_id = container.prompts.get("p").id
+    assert "prompt_label.move" in [e.action for e in gov.audit(entity_id=prompt_id)]
+    assert prompt.version == 1
+
+
 def test_lineage_of_an_unknown_trace_or_deployment_is_404(container: Container) -> None:
     """Traces and deployments have no registry table of their own: an id nothing knows is a
     404, not a graph of one node; a trace an edge names stays reachable without its row (a

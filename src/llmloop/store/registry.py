@@ -198,13 +198,15 @@ class Tx:
         before_id: int | None = None,
     ) -> list[Row]:
         """Oldest first after ``after_id``; newest first below ``before_id`` when it is given
-        (0: from the newest entry)."""
+        (0: from the newest entry). An ``entity_id`` also matches its pointers' entries
+        (``<id>:<alias or label>``), so a model's history shows its alias moves."""
         a = t.audit_log
         stmt = sa.select(a).where(a.c.id > after_id)
         if before_id:
             stmt = stmt.where(a.c.id < before_id)
         if entity_id:
-            stmt = stmt.where(a.c.entity_id == entity_id)
+            pointers = a.c.entity_id.startswith(entity_id + ":", autoescape=True)
+            stmt = stmt.where(sa.or_(a.c.entity_id == entity_id, pointers))
         if actor:
             stmt = stmt.where(a.c.actor == actor)
         stmt = stmt.order_by(a.c.id.desc() if before_id is not None else a.c.id).limit(limit)
