@@ -243,7 +243,7 @@ def export_version(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Quantise or export a version; the perplexity change is recorded on the new version."""
-    from llmloop.services.training import rows_to_texts
+    from llmloop.services.training_support import rows_to_texts
 
     state = get_state(ctx)
     container = state.container

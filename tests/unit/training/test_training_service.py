@@ -125,7 +125,7 @@ def test_finetune_on_two_processes_registers_one_version(
 
 
 def test_optuna_keeps_its_trials_beside_the_llmloop_database() -> None:
-    from llmloop.services.training import optuna_storage_url
+    from llmloop.services.training_support import optuna_storage_url
 
     # Both stamp an Alembic ``alembic_version`` table: sharing one database breaks Optuna.
     assert optuna_storage_url("sqlite:////data/llmloop.db") == "sqlite:////data/llmloop-optuna.db"
