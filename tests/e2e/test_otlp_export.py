@@ -1,7 +1,8 @@
 """OpenTelemetry exporters against a real `llmloop serve`: the SDK's own OTLP/HTTP exporter,
 configured only by the standard OTEL_* variables, delivers an app's GenAI spans, once each even
-when it resends a batch whose answer it lost; and a second llmloop server exports its gateway
-traces over OTLP into the first one."""
+when it resends a batch whose answer it lost, and its log exporter the messages an
+instrumentation sends as log records; and a second llmloop server exports its gateway traces
+over OTLP into the first one."""
 
 from __future__ import annotations
 
@@ -131,6 +132,50 @@ def test_the_sdk_exporter_delivers_an_apps_genai_spans(
     assert shop[0]["request_model"] == "gpt-4o-mini" and shop[0]["input_tokens"] == 21
     assert shop[0]["request_text"] == "user: Is it in stock?"
     assert shop[0]["response_text"] == "Yes, two left."
+
+
+def test_the_sdk_exporters_deliver_messages_sent_as_log_records(
+    receiver: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instrumentation in its event mode: the span says the model and tokens, log records
+    (exported by the SDK's own OTLP log exporter, to ``/otlp/v1/logs``) carry the messages.
+    The spans go first here; the other order is replayed in process."""
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"{receiver.url}/otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{receiver.key}")
+    resource = Resource.create({"service.name": "event-app"})
+    tracing = TracerProvider(resource=resource)
+    tracing.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    logging = LoggerProvider(resource=resource)
+    logging.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    logger = logging.get_logger("opentelemetry.instrumentation.openai_v2")
+    with tracing.get_tracer("app").start_as_current_span("chat gpt-4o-mini") as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                             "gen_ai.usage.input_tokens": 21})  # fmt: skip
+        logger.emit(event_name="gen_ai.system.message", body={"content": "Be brief."})
+        logger.emit(event_name="gen_ai.user.message", body={"content": "Is it in stock?"})
+        logger.emit(event_name="gen_ai.choice", body={
+            "index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Yes, two left."}})  # fmt: skip
+        logger.emit(body="handled /ask", severity_number=SeverityNumber.INFO)  # the app's own
+    assert tracing.force_flush(10_000)
+    _wait_for(receiver, lambda ts: any(t["deployment"] == "event-app" for t in ts))
+    assert logging.force_flush(10_000)
+    tracing.shutdown()
+    logging.shutdown()
+    answered = lambda ts: [t for t in ts if t["response_text"] == "Yes, two left."]  # noqa: E731
+    (trace,) = answered(_wait_for(receiver, lambda ts: bool(answered(ts))))
+    assert trace["request_text"] == "system: Be brief.\nuser: Is it in stock?"
+    assert (trace["finish_reason"], trace["input_tokens"]) == ("stop", 21)
+    assert len([t for t in _traces(receiver) if t["deployment"] == "event-app"]) == 1
 
 
 def _losing_first_answer(target: str, posts: list[int]) -> ThreadingHTTPServer:

@@ -1,7 +1,9 @@
 """OTLP/HTTP trace export requests decoded into plain spans: protobuf
 (``application/x-protobuf``) and JSON (``application/json``, hex ids and 64-bit integers as
 strings, as the OTLP spec has them), gzip or not, with a bound on what a gzip body may inflate
-to. What a span means (``otlp_mapping.py``) and storing it (``otlp.py``) are not here.
+to. The media type, encoding and value helpers serve the log export requests too
+(``otlp_logs.py``). What a span means (``otlp_mapping.py``) and storing it (``otlp.py``) are
+not here.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ class Span:
     events: list[Event] = field(default_factory=list)
 
 
+def read_body(body: bytes, content_type: str, encoding: str | None) -> tuple[bytes, str]:
+    """The raw export request in ``body`` and its media type (protobuf or JSON); 415 for
+    another media type or encoding, 400 for a broken gzip body, 413 for a gzip bomb."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in (PROTOBUF, JSON):
+        raise UnsupportedMediaTypeError(
+            f"OTLP/HTTP bodies are {PROTOBUF} or {JSON}, not {media or 'untyped'}"
+        )
+    return inflate(body, (encoding or "").strip().lower()), media
+
+
 def inflate(body: bytes, encoding: str) -> bytes:
     if encoding in ("", "identity"):
         return body
@@ -73,7 +86,7 @@ def from_protobuf(raw: bytes) -> list[Span]:
         raise ValueError(str(exc)) from None
     spans = []
     for rs in request.resource_spans:
-        resource = {kv.key: _pb_value(kv.value) for kv in rs.resource.attributes}
+        resource = {kv.key: pb_value(kv.value) for kv in rs.resource.attributes}
         for ss in rs.scope_spans:
             for s in ss.spans:
                 spans.append(Span(
@@ -81,54 +94,59 @@ def from_protobuf(raw: bytes) -> list[Span]:
                     parent_span_id=s.parent_span_id.hex(), start_ns=s.start_time_unix_nano,
                     end_ns=s.end_time_unix_nano, status_code=s.status.code,
                     status_message=s.status.message,
-                    attributes={kv.key: _pb_value(kv.value) for kv in s.attributes},
+                    attributes={kv.key: pb_value(kv.value) for kv in s.attributes},
                     resource=resource,
                     events=[Event(e.name, e.time_unix_nano,
-                                  {kv.key: _pb_value(kv.value) for kv in e.attributes})
+                                  {kv.key: pb_value(kv.value) for kv in e.attributes})
                             for e in s.events],
                 ))  # fmt: skip
     return spans
 
 
-def _pb_value(v: Any) -> Any:
+def pb_value(v: Any) -> Any:
     kind = v.WhichOneof("value")
     if kind == "array_value":
-        return [_pb_value(x) for x in v.array_value.values]
+        return [pb_value(x) for x in v.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: _pb_value(kv.value) for kv in v.kvlist_value.values}
+        return {kv.key: pb_value(kv.value) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
         return v.bytes_value.hex()
     return getattr(v, kind) if kind else None
 
 
 def from_json(raw: bytes) -> list[Span]:
-    doc = orjson.loads(raw)
-    if not isinstance(doc, dict):
-        raise ValueError("the body is not a JSON object")
+    doc = json_document(raw)
     spans = []
-    for rs in _list(doc, "resourceSpans", "resource_spans"):
-        resource = _json_attrs((rs.get("resource") or {}).get("attributes"))
-        for ss in _list(rs, "scopeSpans", "scope_spans"):
-            for s in _list(ss, "spans"):
+    for rs in object_list(doc, "resourceSpans", "resource_spans"):
+        resource = json_attrs((rs.get("resource") or {}).get("attributes"))
+        for ss in object_list(rs, "scopeSpans", "scope_spans"):
+            for s in object_list(ss, "spans"):
                 status = s.get("status") or {}
                 spans.append(Span(
-                    name=str(s.get("name", "")), trace_id=_hex(s, "traceId", "trace_id"),
-                    span_id=_hex(s, "spanId", "span_id"),
-                    parent_span_id=_hex(s, "parentSpanId", "parent_span_id"),
-                    start_ns=_nanos(s.get("startTimeUnixNano") or s.get("start_time_unix_nano")),
-                    end_ns=_nanos(s.get("endTimeUnixNano") or s.get("end_time_unix_nano")),
+                    name=str(s.get("name", "")), trace_id=hex_id(s, "traceId", "trace_id"),
+                    span_id=hex_id(s, "spanId", "span_id"),
+                    parent_span_id=hex_id(s, "parentSpanId", "parent_span_id"),
+                    start_ns=nanos(s.get("startTimeUnixNano") or s.get("start_time_unix_nano")),
+                    end_ns=nanos(s.get("endTimeUnixNano") or s.get("end_time_unix_nano")),
                     status_code=_status_code(status.get("code")),
                     status_message=str(status.get("message") or ""),
-                    attributes=_json_attrs(s.get("attributes")), resource=resource,
+                    attributes=json_attrs(s.get("attributes")), resource=resource,
                     events=[Event(str(e.get("name", "")),
-                                  _nanos(e.get("timeUnixNano") or e.get("time_unix_nano")),
-                                  _json_attrs(e.get("attributes")))
-                            for e in _list(s, "events")],
+                                  nanos(e.get("timeUnixNano") or e.get("time_unix_nano")),
+                                  json_attrs(e.get("attributes")))
+                            for e in object_list(s, "events")],
                 ))  # fmt: skip
     return spans
 
 
-def _list(doc: dict[str, Any], *names: str) -> list[dict[str, Any]]:
+def json_document(raw: bytes) -> dict[str, Any]:
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("the body is not a JSON object")
+    return doc
+
+
+def object_list(doc: dict[str, Any], *names: str) -> list[dict[str, Any]]:
     for name in names:
         value = doc.get(name)
         if value is not None:
@@ -138,7 +156,7 @@ def _list(doc: dict[str, Any], *names: str) -> list[dict[str, Any]]:
     return []
 
 
-def _hex(span: dict[str, Any], *names: str) -> str:
+def hex_id(span: dict[str, Any], *names: str) -> str:
     value = next((span[n] for n in names if span.get(n)), "")
     text = str(value).lower()
     if text and not all(c in "0123456789abcdef" for c in text):
@@ -146,7 +164,7 @@ def _hex(span: dict[str, Any], *names: str) -> str:
     return text
 
 
-def _nanos(value: Any) -> int:
+def nanos(value: Any) -> int:
     """A time in ns since the epoch, within the fixed64 that protobuf has for it."""
     number = int(value or 0)
     if not 0 <= number < 2**64:
@@ -160,15 +178,15 @@ def _status_code(code: Any) -> int:
     return int(code or 0)
 
 
-def _json_attrs(items: Any) -> dict[str, Any]:
+def json_attrs(items: Any) -> dict[str, Any]:
     if not items:
         return {}
     if not isinstance(items, list):
         raise ValueError("attributes must be a list of {key, value}")
-    return {str(kv["key"]): _json_value(kv.get("value") or {}) for kv in items}
+    return {str(kv["key"]): json_value(kv.get("value") or {}) for kv in items}
 
 
-def _json_value(v: dict[str, Any]) -> Any:
+def json_value(v: dict[str, Any]) -> Any:
     if "stringValue" in v:
         return str(v["stringValue"])
     if "boolValue" in v:
@@ -178,9 +196,9 @@ def _json_value(v: dict[str, Any]) -> Any:
     if "doubleValue" in v:
         return float(v["doubleValue"])
     if "arrayValue" in v:
-        return [_json_value(x) for x in (v["arrayValue"] or {}).get("values", [])]
+        return [json_value(x) for x in (v["arrayValue"] or {}).get("values", [])]
     if "kvlistValue" in v:
-        return _json_attrs((v["kvlistValue"] or {}).get("values"))
+        return json_attrs((v["kvlistValue"] or {}).get("values"))
     if "bytesValue" in v:
         return str(v["bytesValue"])
     return None

@@ -25,6 +25,8 @@ _MODEL_CALLS = {"chat", "text_completion", "generate_content", "embeddings"}
 #: Span events whose time is the first streamed chunk's (OpenLLMetry's, OpenInference's).
 _FIRST_CHUNK_EVENTS = ("gen_ai.content.completion.chunk", "First Token Stream Event")
 _TRACEBACK = "Traceback (most recent call last)"
+#: Set (to "logs") on a span, and so on its row, whose messages came from its log records.
+LOG_CONTENT = "llmloop.content_source"
 
 
 def genai_names(a: dict[str, Any]) -> dict[str, Any]:
@@ -204,11 +206,75 @@ def span_record_id(span: Span, key_id: str | None) -> str:
     """The trace id of a span's row: the same for the same span from the same key (so a batch
     exported again stores nothing new), ordered by the span's start; a fresh one for a span
     without ids."""
-    if not span.trace_id.strip("0") or not span.span_id.strip("0"):
+    key = span_key(key_id, span.trace_id, span.span_id)
+    if key is None:
         return new_trace_id()
-    seed = f"{key_id or ''}/{span.trace_id}/{span.span_id}".encode()
-    bits = int.from_bytes(hashlib.blake2b(seed, digest_size=10).digest(), "big")
-    return "tr_" + encode_id(min(max(span.start_ns // 1_000_000, 0), 2**48 - 1), bits)
+    millis = min(max(span.start_ns // 1_000_000, 0), 2**48 - 1)
+    return "tr_" + encode_id(millis, int(key, 16))
+
+
+def span_key(key_id: str | None, trace_id: str, span_id: str) -> str | None:
+    """A span as one key sent it (20 hex digits; the random part of its row's id): what its
+    log records are held by. None for a span without ids."""
+    if not trace_id.strip("0") or not span_id.strip("0"):
+        return None
+    seed = f"{key_id or ''}/{trace_id}/{span_id}".encode()
+    return hashlib.blake2b(seed, digest_size=10).hexdigest()
+
+
+def record_span_keys(record: TraceRecord) -> list[str]:
+    """The keys of the spans a trace row was made of: its own and those of the spans that
+    wrapped the same call (their log records belong to the row too)."""
+    extra = record.extra
+    ids = [extra.get("otel.span_id", ""), *extra.get("otel.wrapper_span_ids", [])]
+    keys = (span_key(record.key_id, str(extra.get("otel.trace_id", "")), str(i)) for i in ids)
+    return [k for k in keys if k is not None]
+
+
+def add_log_content(span: Span, content: dict[str, str]) -> None:
+    """The messages that the span's log records carried (``otlp_logs.messages_of``), set on
+    the span where it has none of its own."""
+    added = False
+    for name, value in content.items():
+        if name not in span.attributes:
+            span.attributes[name] = value
+            added = True
+    if added:
+        span.attributes[LOG_CONTENT] = "logs"
+
+
+def merge_log_content(
+    row: dict[str, Any], content: dict[str, str], max_text: int
+) -> dict[str, Any] | None:
+    """The columns of a stored trace row (``operation``, ``finish_reason``, ``attributes``)
+    that change when its span's log records carried ``content``, or None when nothing does.
+    What the span said itself is kept; what log records said before is replaced (the content
+    is always made of all the span's records), so the row reads as if the span had carried
+    it."""
+    attributes = dict(row["attributes"] or {})
+    ours = attributes.get(LOG_CONTENT) == "logs"
+    changed = {k: v for k, v in content.items()
+               if (ours or k not in attributes) and attributes.get(k) != v}  # fmt: skip
+    if not changed:
+        return None
+    attributes.update(changed)
+    attributes[LOG_CONTENT] = "logs"
+    outputs = _structured(attributes.get("gen_ai.output.messages"))
+    if ours or not attributes.get("llmloop.tool_calls"):
+        attributes.pop("llmloop.tool_calls", None)
+        calls = _tool_calls(attributes, outputs)
+        if calls:
+            attributes["llmloop.tool_calls"] = calls
+    span = Span("", "", "", "", 0, 0, 0, "", attributes, {})
+    values: dict[str, Any] = {
+        "attributes": attributes,
+        "request_text": _conversation(span, "input")[:max_text],
+    }
+    if row["operation"] != "embeddings":
+        values["response_text"] = _conversation(span, "output")[:max_text]
+    if not row["finish_reason"]:
+        values["finish_reason"] = (_finish_reason(attributes, outputs) or "")[:32] or None
+    return values
 
 
 def _status(span: Span) -> str:

@@ -402,3 +402,33 @@ alert_events = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("delivered", sa.Boolean, nullable=False, server_default=sa.false()),
 )
+
+# --- OTLP log records (migration 0007, services/otlp_pending.py). GenAI content that an app's
+# instrumentation sends as log records, held by the span it belongs to until that span's trace
+# row can take it (or the hold expires); and which trace row each ingested span became, so
+# that records arriving after their span find it. ``span_key`` hashes the sending key with the
+# OpenTelemetry trace and span ids (the random part of the trace row's id).
+otlp_log_events = sa.Table(
+    "otlp_log_events",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # a digest of the record: a resend is one
+    sa.Column("span_key", sa.String(20), nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("content", sa.JSON, nullable=False),
+    sa.Column("received_at", TS, nullable=False),
+    sa.Column("trace_row_id", ID, nullable=True),  # set once merged into that row
+    sa.Index("ix_otlp_log_events_span_key", "span_key"),
+    sa.Index("ix_otlp_log_events_received_at", "received_at"),
+    sa.Index("ix_otlp_log_events_trace_row_id", "trace_row_id"),
+)
+
+otlp_log_spans = sa.Table(
+    "otlp_log_spans",
+    metadata,
+    sa.Column("span_key", sa.String(20), primary_key=True),
+    sa.Column("trace_row_id", ID, nullable=False),
+    sa.Column("seen_at", TS, nullable=False),
+    sa.Index("ix_otlp_log_spans_seen_at", "seen_at"),
+)

@@ -54,7 +54,8 @@ class Sender:
 
 SENDERS = [
     Sender("openai_v2_latest", embed_text=False),
-    # its older mode sends the messages as OTLP log records, which are not read
+    # its older mode sends the messages as OTLP log records: its spans alone have none
+    # (test_otlp_logs.py replays the records with them)
     Sender("openai_v2_legacy", content=False, stream_finish=False),
     Sender("openai_v2_latest_no_content", content=False, stream_finish=False),
     Sender("openllmetry_openai", streams=True, user=True, tool_finish="tool_call"),
