@@ -1,6 +1,7 @@
 """The gateway as a real server (uvicorn subprocess on 127.0.0.1): the official client streams,
 LiteLLM works as a client unchanged, and SIGTERM drains in-flight requests, flushes every trace
-and exits 0."""
+and exits 0. ``llmloop serve`` itself as an operator runs it: a port in use is refused at once,
+a stalled client cannot hold the shutdown, and ``--workers`` share their metrics."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmloop.config import load_settings
 from llmloop.core.governance import ApiKeyCreate
@@ -87,6 +89,96 @@ def server(tmp_path: Path) -> Iterator[Server]:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+LLMLOOP = Path(sys.executable).parent / "llmloop"
+
+
+@dataclass
+class Serve:
+    """``llmloop serve`` itself (the fixture above runs uvicorn directly)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    key: str
+
+
+@pytest.fixture
+def serve(server: Server) -> Iterator[Callable[..., Serve]]:
+    """Start ``llmloop serve ARGS`` on a fresh port with the ``server`` fixture's home."""
+    started: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "LLMLOOP_HOME": str(server.home),
+           "LLMLOOP_DEPLOYMENTS_FILE": str(server.home.parent / "deployments.yaml"),
+           "LLMLOOP_GATEWAY_RELOAD_S": "0", "LLMLOOP_REDIS_URL": ""}  # fmt: skip
+
+    def start(*args: str) -> Serve:
+        port = _port()
+        log = (server.home.parent / f"serve-{port}.log").open("wb")  # a pipe could fill up
+        proc = subprocess.Popen([str(LLMLOOP), "serve", "--port", str(port), *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return Serve(proc, url, port, server.key)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        proc.kill()
+        pytest.fail(f"llmloop serve {' '.join(args)} did not start")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_port_in_use_is_refused_before_anything_loads(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    env = {**os.environ, "LLMLOOP_HOME": str(server.home)}
+    out = subprocess.run([str(LLMLOOP), "serve", "--port", port], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "application startup" not in out.stderr + out.stdout  # refused before the app ran
+
+
+def test_sigterm_does_not_wait_for_ever_on_a_stalled_client(serve: Callable[..., Serve]) -> None:
+    """A client that stops sending its body (or reading its stream) holds its connection open;
+    the drain gives it ``--drain-timeout`` seconds, then the server exits 0."""
+    srv = serve("--drain-timeout", "1")
+    with socket.create_connection(("127.0.0.1", srv.port)) as stalled:
+        auth = b"Authorization: Bearer " + srv.key.encode()
+        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + auth
+                        + b"\r\nContent-Length: 100\r\n\r\n{")  # fmt: skip
+        time.sleep(0.5)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(60) == 0  # without a drain timeout: until the client goes
+
+
+def test_workers_report_metrics_of_all_workers(serve: Callable[..., Serve]) -> None:
+    """``--workers 2`` share one port, so a scrape reaches either worker: each must report the
+    counts of both (prometheus_client's multiprocess mode), or rates jump back and forth."""
+    srv = serve("--workers", "2")
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(12):  # a connection each: the kernel spreads them over the workers
+        assert httpx.post(f"{srv.url}/v1/chat/completions", json=body, headers=headers,
+                          timeout=30).status_code == 200  # fmt: skip
+    seen = set()
+    for _ in range(8):
+        text = httpx.get(f"{srv.url}/metrics", timeout=30).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = families["llmloop_gateway_requests"].samples
+        seen.add(sum(s.value for s in samples if s.name.endswith("_total")))
+    assert seen == {12.0}
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(60) == 0
 
 
 def _trace_writer_children(pid: int) -> list[int]:

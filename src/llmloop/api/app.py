@@ -2,11 +2,18 @@
 
 Settings are built here (an edge) when not given. Everything but health needs an API key; the
 OpenAPI document is served to authenticated callers at ``/openapi.json``.
+
+Under ``llmloop serve --workers N`` the environment names prometheus_client's multiprocess
+folder (``PROMETHEUS_MULTIPROC_DIR``, read by prometheus_client itself at import): the gateway's
+``/metrics`` then sums every worker's (``services/gateway/metrics.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -39,13 +46,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     settings = settings or (container.settings if container else load_settings())
     container = container or Container(settings)
     container.store  # noqa: B018 - open the store now: an outdated schema stops start-up
+    metrics_dir = os.environ.get(METRICS_DIR_ENV) or None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await container.gateway.manager.start()
         checks = monitoring_routes.BackgroundChecks(container)  # drift, alerts, triggers
         checks.start()
-        with server_gc(settings.server_gc_threshold):
+        with server_gc(settings.server_gc_threshold), shared_metrics(container, metrics_dir):
             yield
         await checks.aclose()
         if "gateway" in container.__dict__:
@@ -82,6 +90,29 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.enable_fast_path(settings.max_body_bytes)  # hot /v1 routes skip FastAPI's stack
 
     return app
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_metrics(container: Container, metrics_dir: str | None) -> Iterator[None]:
+    """In multiprocess mode (``metrics_dir``): this worker's load gauges are kept fresh while it
+    serves, and its live gauges leave the sums when it stops."""
+    if not metrics_dir:
+        yield
+        return
+    from prometheus_client import multiprocess
+
+    gateway = container.gateway
+    gateway.metrics.multiprocess_dir = metrics_dir
+    task = asyncio.get_running_loop().create_task(gateway_admin.sample_load_every(gateway))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), metrics_dir)
 
 
 @contextmanager

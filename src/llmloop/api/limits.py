@@ -1,5 +1,9 @@
 """A pure-ASGI body-size limit: 413 from the Content-Length header before anything is read, and
 413 for streamed (chunked) bodies as soon as they cross the limit. It buffers nothing itself.
+
+A route that catches the error of an over-long body and answers it its own way (FastAPI turns
+any failure to read a body into a 400) still answers 413: the first response after the body
+crossed the limit is replaced by this one.
 """
 
 from __future__ import annotations
@@ -34,27 +38,34 @@ class BodySizeLimit:
                 await self._refuse(scope, send)
                 return
         seen = 0
-        started = False
+        over = started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    over = True
                     raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
+            if refused:
+                return  # the rest of the app's own answer to a body it could not read
             if message["type"] == "http.response.start":
+                if over:  # the app caught BodyTooLarge (FastAPI: "error parsing the body")
+                    refused = True
+                    await self._refuse(scope, send)
+                    return
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
-            if not started:
+            if not started and not refused:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:

@@ -9,15 +9,25 @@ copies behind Ray's HTTP proxy on the same host and port, on a local Ray or the 
 ``--ray-address``. ``--root-path /llmloop`` tells uvicorn (the ASGI ``root_path``) that a reverse
 proxy serves the server under that prefix and strips it, so the dashboard's links, redirects and
 cookies carry it. uvicorn, Ray and the API are imported only when this command runs.
+
+Operations: a port another process listens on is refused at once, before any engine loads.
+SIGTERM or Ctrl-C stops accepting connections and gives in-flight requests ``--drain-timeout``
+seconds to finish (then they are cancelled, and still traced); a second signal stops waiting.
+Several workers share prometheus_client's multiprocess folder (a fresh temporary one unless
+``PROMETHEUS_MULTIPROC_DIR`` is set), so any worker's ``/metrics`` counts them all.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import signal
+import socket
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -32,6 +42,7 @@ if TYPE_CHECKING:
 
 APP_FACTORY = "llmloop.api.app:create_app"
 RAY_SERVE_MODULE = "llmloop.api.ray_serve"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 
 def flags_as_env(overrides: Mapping[str, Any]) -> dict[str, str]:
@@ -80,6 +91,13 @@ def serve_command(
         "--root-path",
         help="The path prefix a reverse proxy serves llmloop under and strips (e.g. /llmloop).",
     ),
+    drain_timeout: float = typer.Option(
+        30.0,
+        "--drain-timeout",
+        min=0.0,
+        help="On SIGTERM or Ctrl-C: seconds in-flight requests get to finish before they are "
+        "cancelled (a client that stalls cannot hold the shutdown).",
+    ),
 ) -> None:
     """Run the llmloop server (REST API, gateway, UI) until interrupted."""
     state = get_state(ctx)
@@ -93,10 +111,17 @@ def serve_command(
         if root_path:
             raise ConfigError("--root-path does not apply with --ray")
         options = {"num_gpus": replica_gpus} if replica_gpus else {}
+        if ray_address is None and not os.environ.get("RAY_ADDRESS"):
+            check_port_free(bind_host, bind_port)  # Ray's proxy binds it on this machine
         serve_on_ray(settings, bind_host, bind_port, replicas or 2, ray_address, options)
         return
     if replicas is not None or ray_address is not None or replica_gpus:
         raise ConfigError("--replicas, --ray-address and --replica-gpus need --ray")
+    check_port_free(bind_host, bind_port)  # before engines load, not after
+    if settings.deployments_file:  # a mistake in it stops here with its message, no traceback
+        from llmloop.cli.deployments import check_deployments_file
+
+        check_deployments_file(state, settings.deployments_file, env_required=True)
     import uvicorn
 
     log_level = settings.log_level.lower()
@@ -112,6 +137,7 @@ def serve_command(
     )
     # Only when given: without it, uvicorn is called exactly as before.
     extra: dict[str, Any] = {"root_path": root_path} if root_path else {}
+    extra["timeout_graceful_shutdown"] = drain_timeout
     if workers == 1:
         # Built here so an outdated schema or a bad setting stops before binding the port.
         app = create_app(settings)
@@ -127,15 +153,54 @@ def serve_command(
             "only on the worker that answered it; set LLMLOOP_REDIS_URL to share both"
         )
     os.environ.update(flags_as_env(state.overrides))
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers,
-        log_level=log_level,
-        **extra,
-    )
+    with shared_metrics_dir():
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=bind_host,
+            port=bind_port,
+            workers=workers,
+            log_level=log_level,
+            **extra,
+        )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError at once when ``host:port`` cannot be bound (another server listens there),
+    instead of uvicorn's error after every engine has loaded."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server "
+                "running there? stop it or choose another --port)"
+            ) from None
+
+
+@contextmanager
+def shared_metrics_dir() -> Iterator[None]:
+    """prometheus_client's multiprocess folder for the workers (they inherit the variable):
+    a fresh one, removed afterwards, unless the operator named one."""
+    if os.environ.get(METRICS_DIR_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="llmloop-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_root_path(value: str) -> str:

@@ -82,6 +82,9 @@ class ProbeEngine(EchoEngine):
         ACTIVE[self.spec.model] += 1
         try:
             return await super().chat(req)
+        except asyncio.CancelledError:
+            CANCELLED[self.spec.model] += 1
+            raise
         finally:
             ACTIVE[self.spec.model] -= 1
 

@@ -1,12 +1,20 @@
-"""Behaviour under stress: alias swap under load, client disconnect, overload, per-key limits."""
+"""Behaviour under stress: alias swap under load, client disconnect (streams and whole answers,
+mid-body too), overload, per-key limits, bodies over the limit, and /metrics as Prometheus reads
+it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import gw_probe
+import orjson
+import pytest
 from gw_harness import Gateway, probe
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmloop.core.models import ModelCreate, ModelVersionCreate
 from llmloop.services.actors import local_actor
@@ -128,3 +136,134 @@ async def test_metrics_endpoint_counts_requests(gw: Gateway) -> None:
     line = 'llmloop_gateway_requests_total{deployment="chat",operation="chat",status="ok"} 1.0'
     assert line in text
     assert "llmloop_gateway_latency_seconds_bucket" in text
+
+
+def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+            "server": ("gw", 80)}  # fmt: skip
+
+
+async def _drive(
+    gw: Gateway, path: str, parts: list[bytes], leave: asyncio.Event
+) -> list[dict[str, Any]]:
+    """Send ``parts`` as the body (the last one ends it, unless ``leave`` comes first), then
+    disconnect once ``leave`` is set; returns what the app sent."""
+    pending = list(parts)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending and not leave.is_set():
+            part = pending.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(pending)}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    auth = [(b"authorization", f"Bearer {gw.key}".encode())]
+    await asyncio.wait_for(gw.app(_scope(path, auth), receive, send), 5)
+    return sent
+
+
+async def test_a_client_that_leaves_cancels_a_whole_answer(gw: Gateway) -> None:
+    """Not only streams: a client that gives up on a whole answer (a timeout in its SDK) stops
+    the engine at once, instead of it generating every token for nobody."""
+    await gw.deploy({"name": "slow", "targets": [probe("slow", delay_s=0.05)]})
+    words = " ".join(f"w{i}" for i in range(200))  # 10 s if it ran to the end
+    body = orjson.dumps({"model": "slow", "messages": [{"role": "user", "content": words}]})
+    leave = asyncio.Event()
+    driving = asyncio.create_task(_drive(gw, "/v1/chat/completions", [body], leave))
+    while gw_probe.ACTIVE["slow"] == 0:
+        await asyncio.sleep(0.005)
+    leave.set()
+    sent = await driving
+    assert sent == []  # nobody to answer
+    assert gw_probe.CANCELLED["slow"] == 1 and gw_probe.ACTIVE["slow"] == 0
+    [trace] = await gw.traces(deployment="slow")
+    assert trace["status"] == "cancelled" and trace["http_status"] == 499
+    assert gw.container.gateway.manager.runtimes["slow"].admission.in_flight == 0
+    # the server goes on serving
+    resp = await gw.http.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})
+    assert resp.status_code == 200
+
+
+async def test_a_client_that_leaves_mid_body_is_no_error(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    leave = asyncio.Event()
+    leave.set()  # gone after the first part of the body
+    parts = [b'{"model": "chat", "mess', b'ages": []}']
+    with caplog.at_level(logging.ERROR):
+        sent = await _drive(gw, "/v1/chat/completions", parts, leave)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged
+    assert await gw.traces() == []
+
+
+async def _chunks(total: int, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    for _ in range(total // size):
+        yield b" " * size
+
+
+@pytest.mark.parametrize("path", ["/api/datasets", "/v1/chat/completions"])
+async def test_a_chunked_body_over_the_limit_is_413(gw: Gateway, path: str) -> None:
+    """No Content-Length: the limit applies as the body streams in, on the REST routes too
+    (FastAPI answers a body it cannot read with its own 400, which must not win)."""
+    limit = gw.app.state.settings.max_body_bytes
+    resp = await gw.http.post(path, content=_chunks(limit + (2 << 20)))
+    assert "content-length" not in resp.request.headers
+    assert resp.status_code == 413
+    body = resp.json()
+    code = body["error"]["code"] if path.startswith("/v1/") else body["code"]
+    assert code == "payload_too_large"
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+async def test_metrics_parse_and_count_refusals_and_load(gw: Gateway) -> None:
+    """/metrics through prometheus_client's own parser: the families and types an operator
+    alerts on, refusals (503 overloaded, 429 per limit) counted, the load gauges of each
+    deployment set, no label that grows with traffic, latency buckets long enough for LLMs."""
+    await gw.deploy({"name": "tiny", "admission": {"max_in_flight": 1, "max_queue": 0},
+                     "targets": [probe("tiny", delay_s=0.2)]})  # fmt: skip
+    body = {"model": "tiny", "messages": MSG}
+    slow = asyncio.create_task(gw.http.post("/v1/chat/completions", json=body))
+    while gw_probe.ACTIVE["tiny"] == 0:
+        await asyncio.sleep(0.005)
+    assert (await gw.http.post("/v1/chat/completions", json=body)).status_code == 503
+    during = _families((await gw.http.get("/metrics")).text)
+    assert (await slow).status_code == 200
+    key = {"Authorization": f"Bearer {gw.new_key('viewer', {'rpm': 1})}"}
+    for status in (200, 429):
+        resp = await gw.http.post("/v1/chat/completions", json={**body, "model": "chat"},
+                                  headers=key)  # fmt: skip
+        assert resp.status_code == status
+    after = _families((await gw.http.get("/metrics")).text)
+
+    in_flight = {
+        s.labels["deployment"]: s.value for s in during["llmloop_gateway_in_flight"].samples
+    }
+    assert in_flight["tiny"] == 1 and in_flight["chat"] == 0
+    assert during["llmloop_gateway_queued"].type == "gauge"
+    refused = {(s.labels["deployment"], s.labels["reason"]): s.value
+               for s in after["llmloop_gateway_refused_requests"].samples
+               if s.name.endswith("_total")}  # fmt: skip
+    assert refused == {("tiny", "overloaded"): 1, ("chat", "rpm"): 1}
+    assert after["llmloop_gateway_in_flight"].samples[0].value == 0
+    types = {"llmloop_gateway_requests": "counter", "llmloop_gateway_tokens": "counter",
+             "llmloop_gateway_latency_seconds": "histogram",
+             "llmloop_gateway_ttft_seconds": "histogram",
+             "llmloop_gateway_trace_queue_depth": "gauge"}  # fmt: skip
+    assert {name: after[name].type for name in types} == types
+    allowed = {"deployment", "operation", "status", "direction", "reason", "le"}
+    for family in after.values():
+        for sample in family.samples:
+            assert set(sample.labels) <= allowed, (family.name, sample.labels)
+    buckets = [float(s.labels["le"]) for s in after["llmloop_gateway_latency_seconds"].samples
+               if s.name.endswith("_bucket") and s.labels["deployment"] == "tiny"]  # fmt: skip
+    assert max(b for b in buckets if b != float("inf")) >= 300  # long generations are minutes

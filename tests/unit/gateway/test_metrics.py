@@ -46,3 +46,19 @@ def test_counts_land_in_their_series(monkeypatch: pytest.MonkeyPatch, cache_size
         assert got[("llmloop_gateway_tokens_total", tokens_out)] == 20
     # no series for what never happened
     assert not any(name.startswith("llmloop_gateway_cache_hits_total") for name, _ in got)
+
+
+def test_load_gauges_follow_admission_and_a_removed_deployment_reads_zero() -> None:
+    from llmloop.core.deployments import AdmissionPolicy
+    from llmloop.services.gateway.admission import Admission
+
+    m = GatewayMetrics()
+    a, b = Admission("a", AdmissionPolicy()), Admission("b", AdmissionPolicy())
+    a.in_flight, b.in_flight = 3, 1
+    m.sample([a, b], trace_depth=7, traces_dropped=2)
+    got = _samples(m)
+    assert got[("llmloop_gateway_in_flight", (("deployment", "a"),))] == 3
+    assert got[("llmloop_gateway_queued", (("deployment", "b"),))] == 0
+    assert got[("llmloop_gateway_trace_queue_depth", ())] == 7
+    m.sample([a], trace_depth=0, traces_dropped=2)  # b was deleted
+    assert _samples(m)[("llmloop_gateway_in_flight", (("deployment", "b"),))] == 0

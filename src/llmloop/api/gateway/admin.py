@@ -20,6 +20,7 @@ from llmloop.api.routes.common import NamePath
 from llmloop.core.deployments import DeploymentPublic, DeploymentSpec
 from llmloop.core.traces import TracePublic
 from llmloop.errors import BadRequestError
+from llmloop.services.gateway.service import GatewayService
 
 router = APIRouter(tags=["deployments"])
 
@@ -45,11 +46,8 @@ async def get_deployment(name: NamePath, c: ContainerDep, _: ActorDep) -> Any:
 
 @router.post("/api/deployments", response_model=DeploymentPublic, status_code=201)
 async def create_deployment(spec: DeploymentSpec, c: ContainerDep, actor: ActorDep) -> Any:
-    actor.require("editor")
-    await c.gateway.manager.check(spec)  # a target that cannot resolve is refused, not stored
-    dep = await asyncio.to_thread(c.deployments.apply, spec, actor)
-    await c.gateway.manager.reload(spec.name)
-    return await _with_status(c, dep)
+    # Checked and started before it is stored: a deployment that cannot serve is refused.
+    return await _with_status(c, await c.gateway.manager.apply(spec, actor))
 
 
 @router.put("/api/deployments/{name}", response_model=DeploymentPublic)
@@ -58,11 +56,7 @@ async def put_deployment(
 ) -> Any:
     if spec.name != name:
         raise BadRequestError(f"the body names '{spec.name}' but the path names '{name}'")
-    actor.require("editor")
-    await c.gateway.manager.check(spec)
-    dep = await asyncio.to_thread(c.deployments.apply, spec, actor)
-    await c.gateway.manager.reload(name)
-    return await _with_status(c, dep)
+    return await _with_status(c, await c.gateway.manager.apply(spec, actor))
 
 
 @router.delete("/api/deployments/{name}", status_code=204)
@@ -100,6 +94,20 @@ async def metrics(request: Request, c: ContainerDep) -> Response:
     if not c.settings.metrics_public:
         get_actor(request)
     gateway = c.gateway
-    gateway.metrics.queue_depth.set(gateway.writer.depth)
-    gateway.metrics.traces_dropped.set(gateway.writer.dropped)
-    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    sample_load(gateway)
+    body = await asyncio.to_thread(gateway.metrics.render)  # files to read in multiprocess mode
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def sample_load(gateway: GatewayService) -> None:
+    """Set the load gauges: requests in flight and queued per deployment, the trace queue."""
+    admissions = [runtime.admission for runtime in gateway.manager.runtimes.values()]
+    gateway.metrics.sample(admissions, gateway.writer.depth, gateway.writer.dropped)
+
+
+async def sample_load_every(gateway: GatewayService, interval_s: float = 1.0) -> None:
+    """Keep this worker's load gauges fresh (multiprocess mode: another worker may answer the
+    scrape); runs until cancelled."""
+    while True:
+        sample_load(gateway)
+        await asyncio.sleep(interval_s)

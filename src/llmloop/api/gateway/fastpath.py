@@ -10,21 +10,30 @@ straight to :class:`GatewayFastPath`, which calls the same handlers the router d
 (``api/problems.py``), so behaviour is identical either way. Everything else goes through
 FastAPI untouched; middleware added to the app with ``add_middleware`` does not see the hot
 routes.
+
+A client that goes away is noticed here: while the body is read (nothing has started, nothing is
+answered) and, once the body is in, while the handler runs: the handler is cancelled, so a whole
+answer (not only a stream) stops its engine and its trace says ``cancelled``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmloop.api.gateway import routes
-from llmloop.api.limits import BodySizeLimit, BodyTooLarge
+from llmloop.api.limits import BodySizeLimit
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("llmloop.api")
+#: How long a whole answer runs before a client's departure is watched for (and then cancels it).
+WATCH_AFTER_S = 0.05
 
 HOT: dict[str, Handler] = {
     "/v1/chat/completions": routes.chat_completions,
@@ -55,12 +64,61 @@ class GatewayFastPath:
             return
         request = Request(scope, receive)
         try:
+            await request.body()  # the handler reads it again from the request's cache
+        except ClientDisconnect:  # (BodyTooLarge goes up: the body limit outside answers 413)
+            log.debug("client left while sending %s", scope["path"])
+            return
+        departure = Departure(receive)
+        try:
             response = await handler(request)
-        except BodyTooLarge:
-            raise  # the body limit outside answers 413
+        except asyncio.CancelledError:
+            if departure.left:
+                departure.task.uncancel()  # our cancel, not the server's: this request is over
+                return
+            raise
         except Exception as exc:
             response = await _answer(request, exc)
+        finally:
+            departure.stop()
+        if departure.left:
+            return
         await response(scope, receive, send)
+
+
+class Departure:
+    """Cancels the current task when the client disconnects (after its body was read).
+
+    uvicorn does not cancel a request whose client left; without this, a whole answer would run
+    to its last token for nobody. The watch starts :data:`WATCH_AFTER_S` into the handler: most
+    answers are done by then, and a timer costs them a microsecond where a watching task cost
+    over ten. A stream watches for itself once it is answered (``SSEResponse``), so this stops
+    when the handler returns.
+    """
+
+    __slots__ = ("_receive", "_timer", "_watcher", "left", "task")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.left = False
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass  # nothing but the disconnect comes once the body was read
+        self.left = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _answer(request: Request, exc: Exception) -> Response:

@@ -30,7 +30,7 @@ from llmloop.core.chat import (
 from llmloop.core.guards import GuardVerdict
 from llmloop.core.traces import TraceRecord, new_trace_id, sampled
 from llmloop.engines.base import Engine
-from llmloop.errors import GuardBlockedError, LlmloopError
+from llmloop.errors import GuardBlockedError, LlmloopError, OverloadedError, RateLimitError
 from llmloop.services.actors import Actor
 from llmloop.services.gateway.choices import (
     ChoiceStreams,
@@ -95,12 +95,20 @@ class GatewayService:
     async def _admit(
         self, actor: Actor, runtime: DeploymentRuntime, est_tokens: int
     ) -> Reservation | None:
-        await runtime.admission.acquire()
+        try:
+            await runtime.admission.acquire()
+        except OverloadedError:
+            self.metrics.refuse(runtime.spec.name, "overloaded")
+            raise
         if self.limits is None:
             return None
         try:
             est_cost = runtime.primaries[0].cost(est_tokens, 0)
             return await self.limits.reserve(actor, runtime.spec.name, est_tokens, est_cost)
+        except RateLimitError as exc:
+            runtime.admission.release()
+            self.metrics.refuse(runtime.spec.name, str(exc.extra.get("limit", "rate")))
+            raise
         except BaseException:
             runtime.admission.release()
             raise
