@@ -41,7 +41,7 @@ from llmloop.engines.context_window import answer_budget, check_inputs_fit
 from llmloop.engines.detokenize import TextStream
 from llmloop.engines.hf_batch import BASE_ADAPTER, Row
 from llmloop.engines.hf_worker import RowOutput, Scheduler
-from llmloop.engines.passthrough import logit_bias, refuse_unhonoured
+from llmloop.engines.passthrough import logit_bias, min_new_tokens, refuse_unhonoured
 from llmloop.engines.structured import Grammars, structured_available
 from llmloop.engines.tool_grammar import ToolGrammarSpec, request_grammar
 from llmloop.engines.tool_parsers import (
@@ -272,6 +272,7 @@ class HFEngine(Engine):
         biases = logit_bias(req, self._vocab_size)
         ids = self._prompt_ids(req)
         max_new_tokens = answer_budget(req, len(ids), self._max_context)
+        least = min_new_tokens(req, max_new_tokens)
         assert self._grammars is not None
         spec = request_grammar(req, answer_parser(req, self._tool_parser))
         grammar = await self._grammars.row_grammar(spec)
@@ -298,6 +299,7 @@ class HFEngine(Engine):
             generator=generator,
             grammar=grammar,
             logit_bias=bias,
+            min_new_tokens=least,
             text=TextStream(  # a tool grammar's markers may be special tokens: keep them
                 stops=tuple(s for s in req.sampling.stop if s),
                 keep_special=isinstance(spec, ToolGrammarSpec),

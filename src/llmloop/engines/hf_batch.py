@@ -78,6 +78,7 @@ class Row:
     generator: torch.Generator | None = None
     grammar: RowGrammar | None = None  # structured output: the grammar the tokens must follow
     logit_bias: tuple[torch.Tensor, torch.Tensor] | None = None  # (token ids, biases) on device
+    min_new_tokens: int = 0  # end-of-sequence is masked until this many tokens (min_tokens)
     output_ids: list[int] = field(default_factory=list)
     text: TextStream = field(default_factory=TextStream)
     scores: list[TokenScore] = field(default_factory=list)
@@ -110,6 +111,7 @@ class DecodeBatch:
         self.sampler = BatchSampler([], vocab_size, self.device)
         self.constrained: list[int] = []  # indices of rows with a grammar
         self.biased: list[int] = []  # indices of rows with a logit bias
+        self.floored: list[int] = []  # indices of rows with a minimum length
         self.token_mask = TokenMask(vocab_size)
 
     def __len__(self) -> int:
@@ -205,6 +207,7 @@ class DecodeBatch:
         )
         self.constrained = constrained_indices(self.rows)
         self.biased = biased_indices(self.rows)
+        self.floored = floored_indices(self.rows)
 
     def constrain(self, logits: Any, rows: list[Row], indices: list[int]) -> None:
         """Mask ``logits`` (one row per ``rows``) to what the grammars at ``indices`` allow."""
@@ -218,6 +221,15 @@ class DecodeBatch:
             bias = rows[i].logit_bias
             if bias is not None:
                 logits[i].index_add_(0, bias[0], bias[1])
+
+    @staticmethod
+    def hold_off_eos(logits: Any, rows: list[Row], indices: list[int], eos: Any) -> None:
+        """Mask the ``eos`` ids (a tensor) in ``logits`` for the rows at ``indices`` that are
+        still short of their minimum length."""
+        for i in indices:
+            row = rows[i]
+            if len(row.output_ids) < row.min_new_tokens:
+                logits[i, eos] = float("-inf")
 
     def keep(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` (in order); trim all-padding cache columns."""
@@ -250,6 +262,12 @@ class DecodeBatch:
 def constrained_indices(rows: list[Row]) -> list[int]:
     """Where in ``rows`` the rows with a grammar are."""
     return [i for i, row in enumerate(rows) if row.grammar is not None]
+
+
+def floored_indices(rows: list[Row]) -> list[int]:
+    """Where in ``rows`` the rows with a minimum length (and no grammar, which must be able to
+    end) are."""
+    return [i for i, row in enumerate(rows) if row.min_new_tokens and row.grammar is None]
 
 
 def biased_indices(rows: list[Row]) -> list[int]:

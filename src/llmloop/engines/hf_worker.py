@@ -30,6 +30,7 @@ from llmloop.engines.hf_batch import (
     TokenScore,
     biased_indices,
     constrained_indices,
+    floored_indices,
 )
 from llmloop.engines.sampling import BatchSampler, gather_logprobs
 from llmloop.engines.token_bytes import TokenBytes
@@ -72,6 +73,7 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.eos_ids = eos_ids
+        self._eos: Any = None  # eos_ids as a tensor, made on first use
         self.pad_id = pad_id
         self.batch = DecodeBatch(model, vocab_size, use_adapters)
         self._decode = make_batch_decoder(tokenizer)
@@ -174,6 +176,13 @@ class Scheduler:
             row.prompt_scores = scores
         self._advance(logits, len(self.batch) - len(joining), joined=True)
 
+    def _eos_index(self, device: Any) -> Any:
+        import torch
+
+        if self._eos is None:
+            self._eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
+        return self._eos
+
     def _advance(self, logits: Any, first: int = 0, joined: bool = False) -> None:
         """Sample one token for rows ``first..`` from ``logits``, emit text, drop finished rows."""
         import torch
@@ -183,11 +192,15 @@ class Scheduler:
         # Joining rows take their first token from their own prefill logits, with a sampler of
         # their own; the batch sampler is rebuilt once they hold that token.
         sampler, constrained, biased = batch.sampler, batch.constrained, batch.biased
+        floored = batch.floored
         if joined:
             sampler = BatchSampler([r.sampling_row() for r in rows], batch.vocab_size, batch.device)
             constrained, biased = constrained_indices(rows), biased_indices(rows)
+            floored = floored_indices(rows)
         if biased:  # logit_bias: before the grammar mask, which must win
             batch.add_bias(logits, rows, biased)
+        if floored and self.eos_ids:  # min_tokens, ignore_eos
+            batch.hold_off_eos(logits, rows, floored, self._eos_index(logits.device))
         if constrained:  # structured output: forbidden tokens get -inf before sampling
             batch.constrain(logits, rows, constrained)
         tokens = sampler.sample(logits)

@@ -4,7 +4,9 @@ The gateway keeps the fields it does not read in ``passthrough`` (``openai`` ups
 sent). A local engine that ignored them would answer as if they had not been asked for, so the hf
 engine reads the ones that change an answer: ``logit_bias`` is parsed and checked against the
 vocabulary here (the worker adds it to the logits), while ``suffix`` and ``best_of`` > 1, which
-it does not implement, are refused with a 400 naming the parameter. Values that ask for nothing
+it does not implement, are refused with a 400 naming the parameter; vLLM's ``min_tokens`` and
+``ignore_eos`` (sent by load generators for answers of a fixed length) give the tokens before
+which end-of-sequence may not be sampled. Values that ask for nothing
 (``null``, ``""``, ``{}``, ``best_of: 1``) are accepted: SDKs send them as defaults. Fields that
 do not change what is generated (``metadata``, ``store``, ...) are left alone. It applies nothing.
 """
@@ -80,3 +82,23 @@ def _token_id(key: Any) -> int | None:
     if isinstance(key, str) and key.isascii() and key.isdigit():
         return int(key)
     return None
+
+
+def min_new_tokens(req: GenerationRequest, max_new_tokens: int) -> int:
+    """How many tokens must come before end-of-sequence may (vLLM's ``min_tokens``;
+    ``ignore_eos: true``: all of ``max_new_tokens``). Stop strings still stop."""
+    extra = req.passthrough or {}
+    ignore = extra.get("ignore_eos")
+    if ignore is not None and not isinstance(ignore, bool):
+        raise BadRequestError("'ignore_eos' must be a boolean", param="ignore_eos")
+    least = extra.get("min_tokens")
+    if least is None:
+        least = 0
+    if isinstance(least, bool) or not isinstance(least, int) or least < 0:
+        raise BadRequestError("'min_tokens' must be a non-negative integer", param="min_tokens")
+    chosen = req.sampling.max_tokens if "max_tokens" in req.sampling.model_fields_set else None
+    if chosen is not None and least > chosen:
+        raise BadRequestError(
+            f"'min_tokens' ({least}) must be at most 'max_tokens' ({chosen})", param="min_tokens"
+        )
+    return max_new_tokens if ignore else min(least, max_new_tokens)

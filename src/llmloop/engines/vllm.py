@@ -31,6 +31,7 @@ from llmloop.core.chat import (
 )
 from llmloop.engines.base import Engine
 from llmloop.engines.chat_template import render_chat, template_text
+from llmloop.engines.passthrough import min_new_tokens
 from llmloop.engines.tool_parsers import (
     TOOL_PARSER_HELP,
     ToolParserName,
@@ -142,8 +143,12 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams
 
         s = req.sampling
+        least = min_new_tokens(req, s.max_tokens)  # checks min_tokens and ignore_eos
+        ignore_eos = (req.passthrough or {}).get("ignore_eos") is True
         return SamplingParams(
             n=1,
+            min_tokens=0 if ignore_eos else least,
+            ignore_eos=ignore_eos,
             max_tokens=s.max_tokens,
             temperature=s.temperature,
             top_p=s.top_p,

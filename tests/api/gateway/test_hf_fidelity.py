@@ -3,7 +3,8 @@ found it did not (repro_3, 6, 8 and 9): a prompt past the context is a 400
 ``context_length_exceeded`` naming ``messages`` or ``prompt`` (the openai SDK's BadRequestError);
 echo's ``text_offset`` runs on into the answer; empty and
 over-long embedding inputs are 400s naming ``input``; ``logit_bias`` is honoured; ``suffix`` and
-``best_of`` are 400s naming them; a streamed echo starts with the prompt."""
+``best_of`` are 400s naming them; a streamed echo starts with the prompt; vLLM's ``min_tokens``
+and ``ignore_eos`` are honoured."""
 
 from __future__ import annotations
 
@@ -98,6 +99,27 @@ async def test_logit_bias_is_honoured(gw: Gateway, tiny_model_dir: Path) -> None
             model="tiny", messages=messages, max_tokens=5, logit_bias={"hello": 1}
         )
     assert caught.value.param == "logit_bias"
+
+
+async def test_ignore_eos_and_min_tokens_from_extra_body(gw: Gateway, tiny_model_dir: Path) -> None:
+    """vLLM's extra fields, as load generators send them through the openai client's
+    ``extra_body``: answers of a fixed length even where the model would end at once."""
+    from transformers import AutoTokenizer
+
+    await deploy_hf(gw, tiny_model_dir)
+    eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
+    ends = {"logit_bias": {str(eos): 100}}
+    messages: Any = [{"role": "user", "content": "hello world"}]
+    for extra, tokens in (({}, 0), ({"min_tokens": 4}, 4), ({"ignore_eos": True}, 7)):
+        answer = await gw.client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=7, extra_body={**ends, **extra}
+        )
+        assert answer.usage is not None and answer.usage.completion_tokens == tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        await gw.client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=2, extra_body={"min_tokens": 5}
+        )
+    assert caught.value.param == "min_tokens"
 
 
 async def test_suffix_and_best_of_are_400s_naming_them(gw: Gateway, tiny_model_dir: Path) -> None:

@@ -191,6 +191,10 @@ async def test_logit_bias_forces_and_bans_tokens(engine: HFEngine) -> None:
         ({"suffix": " END"}, "suffix", "does not support 'suffix'"),
         ({"best_of": 4}, "best_of", "does not support 'best_of'"),
         ({"best_of": "two"}, "best_of", "positive integer"),
+        ({"min_tokens": 3}, "min_tokens", "at most 'max_tokens' \\(2\\)"),
+        ({"min_tokens": -1}, "min_tokens", "non-negative integer"),
+        ({"min_tokens": "4"}, "min_tokens", "non-negative integer"),
+        ({"ignore_eos": "yes"}, "ignore_eos", "must be a boolean"),
     ],
 )
 async def test_fields_the_engine_cannot_honour_are_400s(
@@ -211,3 +215,28 @@ async def test_fields_that_ask_for_nothing_are_accepted(engine: HFEngine) -> Non
         completion(max_tokens=3, passthrough=dict.fromkeys(("suffix", "best_of", "logit_bias")))
     )
     assert result.text == nulls.text == expected.text
+
+
+async def test_min_tokens_and_ignore_eos_hold_off_the_end(tiny_model_dir: Path) -> None:
+    """vLLM's ``min_tokens`` and ``ignore_eos`` (load generators send them for answers of a
+    fixed length): end-of-sequence is masked until the minimum, for that row only."""
+    engine = await started(tiny_model_dir, max_context=CONTEXT, max_batch_size=4)
+    try:
+        eos = engine._tokenizer.eos_token_id
+        ends = completion(max_tokens=8, passthrough={"logit_bias": {str(eos): 100}})
+        ended = await engine.chat(ends)  # forced to end at once
+        assert (ended.finish_reason, ended.usage.completion_tokens) == ("stop", 0)
+        held = {"logit_bias": {str(eos): 100}, "min_tokens": 3}
+        floored, plain = await asyncio.gather(
+            engine.chat(completion(max_tokens=8, passthrough=held)), engine.chat(ends)
+        )
+        assert (floored.finish_reason, floored.usage.completion_tokens) == ("stop", 3)
+        assert plain.usage.completion_tokens == 0  # its batch-mate still ends at once
+        ignore = {"logit_bias": {str(eos): 100}, "ignore_eos": True}
+        full = await engine.chat(completion(max_tokens=6, passthrough=ignore))
+        assert (full.finish_reason, full.usage.completion_tokens) == ("length", 6)
+        streamed = engine.stream(completion(max_tokens=6, passthrough=ignore))
+        chunks = [c async for c in streamed]
+        assert chunks[-1].finish_reason == "length"
+    finally:
+        await engine.aclose()
