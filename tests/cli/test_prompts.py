@@ -69,3 +69,15 @@ def test_bad_input(cli: Invoke) -> None:
     no_var = cli("prompts", "render", "p", "--ref", "1")
     assert no_var.exit_code == 2 and "variable" in no_var.stderr
     assert cli("prompts", "show", "nope").exit_code == 3
+
+
+def test_template_bombs_are_clear_errors(cli: Invoke) -> None:
+    # Jinja folds constant arithmetic while reading a template: creating it must not hang.
+    made = cli("prompts", "add-version", "p", "-t", "{{ 99999 ** 99999 ** 9 }}")
+    assert made.exit_code == 0, made.output
+    power = cli("prompts", "render", "p", "--ref", "1")
+    assert power.exit_code == 2 and "too large a number" in power.stderr
+    cli("prompts", "add-version", "p", "-t", '{{ "x" * 10**10 }}{{ q }}', ok=True)
+    repeat = cli("prompts", "render", "p", "--ref", "2", "--var", "q=1")
+    assert repeat.exit_code == 2 and "refused by the sandbox" in repeat.stderr
+    assert "Traceback" not in repeat.output and "please report" not in repeat.output

@@ -138,6 +138,9 @@ def split(
     ),
     seed: int = typer.Option(0, "--seed", help="Shuffle seed."),
     stratify: str | None = typer.Option(None, "--stratify", help="Field to stratify by."),
+    group_by: str | None = typer.Option(
+        None, "--group-by", help="Field naming a group (e.g. conversation id) kept in one split."
+    ),
     remove_leaks: bool = typer.Option(False, "--remove-leaks", help="Drop leaking rows."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -149,6 +152,7 @@ def split(
     config: dict[str, object] = {
         "seed": seed,
         "stratify_by": stratify,
+        "group_by": group_by,
         "remove_leaks": remove_leaks,
     }
     if ratio:

@@ -84,7 +84,7 @@ def show_dataset(
         show_record(service.get(name), as_json, title=f"dataset {name}")
         return
     found = service.get_version(name, parse_ref(version or "latest"))
-    rows = service.read_rows(found)[:head] if head else []
+    rows = service.page_rows(found, 0, head) if head else []
     if as_json:
         print_json(
             {**found.model_dump(mode="json", by_alias=True), "head": rows} if head else found

@@ -4,7 +4,10 @@ A :class:`RowReader` streams any fsspec URL in batches of plain dicts (bounded m
 columns through a mapping, checks every row against the record shape, and fills a
 :class:`LoadReport` as it goes (rows read and skipped, errors with line numbers, encoding used).
 ``on_error="fail"`` refuses the whole ingest at the first bad record; ``"skip"`` ingests the rest.
-CSV separators (``,``, ``;``, tab, ``|``) are read off the header line unless one is given.
+CSV separators (``,``, ``;``, tab, ``|``) are read off the header line unless one is given, and
+CSV column types are decided over the whole file (``csvread``). Files named ``.gz``, ``.bz2``,
+``.xz`` or ``.zst`` are decompressed as they stream; UTF-16 and UTF-32 files are recognised by
+their byte order mark. Columns JSON cannot hold (repeated names, binary data) are refused by name.
 
 It does not store anything: the service hashes (``shapes.write_canonical``) and stores the rows.
 HF folders are read as the Arrow files they are; the ``datasets`` package is not imported.
@@ -14,15 +17,17 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
-from collections.abc import Iterator, Sequence
+import lzma
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal
 
 import fsspec
 import orjson
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pa_parquet
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +55,15 @@ _SUFFIXES: dict[str, FileFormat] = {
     ".pq": "parquet",
 }
 MAX_REPORTED_ERRORS = 100
+# Byte order marks of the encodings whose lines are not ASCII-compatible (UTF-32 first: its LE
+# mark starts with UTF-16's).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _JSONL_CHUNK_BYTES = 1 << 20  # lines read (and parsed in one loop) at a time
 
 
@@ -131,8 +145,11 @@ def resolve_format(source: str, requested: FileFormat = "auto") -> FileFormat:
 class RowReader:
     """Streams one source as batches of rows; ``report`` is complete once iteration ends."""
 
-    def __init__(self, source: str, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self, source: str, options: LoadOptions | None = None, name: str | None = None
+    ) -> None:
         self.source = str(source)
+        self.name = name or self.source  # what messages and the report call it (an upload's name)
         self.options = options if options is not None else LoadOptions()
         for label, name in (
             ("", self.options.encoding),
@@ -143,7 +160,7 @@ class RowReader:
             except LookupError:
                 raise ConfigError(f"unknown {label}encoding {name!r}")
         self.mapping = load_mapping(self.options.mapping)
-        self.report = LoadReport(source=self.source, encoding=self.options.encoding)
+        self.report = LoadReport(source=self.name, encoding=self.options.encoding)
         self._shape: RecordShape | None = self.options.shape
 
     def __iter__(self) -> Iterator[Batch]:
@@ -156,7 +173,14 @@ class RowReader:
             "hf": self._hf,
         }
         batch: Batch = []
-        for numbers, rows in readers[fmt]():
+        chunks = readers[fmt]()
+        while True:
+            try:
+                numbers, rows = next(chunks)
+            except StopIteration:
+                break
+            except _READ_ERRORS as exc:  # a truncated archive, a failing disk or network
+                raise InvalidInputError(f"cannot read {self.name}: {exc}")
             batch.extend(self._accept_many(numbers, rows))
             while len(batch) >= self.options.batch_size:
                 yield batch[: self.options.batch_size]
@@ -165,7 +189,7 @@ class RowReader:
             yield batch
         if self.report.rows_read == 0:
             what = "has no valid records" if self.report.rows_skipped else "is empty"
-            raise InvalidInputError(f"{self.source} {what}", errors=self._error_dicts())
+            raise InvalidInputError(f"{self.name} {what}", errors=self._error_dicts())
 
     def rows(self) -> Iterator[Row]:
         """The rows one by one."""
@@ -213,7 +237,7 @@ class RowReader:
         where = "line" if self.report.format == "jsonl" else "row"
         if self.options.on_error == "fail":
             raise InvalidInputError(
-                f"{self.source} {where} {number}: {message}", line=number, source=self.source
+                f"{self.name} {where} {number}: {message}", line=number, source=self.name
             )
         self.report.rows_skipped += 1
         if len(self.report.errors) < MAX_REPORTED_ERRORS:
@@ -223,12 +247,16 @@ class RowReader:
         return [e.model_dump() for e in self.report.errors]
 
     def _open(self, path: str | None = None) -> IO[bytes]:
+        """The source as bytes, decompressed when its name ends in .gz, .bz2, .xz, .zst..."""
         target = path or self.source
+        compression = fsspec.utils.infer_compression(target)
         try:
-            if "://" not in target and not self.options.storage_options:
+            if "://" not in target and not self.options.storage_options and not compression:
                 # A plain local path: the OS's file (fsspec's local layer only adds imports).
                 return open(target, "rb")
-            return fsspec.open(target, "rb", **self.options.storage_options).open()  # type: ignore[no-any-return]
+            return fsspec.open(  # type: ignore[no-any-return]
+                target, "rb", compression=compression, **self.options.storage_options
+            ).open()
         except FileNotFoundError:
             raise InvalidInputError(f"no such file: {target}")
         except IsADirectoryError:
@@ -242,9 +270,9 @@ class RowReader:
         except UnicodeDecodeError as exc:
             if self.options.fallback_encoding is None:
                 raise InvalidInputError(
-                    f"{self.source}: bytes at offset {offset + exc.start} (line {number}) are not "
-                    f"valid {self.options.encoding}; set fallback_encoding (e.g. 'cp1252') or "
-                    "re-encode the file",
+                    f"{self.name}: bytes at offset {offset + exc.start} (line {number}) are not "
+                    f"valid {self.options.encoding}; set fallback_encoding (--fallback-encoding "
+                    "cp1252 on the CLI) or re-encode the file",
                     byte_offset=offset + exc.start,
                     line=number,
                 )
@@ -252,11 +280,40 @@ class RowReader:
                 self.report.fallback_lines.append(number)
             return raw.decode(self.options.fallback_encoding, errors="replace")
 
+    def _effective_encoding(self) -> str:
+        """The encoding asked for; UTF-16 or UTF-32 instead of the default UTF-8 when the
+        file starts with their byte order mark (as spreadsheet "Unicode text" exports do)."""
+        if codecs.lookup(self.options.encoding).name != "utf-8":
+            return self.options.encoding
+        with self._open() as handle:
+            head = handle.read(4)
+        for bom, wide in _WIDE_BOMS:
+            if head.startswith(bom):
+                self.report.encoding = wide
+                return wide
+        return self.options.encoding
+
+    def _line_chunks(self, handle: IO[bytes], encoding: str) -> Iterator[list[bytes]]:
+        """Lists of raw lines; UTF-16/32 text is decoded and handed on as UTF-8 lines (its
+        newline bytes are not b"\\n", so splitting the raw bytes would cut characters)."""
+        if not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+            while lines := handle.readlines(_JSONL_CHUNK_BYTES):
+                yield lines
+            return
+        text = io.TextIOWrapper(handle, encoding=encoding, newline="")  # type: ignore[type-var]
+        try:
+            while decoded := text.readlines(_JSONL_CHUNK_BYTES):
+                yield [line.encode("utf-8") for line in decoded]
+        except UnicodeError as exc:
+            raise InvalidInputError(f"{self.name} is not valid {encoding}: {exc}")
+
     def _jsonl(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
-        utf8 = self.options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        encoding = self._effective_encoding()
+        wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+        utf8 = wide or self.options.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
         number, offset = 1, 0
         with self._open() as handle:
-            while lines := handle.readlines(_JSONL_CHUNK_BYTES):
+            for lines in self._line_chunks(handle, encoding):
                 if number == 1 and lines[0].startswith(b"\xef\xbb\xbf"):
                     offset += 3
                     lines[0] = lines[0][3:]
@@ -308,28 +365,29 @@ class RowReader:
             return _BAD
 
     def _arrow_csv(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
-        read = pa_csv.ReadOptions(encoding=self.options.encoding, block_size=1 << 22)
-        convert = pa_csv.ConvertOptions(strings_can_be_null=False)
-        handle = self._open()
-        try:
-            delimiter = self.options.delimiter or sniff_delimiter(handle, self.options.encoding)
-            reader = pa_csv.open_csv(
-                handle,
-                read_options=read,
-                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-                convert_options=convert,
+        # Imported here: pyarrow.compute costs ~40 MB that JSONL and Parquet reads never use.
+        from llmloop.data.csvread import (
+            column_names,
+            infer_column_types,
+            raw_batches,
+            sniff_delimiter,
+            typed_batches,
+        )
+
+        encoding = self._effective_encoding()
+        with self._open() as handle:
+            delimiter = self.options.delimiter or sniff_delimiter(handle, encoding)
+        args = (self._open, self.name, encoding, delimiter)
+        names = column_names(*args)
+        if not names:
+            return
+        types = infer_column_types(raw_batches(*args, names))  # the whole file, then read
+        batches = typed_batches(raw_batches(*args, names), types)
+        for numbers, rows in self._arrow_batches(batches):
+            yield (
+                numbers,
+                [self._decode_cells(n, row) for n, row in zip(numbers, rows, strict=True)],
             )
-            for numbers, rows in self._arrow_batches(iter(reader)):
-                yield (
-                    numbers,
-                    [self._decode_cells(n, row) for n, row in zip(numbers, rows, strict=True)],
-                )
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV file" in str(exc):
-                return
-            raise InvalidInputError(f"{self.source}: cannot read as CSV: {exc}")
-        finally:
-            handle.close()
 
     def _decode_cells(self, number: int, row: dict[str, Any]) -> dict[str, Any]:
         # pyarrow leaves a CSV column it cannot decode as binary; name the row and column.
@@ -341,9 +399,10 @@ class RowReader:
             except UnicodeDecodeError as exc:
                 if self.options.fallback_encoding is None:
                     raise InvalidInputError(
-                        f"{self.source}: row {number}, column {name!r} is not valid "
+                        f"{self.name}: row {number}, column {name!r} is not valid "
                         f"{self.options.encoding} (byte {exc.start} of the cell); set "
-                        "fallback_encoding (e.g. 'cp1252') or re-encode the file",
+                        "fallback_encoding (--fallback-encoding cp1252 on the CLI) or re-encode "
+                        "the file",
                         line=number,
                         column=name,
                     )
@@ -358,8 +417,9 @@ class RowReader:
             try:
                 parquet = pa_parquet.ParquetFile(handle)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InvalidInputError(f"{self.source}: not a Parquet file: {exc}")
-            yield from self._arrow_batches(parquet.iter_batches(batch_size=self.options.batch_size))
+                raise InvalidInputError(f"{self.name}: not a Parquet file: {exc}")
+            batches = parquet.iter_batches(batch_size=self.options.batch_size)
+            yield from self._arrow_batches(map(self._jsonable, batches))
         finally:
             handle.close()
 
@@ -370,19 +430,47 @@ class RowReader:
             splits = json.loads(fs.cat_file(f"{root}/dataset_dict.json"))["splits"]
             split = self.options.split or ("train" if "train" in splits else splits[0])
             if split not in splits:
-                raise InvalidInputError(f"{self.source} has no split {split!r}; it has {splits}")
+                raise InvalidInputError(f"{self.name} has no split {split!r}; it has {splits}")
             root = f"{root}/{split}"
         if not fs.exists(f"{root}/state.json"):
             raise InvalidInputError(
-                f"{self.source} is not a datasets save_to_disk folder (no state.json)"
+                f"{self.name} is not a datasets save_to_disk folder (no state.json)"
             )
         state = json.loads(fs.cat_file(f"{root}/state.json"))
         for entry in state.get("_data_files", []):
             with fs.open(f"{root}/{entry['filename']}", "rb") as handle:
-                yield from self._arrow_batches(iter(pa_ipc.open_stream(handle)))
+                yield from self._arrow_batches(map(self._jsonable, pa_ipc.open_stream(handle)))
+
+    def _jsonable(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch`` with the columns JSON has no value for made plain: decimals become floats,
+        UTF-8 bytes text; other bytes and repeated column names are refused by name."""
+        names = batch.schema.names
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InvalidInputError(
+                f"{self.name} repeats column(s) {', '.join(map(repr, repeated))}; a row keeps "
+                "one value per name, so give every column its own name"
+            )
+        columns = list(batch.columns)
+        for index, (name, column) in enumerate(zip(names, columns, strict=True)):
+            kind = column.type
+            if pa.types.is_decimal(kind):
+                columns[index] = column.cast(pa.float64())
+                continue
+            binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+            if not any(test(kind) for test in binary):
+                continue
+            try:  # bytes that are UTF-8 text (as some writers store strings) become strings
+                columns[index] = column.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise InvalidInputError(
+                    f"{self.name}: column {name!r} holds binary data, which a dataset row "
+                    "cannot; drop it or encode it as text (e.g. base64) first"
+                )
+        return pa.RecordBatch.from_arrays(columns, names=names)
 
     def _arrow_batches(
-        self, batches: Iterator[pa.RecordBatch]
+        self, batches: Iterable[pa.RecordBatch]
     ) -> Iterator[tuple[Sequence[int], list[Any]]]:
         number = 0
         for record_batch in batches:
@@ -392,29 +480,6 @@ class RowReader:
 
 
 _BAD = object()
-_DELIMITERS = ",;\t|"
-
-
-def sniff_delimiter(handle: IO[bytes], encoding: str = "utf-8") -> str:
-    """The CSV separator the header line uses most (outside quotes): ',', ';', tab or '|'.
-
-    Exports from spreadsheets in many locales use ';'; read with ',' they would become one
-    column. A stream that cannot seek back, or a header with none of them, means ','.
-    """
-    if not handle.seekable():
-        return ","
-    head = handle.read(1 << 16)
-    handle.seek(0)
-    line = head.split(b"\n", 1)[0].decode(encoding, errors="replace").lstrip("\ufeff")
-    counts = dict.fromkeys(_DELIMITERS, 0)
-    quoted = False
-    for char in line:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
-    best = max(counts, key=lambda d: counts[d])  # ties keep the earlier, so ',' wins
-    return best if counts[best] else ","
 
 
 def source_fingerprint(source: str, storage_options: dict[str, Any] | None = None) -> str:

@@ -53,7 +53,7 @@ from llmloop.data.profile_models import (
     SampleRow,
     wilson_interval,
 )
-from llmloop.data.profile_scan import PartScan, Scanner, scan_worker
+from llmloop.data.profile_scan import FieldValues, PartScan, Scanner, scan_worker
 from llmloop.data.shapes import Batch, batch_texts, detect_shape, row_text
 from llmloop.data.toxicity_weights import toxicity_weights
 from llmloop.errors import InvalidInputError
@@ -146,6 +146,7 @@ class Profiler:
         self.rows = 0  # rows received (the parts helpers still scan included)
         self.shape: str | None = None
         self.types: dict[str, Counter[str]] = {}
+        self.values = FieldValues()
         self.chars: list[np.ndarray] = []
         self.tokens: list[np.ndarray] = []
         self.band_keys: list[Any] = []
@@ -264,6 +265,7 @@ class Profiler:
         base = scan.base
         for name, counts in scan.types.items():
             self.types.setdefault(name, Counter()).update(counts)
+        self.values.update(rows)
         self.chars.append(scan.chars)
         self.tokens.append(scan.tokens)
         self._duplicates(scan, rows)
@@ -361,16 +363,7 @@ class Profiler:
         return DataProfile(
             row_count=self.rows,
             shape=self.shape or "table",
-            fields=[
-                FieldProfile(
-                    name=name,
-                    types=dict(counts),
-                    null_count=self.rows - sum(counts.values()) + counts.get("null", 0),
-                    null_rate=(self.rows - sum(counts.values()) + counts.get("null", 0))
-                    / self.rows,
-                )
-                for name, counts in sorted(self.types.items())
-            ],
+            fields=[self._field(name, counts) for name, counts in sorted(self.types.items())],
             tokenizer=self.tokenizer.name,
             chars=self._stats(chars),
             tokens=self._stats(tokens),
@@ -383,6 +376,19 @@ class Profiler:
             },
             findings=self.findings,
             notes=notes,
+        )
+
+    def _field(self, name: str, counts: Counter[str]) -> FieldProfile:
+        nulls = self.rows - sum(counts.values()) + counts.get("null", 0)
+        constant, value = self.values.constant(name, self.rows)
+        return FieldProfile(
+            name=name,
+            types=dict(counts),
+            null_count=nulls,
+            null_rate=nulls / self.rows,
+            empty_count=self.values.empty[name],
+            constant=constant,
+            constant_value=value,
         )
 
     def _estimate_toxicity(self, notes: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +86,9 @@ class FieldProfile(BaseModel):
     types: dict[str, int] = Field(description="JSON type name -> count.")
     null_count: int
     null_rate: float
+    empty_count: int = Field(default=0, description="Values that are the empty string.")
+    constant: bool = Field(default=False, description="Every row holds the same non-null value.")
+    constant_value: Any = Field(default=None, description="That value, when constant.")
 
 
 class Histogram(BaseModel):

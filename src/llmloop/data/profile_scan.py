@@ -284,3 +284,35 @@ def scan_worker(connection: Any, scanner: Scanner) -> None:
             connection.send(answer)
         except Exception as exc:  # an unpicklable exception: send its text
             connection.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+class FieldValues:
+    """Per field: how many values are the empty string, and whether every row holds one and the
+    same value (a constant column says nothing to a model). Whole columns are compared with
+    ``list.count`` (C-level ``==``), so nested values need no hashing; a field stops being
+    checked once it varies."""
+
+    _VARIES = object()
+
+    def __init__(self) -> None:
+        self.empty: Counter[str] = Counter()
+        self.present: Counter[str] = Counter()
+        self.first: dict[str, Any] = {}
+
+    def update(self, rows: Batch) -> None:
+        if not all(type(row) is dict for row in rows):
+            return  # invalid rows are the validity finding's
+        names = {name for row in rows for name in row}
+        for name in names:
+            column = [row[name] for row in rows if name in row]
+            self.present[name] += len(column)
+            self.empty[name] += column.count("")
+            first = self.first.setdefault(name, column[0])
+            if first is not self._VARIES and column.count(first) != len(column):
+                self.first[name] = self._VARIES
+
+    def constant(self, name: str, rows: int) -> tuple[bool, Any]:
+        """Whether every one of ``rows`` rows holds the same non-null value, and that value."""
+        value = self.first.get(name, self._VARIES)
+        same = value is not self._VARIES and value is not None and self.present[name] == rows
+        return same, value if same else None

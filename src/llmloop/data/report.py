@@ -12,7 +12,7 @@ import html
 import io
 from collections.abc import Sequence
 
-from llmloop.data.profile import DataProfile, Finding, Histogram
+from llmloop.data.profile import DataProfile, FieldProfile, Finding, Histogram
 from llmloop.errors import MissingExtraError
 
 _STYLE = """
@@ -77,6 +77,18 @@ def _count_and_rate(finding: Finding) -> tuple[str, str]:
     )
 
 
+def _field_values(field: FieldProfile, rows: int) -> str:
+    """What stands out in a column: no values at all, or one value in every row."""
+    if field.null_count == rows:
+        return "all null or missing"
+    if field.empty_count + field.null_count == rows:
+        return "all empty"
+    if field.constant:
+        value = repr(field.constant_value)
+        return f"constant: {value[:80]}{'…' if len(value) > 80 else ''}"
+    return ""
+
+
 def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
     """The report as one HTML document (no external resources)."""
     parts = [
@@ -118,9 +130,15 @@ def render_report(profile: DataProfile, title: str = "Dataset profile") -> str:
     parts.append("<h2>Fields</h2>")
     parts.append(
         _table(
-            ["field", "types", "null rate"],
+            ["field", "types", "null rate", "empty strings", "values"],
             [
-                (f.name, ", ".join(f"{k}: {v}" for k, v in f.types.items()), f"{f.null_rate:.2%}")
+                (
+                    f.name,
+                    ", ".join(f"{k}: {v}" for k, v in f.types.items()),
+                    f"{f.null_rate:.2%}",
+                    f.empty_count,
+                    _field_values(f, profile.row_count),
+                )
                 for f in profile.fields
             ],
         )

@@ -269,12 +269,24 @@ def write_canonical(
     digest = hashlib.sha256()
     count = 0
     for batch in batches:
-        lines = [canonical_line(row) for row in batch]
+        try:
+            lines = [canonical_line(row) for row in batch]
+        except InvalidInputError:
+            lines = [_numbered_line(count + index, row) for index, row in enumerate(batch, 1)]
         chunk = b"".join(lines)
         digest.update(chunk)
         out.write(chunk)
         count += len(lines)
     return digest.hexdigest(), count
+
+
+def _numbered_line(number: int, row: Mapping[str, Any]) -> bytes:
+    """``canonical_line``, its refusal naming the row (e.g. a lone surrogate from a JSON
+    escape, which UTF-8 cannot hold)."""
+    try:
+        return canonical_line(row)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"row {number} {exc.detail.removeprefix('row ')}", row=number)
 
 
 def content_hash(rows: Iterable[Mapping[str, Any]]) -> str:

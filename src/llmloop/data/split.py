@@ -1,7 +1,9 @@
 """Splits: train/validation/test by ratio, optionally stratified, deterministic, leakage-checked.
 
 ``split_rows`` shuffles with a seeded RNG (per stratum when ``stratify_by`` is set) and cuts by
-ratio (largest remainder, so counts add up). It then looks for leakage: rows of a later split
+ratio (largest remainder, so counts add up). With ``group_by`` the unit shuffled and cut is a
+group (every row sharing that field's value, e.g. the turns of one conversation), so a group never
+spans two splits; shares then count groups. It then looks for leakage: rows of a later split
 that are exact (normalised text) or near (MinHash) duplicates of a row in an earlier split
 (order: as the ratios are given), reports them, and removes them from the later split when
 asked.
@@ -36,6 +38,11 @@ class SplitConfig(BaseModel):
     )
     seed: int = Field(default=0, description="Seed of the shuffle.")
     stratify_by: str | None = Field(default=None, description="Field whose values keep their mix.")
+    group_by: str | None = Field(
+        default=None,
+        description="Field naming a group (e.g. a conversation id) whose rows stay in one split; "
+        "shares then count groups, and a group's stratum is its first row's.",
+    )
     check_leakage: bool = Field(default=True, description="Look for duplicates across splits.")
     near_dup_threshold: float = Field(default=0.8, gt=0, lt=1, description="MinHash Jaccard.")
     remove_leaks: bool = Field(default=False, description="Drop leaking rows from later splits.")
@@ -82,28 +89,48 @@ def _cut(count: int, ratios: dict[str, float]) -> list[int]:
     return sizes
 
 
+def _key(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _field(row: Row, index: int, name: str, purpose: str) -> Any:
+    if name not in row:
+        raise InvalidInputError(f"row {index} has no field {name!r} to {purpose}")
+    return row[name]
+
+
+def _units(data: list[Row], cfg: SplitConfig) -> dict[str, list[list[int]]]:
+    """Stratum -> units (lists of row indices): one row each, or one group each."""
+    units: dict[str, list[int]] = {}
+    for index, row in enumerate(data):
+        group = cfg.group_by
+        key = _key(_field(row, index, group, "group by")) if group is not None else str(index)
+        units.setdefault(key, []).append(index)
+    strata: dict[str, list[list[int]]] = defaultdict(list)
+    for members in units.values():
+        first = members[0]
+        by = cfg.stratify_by
+        value = _field(data[first], first, by, "stratify by") if by is not None else ""
+        strata[_key(value)].append(members)
+    return strata
+
+
 def split_rows(rows: Iterable[Row], config: SplitConfig | None = None) -> SplitResult:
     """Split ``rows`` as ``config`` says; the same rows and seed always give the same splits."""
     cfg = config if config is not None else SplitConfig()
     data = list(rows)
     if not data:
         raise InvalidInputError("cannot split an empty dataset")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(data):
-        if cfg.stratify_by is not None and cfg.stratify_by not in row:
-            raise InvalidInputError(f"row {index} has no field {cfg.stratify_by!r} to stratify by")
-        value: Any = row[cfg.stratify_by] if cfg.stratify_by is not None else ""
-        groups[repr(value) if not isinstance(value, str) else value].append(index)
     rng = random.Random(cfg.seed)
     assigned: dict[str, list[int]] = {name: [] for name in cfg.ratios}
     strata: dict[str, dict[str, int]] = {name: {} for name in cfg.ratios}
-    for value in sorted(groups):
-        indices = groups[value]
-        rng.shuffle(indices)
+    for value, units in sorted(_units(data, cfg).items()):
+        rng.shuffle(units)
         start = 0
-        for name, size in zip(cfg.ratios, _cut(len(indices), cfg.ratios), strict=True):
-            assigned[name].extend(indices[start : start + size])
-            strata[name][value] = size
+        for name, size in zip(cfg.ratios, _cut(len(units), cfg.ratios), strict=True):
+            taken = [index for unit in units[start : start + size] for index in unit]
+            assigned[name].extend(taken)
+            strata[name][value] = len(taken)
             start += size
     for indices in assigned.values():
         rng.shuffle(indices)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmloop.core.base import ArtifactRef, JsonDict
+from llmloop.core.base import NAME_PATTERN, ArtifactRef, JsonDict
 from llmloop.core.datasets import DatasetVersionPublic
 from llmloop.data.loaders import LoadOptions, LoadReport, RowReader
 from llmloop.data.profile import DataProfile, ProfileConfig, Profiler
@@ -115,19 +115,22 @@ class DataService:
         options: JsonDict | None = None,
         description: str = "",
         reuse: bool = False,
+        source_name: str | None = None,
     ) -> tuple[DatasetVersionPublic, LoadReport]:
         """Read a file or folder (any fsspec URL) into a new version of ``dataset`` (``reuse``:
-        see ``_store``)."""
+        see ``_store``). ``source_name`` is what messages and lineage call the source (an
+        upload's own file name rather than the server's temp file)."""
         actor.require("editor")
         opts = LoadOptions.model_validate(options or {})
-        reader = RowReader(source, opts)
+        name = source_name or source
+        reader = RowReader(source, opts, name=name)
         with self._sink() as sink:
             _, count = sink.consume(reader)
             if count == 0:
-                raise InvalidInputError(f"{source}: no valid rows to ingest")
+                raise InvalidInputError(f"{name}: no valid rows to ingest")
             recipe = {
                 "step": "ingest",
-                "source": source,
+                "source": name,
                 "options": opts.model_dump(mode="json", exclude={"storage_options"}),
                 "rows_skipped": reader.report.rows_skipped,
             }
@@ -219,23 +222,46 @@ class DataService:
         leakage check across splits (``reuse``: see ``_store``)."""
         actor.require("editor")
         cfg = SplitConfig.model_validate(config or {})
+        targets = {name: f"{dataset}-{name}" for name in cfg.ratios}
+        for target in targets.values():
+            if not NAME_PATTERN.match(target):
+                raise InvalidInputError(
+                    f"split dataset name {target!r} must be 1-128 characters of letters, "
+                    "digits, '.', '_' or '-': rename the split"
+                )
         dv = self.c.datasets.get_version(dataset, version)
         rows = [row for batch in self.batches(dv) for row in batch]
         result = split_rows(rows, cfg)
-        made: dict[str, DatasetVersionPublic] = {}
         for name, part in result.splits.items():
             if not part:
-                raise InvalidInputError(f"split '{name}' would be empty: add rows or change ratios")
-        for name, part in result.splits.items():
-            with self._sink() as sink:
-                _, count = sink.consume([part])
-                recipe = {"step": "split", "split": name, "config": cfg.model_dump(mode="json")}
+                why = " once leaking rows are removed" if result.leakage.removed else ""
+                raise InvalidInputError(
+                    f"split '{name}' would be empty{why}: add rows or change ratios"
+                )
+        recipe = {"step": "split", "config": cfg.model_dump(mode="json")}
+        made: dict[str, DatasetVersionPublic] = {}
+        with ExitStack() as stack:
+            sinks: dict[str, tuple[_Sink, str, int]] = {}
+            for name, part in result.splits.items():
+                sink = stack.enter_context(self._sink())
+                sinks[name] = (sink, *sink.consume([part]))
+            # Every refusal comes before the first version is stored: all splits or none.
+            if not reuse:
+                for name, (_, digest, _) in sinks.items():
+                    existing = self.c.datasets.version_with_content(targets[name], digest)
+                    if existing is not None:
+                        raise ConflictError(
+                            f"dataset '{targets[name]}' already has this split as version "
+                            f"{existing}: nothing was stored",
+                            existing_version=existing,
+                        )
+            for name, (sink, _, count) in sinks.items():
                 made[name] = self._store(
                     sink,
                     count,
-                    f"{dataset}-{name}",
+                    targets[name],
                     actor,
-                    recipe,
+                    {**recipe, "split": name},
                     f"{name} split of {dataset} v{dv.version}",
                     dv,
                     reuse,

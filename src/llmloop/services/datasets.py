@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Iterable
+from itertools import islice
 
 from llmloop.artifacts.base import ArtifactStore
 from llmloop.core.base import MAX_VERSION, ArtifactRef, JsonDict
@@ -281,6 +282,26 @@ class DatasetService:
         """The rows of a version, read back from its artifact."""
         with self.artifacts.open(version.artifact) as fh:
             return [json.loads(line) for line in fh.read().decode("utf-8").splitlines() if line]
+
+    def version_with_content(self, name: str, content_hash: str) -> int | None:
+        """The version of dataset ``name`` holding exactly this content, if any."""
+        with self.store.read() as tx:
+            ds = tx.get(t.datasets, name=name)
+            if ds is None:
+                return None
+            same = tx.get(t.dataset_versions, dataset_id=ds["id"], content_hash=content_hash)
+            return None if same is None else int(same["version"])
+
+    def page_rows(
+        self, version: DatasetVersionPublic, offset: int = 0, limit: int = 100
+    ) -> builtins.list[JsonDict]:
+        """Rows ``offset`` to ``offset + limit`` of a version, read line by line: a page of a
+        large version costs the lines before it, never the whole version in memory."""
+        if offset < 0 or limit < 0:
+            raise InvalidInputError("offset and limit must not be negative")
+        with self.artifacts.open(version.artifact) as fh:
+            lines = (line for line in fh if line.strip())
+            return [json.loads(line) for line in islice(lines, offset, offset + limit)]
 
     def set_profile(self, version_id: str, profile: JsonDict, actor: Actor) -> None:
         """Attach the EDA facts to a version (derived data, not part of its content)."""

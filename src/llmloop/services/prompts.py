@@ -1,7 +1,8 @@
 """Prompt templates: versions (immutable), labels (movable, protectable), render and diff.
 
-Templates are Jinja2 rendered in a sandbox with strict undefined variables; the declared
-variables are checked against the ones the template uses when a version is created.
+Templates are Jinja2 rendered in a bounded sandbox (``prompt_sandbox``) with strict undefined
+variables; the declared variables are checked against the ones the template uses when a version
+is created.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import difflib
 import json
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmloop.core.base import MAX_VERSION
 from llmloop.core.ids import new_id
@@ -28,10 +28,11 @@ from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.owners import get_or_create_owner
 from llmloop.services.pointers import PROMPT_LABEL, move_pointer, pointer_map, resolve_pointer
+from llmloop.services.prompt_sandbox import BoundedSandbox, render_bounded
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ENV = BoundedSandbox()
 
 
 def template_variables(template: str) -> list[str]:
@@ -45,7 +46,7 @@ def template_variables(template: str) -> list[str]:
 def render_template(template: str, variables: dict[str, Any]) -> str:
     """Render in the sandbox; a missing variable or an unsafe access is an InvalidInputError."""
     try:
-        return _ENV.from_string(template).render(**variables)
+        return render_bounded(_ENV, template, variables)
     except UndefinedError as exc:
         raise InvalidInputError(f"missing template variable: {exc.message}")
     except SecurityError as exc:
@@ -54,6 +55,10 @@ def render_template(template: str, variables: dict[str, Any]) -> str:
         raise InvalidInputError(f"template syntax error on line {exc.lineno}: {exc.message}")
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise InvalidInputError(f"template failed to render: {exc}")
+    except RecursionError:
+        raise InvalidInputError("template failed to render: it recurses without end")
+    except MemoryError:
+        raise InvalidInputError("template failed to render: it needs more memory than there is")
 
 
 class PromptService:

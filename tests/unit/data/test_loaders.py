@@ -226,3 +226,92 @@ def test_read_batches_and_text_helpers(tmp_path: Path) -> None:
         row_problem({"prompt": 1, "response": "r"}, "instruction")
         == "'prompt' must be a string, got int"
     )
+
+
+def test_compressed_files_are_read_through(tmp_path: Path) -> None:
+    import bz2
+    import gzip
+
+    rows = [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d"}]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(b"".join(canonical_line(r) for r in rows)))
+    assert _rows(RowReader(str(tmp_path / "d.jsonl.gz"))) == rows
+    (tmp_path / "d.csv.bz2").write_bytes(bz2.compress(b'prompt,response\n"two\nlines",x\n'))
+    assert _rows(RowReader(str(tmp_path / "d.csv.bz2"))) == [
+        {"prompt": "two\nlines", "response": "x"}
+    ]
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(InvalidInputError, match=r"cannot read .*bad\.jsonl\.gz"):
+        _rows(RowReader(str(tmp_path / "bad.jsonl.gz")))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_are_recognised_by_their_byte_order_mark(
+    tmp_path: Path, encoding: str
+) -> None:
+    bom = {"utf-16": "", "utf-16-be": "\ufeff", "utf-32": ""}[encoding]  # the codec adds one
+    text = bom + '{"text": "café 日本 🎉"}\r\n{"text": "two"}\n'
+    (tmp_path / "d.jsonl").write_bytes(text.encode(encoding))
+    reader = RowReader(str(tmp_path / "d.jsonl"))
+    assert _rows(reader) == [{"text": "café 日本 🎉"}, {"text": "two"}]
+    assert reader.report.encoding.startswith(encoding[:6])
+    (tmp_path / "d.csv").write_bytes((bom + "text;n\ncafé;1\n").encode(encoding))
+    assert _rows(RowReader(str(tmp_path / "d.csv"))) == [{"text": "café", "n": 1}]
+    named = RowReader(str(tmp_path / "d.jsonl"), LoadOptions(encoding=encoding))
+    assert len(_rows(named)) == 2
+
+
+def test_csv_column_types_hold_for_the_whole_file(tmp_path: Path) -> None:
+    # pyarrow alone guesses from the first 4 MiB block and fails on a later 'n/a'.
+    path = tmp_path / "late.csv"
+    lines = [f"row {i} {'x' * 40},{i},{i}.5,00{i % 7},,true" for i in range(120_000)]
+    lines.append("last row,not a number,NA,0,,false")
+    path.write_text("text,n,f,code,empty,flag\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 1 << 22
+    rows = _rows(RowReader(str(path)))
+    assert len(rows) == 120_001
+    assert rows[1] == {
+        "text": f"row 1 {'x' * 40}",
+        "n": "1",  # one word in the column keeps it text, first block included
+        "f": 1.5,
+        "code": "001",  # leading zeros are kept
+        "empty": None,
+        "flag": True,
+    }
+    assert rows[-1]["n"] == "not a number" and rows[-1]["f"] is None
+
+
+def test_repeated_column_names_are_refused_not_merged(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("a,b,a\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"repeats column.*'a'"):
+        _rows(RowReader(str(tmp_path / "d.csv")))
+    table = pa.Table.from_arrays([pa.array(["x"]), pa.array(["y"])], names=["t", "t"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(InvalidInputError, match=r"repeats column.*'t'"):
+        _rows(RowReader(str(tmp_path / "d.parquet")))
+
+
+def test_parquet_decimals_become_numbers_and_binary_is_named(tmp_path: Path) -> None:
+    import decimal
+
+    price = pa.array([decimal.Decimal("1.50")], pa.decimal128(10, 2))
+    utf8 = pa.array([b"caf\xc3\xa9"], pa.binary())
+    pq.write_table(pa.table({"text": ["a"], "price": price, "raw": utf8}), tmp_path / "d.parquet")
+    assert _rows(RowReader(str(tmp_path / "d.parquet"))) == [
+        {"text": "a", "price": 1.5, "raw": "café"}
+    ]
+    blob = pa.array([b"\xff\x00"], pa.binary())
+    pq.write_table(pa.table({"text": ["a"], "blob": blob}), tmp_path / "b.parquet")
+    with pytest.raises(InvalidInputError, match="column 'blob' holds binary data"):
+        _rows(RowReader(str(tmp_path / "b.parquet")))
+    fixed = pa.array([b"\xff\xfe"], pa.binary(2))
+    pq.write_table(pa.table({"text": ["a"], "uuid": fixed}), tmp_path / "f.parquet")
+    with pytest.raises(InvalidInputError, match="column 'uuid' holds binary data"):
+        _rows(RowReader(str(tmp_path / "f.parquet")))
+
+
+def test_a_row_json_cannot_hold_is_named_by_number(tmp_path: Path) -> None:
+    # A lone surrogate escape parses, but UTF-8 cannot store it.
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "bad \\ud800 half"}\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"^row 2 cannot be serialised to JSON"):
+        write_canonical(RowReader(str(path)), io.BytesIO())

@@ -257,3 +257,21 @@ def test_toxicity_weights_cache_scores_alike(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("profanity-check-*.npz"))) == 1
     (next(tmp_path.glob("*.npz"))).write_bytes(b"not a zip")  # a damaged copy: rebuilt
     assert tw._load(str(tmp_path)).scores(words).tolist() == package.scores(words).tolist()
+
+
+def test_empty_null_and_constant_columns_are_called_out() -> None:
+    rows = [
+        {"text": f"row {i}", "blank": "", "gone": None, "kind": "faq", "meta": {"v": 1}, "n": i}
+        for i in range(30)
+    ]
+    rows[-1] = {**rows[-1], "note": "only here"}
+    first = profile_rows([rows[:10], rows[10:]], ProfileConfig(toxicity=False))
+    fields = {f.name: f for f in first.fields}
+    assert fields["blank"].empty_count == 30 and fields["blank"].constant
+    assert fields["kind"].constant and fields["kind"].constant_value == "faq"
+    assert fields["meta"].constant and fields["meta"].constant_value == {"v": 1}
+    assert not fields["gone"].constant and not fields["n"].constant and not fields["text"].constant
+    assert not fields["note"].constant  # present in one row of 30
+    html = render_report(first)
+    assert "all empty" in html and "all null or missing" in html
+    assert "constant: &#x27;faq&#x27;" in html and "constant: {&#x27;v&#x27;: 1}" in html

@@ -63,3 +63,46 @@ def test_bad_input() -> None:
         SplitConfig(ratios={"train": 0.5, "test": 0.2})
     with pytest.raises(ValueError, match="positive share"):
         SplitConfig(ratios={"train": 1.0, "test": 0.0})
+
+
+def test_group_by_keeps_a_conversation_in_one_split() -> None:
+    # Turns of a conversation differ in text, so the leakage check alone would not see them.
+    turns = [
+        {
+            "conversation": f"c{c}",
+            "text": f"turn {t} of talk {c}: " + "word " * (c + t),
+            "lang": c % 2,
+        }
+        for c in range(40)
+        for t in range(c % 4 + 1)
+    ]
+    config = SplitConfig(group_by="conversation", seed=3)
+    result = split_rows(turns, config)
+    owners: dict[str, set[str]] = {}
+    for name, part in result.splits.items():
+        for row in part:
+            owners.setdefault(row["conversation"], set()).add(name)
+    assert all(len(splits) == 1 for splits in owners.values()) and len(owners) == 40
+    groups = {name: {r["conversation"] for r in part} for name, part in result.splits.items()}
+    assert {name: len(g) for name, g in groups.items()} == {"train": 32, "validation": 4, "test": 4}
+    assert sum(result.counts.values()) == len(turns)
+    assert split_rows(turns, config).splits == result.splits
+    assert split_rows(turns, SplitConfig(group_by="conversation", seed=4)).splits != result.splits
+    both = split_rows(turns, SplitConfig(group_by="conversation", stratify_by="lang"))
+    assert set(both.strata["train"]) == {"0", "1"}
+    with pytest.raises(InvalidInputError, match="row 0 has no field 'session' to group by"):
+        split_rows(turns, SplitConfig(group_by="session"))
+
+
+def test_seeded_splits_do_not_move_when_grouping_is_off() -> None:
+    # The same seed must give the same rows as before group_by existed (saved splits stay valid).
+    result = split_rows(ROWS[:10], SplitConfig(seed=0, ratios={"train": 0.7, "test": 0.3}))
+    assert [r["text"].split()[1] for r in result.splits["test"]] == ["6", "9", "0"]
+
+
+@pytest.mark.parametrize(
+    ("size", "counts"), [(1, [1, 0, 0]), (2, [2, 0, 0]), (3, [3, 0, 0]), (7, [5, 1, 1])]
+)
+def test_tiny_sizes_add_up(size: int, counts: list[int]) -> None:
+    result = split_rows(ROWS[:size], SplitConfig())
+    assert list(result.counts.values()) == counts

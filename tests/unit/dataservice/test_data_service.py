@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from llmloop.cli.main import app as cli
 from llmloop.config import load_settings
-from llmloop.errors import ConfigError, InvalidInputError, NotFoundError
+from llmloop.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import local_actor
 from llmloop.services.container import Container
 
@@ -182,3 +182,42 @@ def test_rest_bad_split_config_is_422(tmp_path: Path) -> None:
         odd = tc.post("/api/data/t/versions/1/split", json={"config": {"nonsense": 1}})
         assert odd.status_code == 422
     app.state.container.close()
+
+
+def _jsonl_file(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_split_stores_all_its_parts_or_none(container: Container, tmp_path: Path) -> None:
+    me = local_actor()
+    rows = [{"text": f"row {i} " + "unique " * i} for i in range(10)]
+    container.data.ingest(str(_jsonl_file(tmp_path / "d.jsonl", rows)), "d", me)
+    bad_name = {"ratios": {"train": 0.5, "bad name": 0.5}}
+    with pytest.raises(InvalidInputError, match="'d-bad name'"):
+        container.data.split("d", me, config=bad_name)
+    with pytest.raises(NotFoundError):
+        container.datasets.get("d-train")  # not stored before the second part failed
+    container.data.split("d", me, config={"ratios": {"train": 0.5, "test": 0.5}})
+    # The same seed and shares give 'test' the rows it already holds (a conflict); 'fresh', a
+    # new dataset, comes first and must not be stored when 'test' is refused.
+    with pytest.raises(ConflictError, match="nothing was stored"):
+        container.data.split("d", me, config={"ratios": {"fresh": 0.5, "test": 0.5}})
+    with pytest.raises(NotFoundError):
+        container.datasets.get("d-fresh")
+    assert [v.version for v in container.datasets.list_versions("d-test")] == [1]
+    made, _ = container.data.split(
+        "d", me, config={"ratios": {"fresh": 0.5, "test": 0.5}}, reuse=True
+    )
+    assert made["test"].version == 1 and made["fresh"].version == 1
+
+
+def test_page_rows_reads_only_the_page(container: Container, tmp_path: Path) -> None:
+    me = local_actor()
+    rows = [{"text": f"row {i}", "i": i} for i in range(2500)]
+    version, _ = container.data.ingest(str(_jsonl_file(tmp_path / "d.jsonl", rows)), "d", me)
+    assert container.datasets.page_rows(version, 2000, 3) == rows[2000:2003]
+    assert container.datasets.page_rows(version, 2499, 10) == rows[2499:]
+    assert container.datasets.page_rows(version, 5000, 10) == []
+    with pytest.raises(InvalidInputError):
+        container.datasets.page_rows(version, -1, 10)

@@ -60,5 +60,4 @@ def get_rows(
     offset: Offset = 0,
 ) -> Any:
     version = c.datasets.get_version(name, ref)
-    rows = c.datasets.read_rows(version)
-    return {"total": len(rows), "rows": list(rows)[offset : offset + limit]}
+    return {"total": version.row_count, "rows": c.datasets.page_rows(version, offset, limit)}
