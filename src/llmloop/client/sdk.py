@@ -38,6 +38,7 @@ from llmloop.core.runs import (
     RunPublic,
     RunStatus,
 )
+from llmloop.errors import InvalidInputError
 from llmloop.services.actors import local_actor
 
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
@@ -154,15 +155,21 @@ class Client(LoopMethods, GovernanceMethods):
 
         if isinstance(self._t, LocalTransport):
             return self._do(None, local, HttpCall("POST", ""))
-        with open(path, "rb") as fh:
-            files = {"file": (Path(path).name, fh.read())}
-        return self._do(
-            None,
-            local,
-            HttpCall(
-                "POST", f"/api/data/{dataset}/ingest", files=files, data={"on_error": on_error}
-            ),
-        )
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below, after the upload
+        except FileNotFoundError:
+            raise InvalidInputError(f"no such file: {path}") from None
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with fh:  # the upload streams the file: it is never read whole into memory
+            files = {"file": (Path(path).name, fh)}
+            return self._do(
+                None,
+                local,
+                HttpCall(
+                    "POST", f"/api/data/{dataset}/ingest", files=files, data={"on_error": on_error}
+                ),
+            )
 
     def profile_dataset(self, dataset: str, version: int | str = "latest") -> JsonDict:
         checks.name(dataset, "dataset")

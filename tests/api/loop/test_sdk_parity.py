@@ -194,3 +194,18 @@ def test_writes_give_the_same_values_both_ways(app: FastAPI, pair: Pair) -> None
     assert local.list_alert_rules() == http.list_alert_rules() == []
     for client in pair:
         assert client.evaluate_alerts() == []
+
+
+def test_ingest_uploads_a_file_and_names_a_missing_one_alike(pair: Pair, tmp_path: Any) -> None:
+    """Over HTTP the SDK streams the file to the ingest route; a path that is not there is the
+    same InvalidInputError as in process, not a FileNotFoundError traceback."""
+    local, http = pair
+    data = tmp_path / "tickets.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    result = http.ingest(str(data), "uploaded")
+    assert result["version"]["row_count"] == 2
+    assert local.get_dataset("uploaded").name == "uploaded"
+    missing = str(tmp_path / "missing.jsonl")
+    there, here = _outcome(http, "ingest", missing, "d"), _outcome(local, "ingest", missing, "d")
+    assert there[:2] == here[:2] == ("error", "InvalidInputError")
+    assert "no such file" in there[2] and "no such file" in here[2]
