@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from llmloop.core.base import JsonDict, Name, Value
 from llmloop.core.chat import EngineSpec
@@ -27,7 +28,11 @@ class TargetSpec(Value):
         default=None, ge=1, le=2_147_483_647, description="Pinned registry version."
     )
     engine: EngineSpec | None = Field(default=None, description="A direct engine (no registry).")
-    weight: float = Field(default=1.0, ge=0.0, description="Share of the canary split.")
+    weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Relative share of the canary split (0: drained); fractions add up to 1.",
+    )
     name: str = Field(default="", max_length=128, description="Label used in traces and metrics.")
 
     @model_validator(mode="after")
@@ -124,11 +129,23 @@ class DeploymentSpec(Value):
         description="Response cache config (exact/semantic, ttl_s, ...); absent: no cache.",
     )
 
-    @model_validator(mode="after")
-    def _weights(self) -> DeploymentSpec:
-        if sum(t.weight for t in self.targets) <= 0:
-            raise ValueError("target weights must add up to more than 0")
-        return self
+    @field_validator("targets")
+    @classmethod
+    def _weights(cls, targets: list[TargetSpec]) -> list[TargetSpec]:
+        """Weights are relative shares (9 and 1 split as 0.9 and 0.1 do), but several written
+        as fractions must add up to 1: 0.9 and 0.2 is a slip, not a 82/18 split."""
+        total = sum(t.weight for t in targets)
+        if total <= 0:
+            raise PydanticCustomError("weights", "the weights must add up to more than 0")
+        shares = [t.weight for t in targets if t.weight > 0]
+        if len(shares) > 1 and all(w < 1 for w in shares) and abs(total - 1) > 1e-6:
+            raise PydanticCustomError(
+                "weights",
+                "the weights are fractions that add up to {total}, not 1: make them add up to "
+                "1, or give relative weights such as 9 and 1",
+                {"total": f"{total:g}"},
+            )
+        return targets
 
 
 class DeploymentPublic(Value):

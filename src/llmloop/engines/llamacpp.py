@@ -2,18 +2,23 @@
 
 With the ``server_binary`` option the engine starts ``llama-server`` (or anything speaking the
 same flags and the OpenAI API) as a child process on 127.0.0.1, waits for ``/health`` and then
-delegates every call to the openai engine; closing the engine stops the child. Without it, the
-model is loaded in-process with the llama-cpp-python bindings (``pip install llmloop[llamacpp]``)
-and calls run one at a time in a worker thread. It does not download GGUF files.
+delegates every call to the openai engine; the child's log is read as it comes (its last lines
+explain a child that dies) and closing the engine stops the child. Without it, the model is
+loaded in-process with the llama-cpp-python bindings (``pip install llmloop[llamacpp]``) and
+calls run one at a time in a worker thread. ``model`` is a GGUF file, or a folder holding one (a
+registry version of format ``gguf``). It does not download GGUF files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -73,6 +78,20 @@ def _capped(req: GenerationRequest) -> GenerationRequest:
     return req.model_copy(update={"sampling": capped})
 
 
+def gguf_path(model: str) -> str:
+    """The GGUF file ``model`` names: the file itself, or the one ``.gguf`` in a folder."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        found = sorted(path.rglob("*.gguf"))
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found) or "none"
+            raise ConfigError(f"model folder {path} must hold one .gguf file (found: {names})")
+        return str(found[0])
+    if not path.is_file():
+        raise ConfigError(f"GGUF file {path} not found (the llamacpp engine's 'model')")
+    return str(path)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,9 +109,15 @@ class LlamaCppEngine(Engine):
         self.config = parse_config(spec.options)
         if not spec.model:
             raise ConfigError("the llamacpp engine needs 'model': the path of a GGUF file")
-        if self.config.server_binary is None:
+        binary = self.config.server_binary
+        if binary is None:
             require_extra("llama_cpp", "llamacpp", "the llamacpp engine (in-process GGUF)")
+        elif shutil.which(binary) is None:
+            raise ConfigError(f"server_binary '{binary}' is not an executable file or command")
+        self.model_path = gguf_path(spec.model)
         self._process: asyncio.subprocess.Process | None = None
+        self._log: deque[str] = deque(maxlen=40)  # the child's last log lines
+        self._reader: asyncio.Task[None] | None = None
         self._upstream: OpenAICompatEngine | None = None
         self._llama: Any = None
         self._lock = threading.Lock()  # llama.cpp contexts are not thread-safe
@@ -119,7 +144,7 @@ class LlamaCppEngine(Engine):
 
     def _server_args(self, port: int) -> list[str]:
         cfg = self.config
-        args = ["-m", self.spec.model, "--host", "127.0.0.1", "--port", str(port)]
+        args = ["-m", self.model_path, "--host", "127.0.0.1", "--port", str(port)]
         args += ["-c", str(cfg.n_ctx), "--parallel", str(cfg.parallel)]
         args += ["-ngl", str(cfg.n_gpu_layers)]
         if cfg.n_threads:
@@ -143,6 +168,8 @@ class LlamaCppEngine(Engine):
             )
         except OSError as exc:
             raise ConfigError(f"cannot start '{cfg.server_binary}': {exc}") from None
+        # Read the child's log as it comes: a full pipe would block llama-server mid-request.
+        self._reader = asyncio.get_running_loop().create_task(self._read_log(self._process))
         try:
             await asyncio.wait_for(self._wait_healthy(port), cfg.startup_timeout_s)
         except TimeoutError:
@@ -150,7 +177,7 @@ class LlamaCppEngine(Engine):
             raise UpstreamTimeoutError(f"llama-server did not become healthy on port {port}")
         spec = EngineSpec(
             kind="openai",
-            model=self.spec.model,
+            model=self.model_path,
             options={
                 "base_url": f"http://127.0.0.1:{port}/v1",
                 "timeout_s": cfg.timeout_s,
@@ -167,18 +194,21 @@ class LlamaCppEngine(Engine):
             while True:
                 process = self._process
                 if process is not None and process.returncode is not None:
-                    err = b""
-                    if process.stderr is not None:
-                        err = await process.stderr.read()
-                    raise UpstreamError(
-                        f"llama-server exited with {process.returncode}: "
-                        f"{err.decode(errors='replace')[-500:]}"
-                    )
+                    if self._reader is not None:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(self._reader), 2)
+                    tail = "\n".join(self._log)[-500:]
+                    raise UpstreamError(f"llama-server exited with {process.returncode}: {tail}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(url) as response:
                         if response.status == 200:
                             return
                 await asyncio.sleep(0.1)
+
+    async def _read_log(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            self._log.append(line.decode(errors="replace").rstrip())
 
     def _load_bindings(self) -> Any:
         from llama_cpp import Llama
@@ -186,7 +216,7 @@ class LlamaCppEngine(Engine):
         cfg = self.config
         try:
             return Llama(
-                model_path=self.spec.model,
+                model_path=self.model_path,
                 n_ctx=cfg.n_ctx,
                 n_threads=cfg.n_threads,
                 n_gpu_layers=cfg.n_gpu_layers,
@@ -208,6 +238,11 @@ class LlamaCppEngine(Engine):
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
         self._llama = None
 
     # -- calls -----------------------------------------------------------------------------

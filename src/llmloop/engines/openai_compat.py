@@ -3,10 +3,12 @@
 Chat goes to ``/chat/completions`` (JSON or SSE stream), plain prompts to ``/completions``
 (with logprobs and echo), embeddings to ``/embeddings``, all through one pooled aiohttp session
 made in ``start()`` (bodies go out as orjson bytes; DNS answers are cached for the session).
-Upstream failures become llmloop errors: connection errors, 429 and 5xx are
-``UpstreamError(retryable=True)``, timeouts ``UpstreamTimeoutError``, other 4xx
-``UpstreamError(retryable=False)`` carrying the upstream's message. It does not retry or fail
-over: the gateway service decides that.
+A whole answer is bounded by ``timeout_s``; a stream by the wait for its next piece, so a long
+generation is not cut. Upstream failures become llmloop errors (``openai_wire``): connection
+errors, 429 and 5xx are ``UpstreamError(retryable=True)`` (with the upstream's ``Retry-After``),
+timeouts ``UpstreamTimeoutError``, a refused request (400, 422) a BadRequestError naming the
+upstream's ``param``, other 4xx ``UpstreamError(retryable=False)``; a stream cut before its end
+is an UpstreamError. It does not retry or fail over: the gateway service decides that.
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ from llmloop.core.chat import (
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
     Usage,
 )
 from llmloop.engines.base import Engine
+from llmloop.engines.openai_wire import (
+    DONE,
+    raise_for,
+    read_chat_logprobs,
+    read_completion_logprobs,
+    read_finish,
+    read_tool_calls,
+    read_tool_deltas,
+    read_usage,
+    sse_events,
+)
 from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 
@@ -45,7 +55,12 @@ class OpenAIEngineConfig(BaseModel):
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the API key."
     )
-    timeout_s: float = Field(default=120.0, gt=0, description="Whole-request timeout in seconds.")
+    timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a whole answer may take; a stream may take longer while it keeps "
+        "coming, this being the longest wait for its next piece.",
+    )
     connect_timeout_s: float = Field(default=10.0, gt=0, description="Connect timeout, seconds.")
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to upstream.")
     model: str | None = Field(default=None, description="Upstream model name (default spec.model).")
@@ -103,14 +118,6 @@ def _sampling_body(req: GenerationRequest) -> dict[str, Any]:
     return body
 
 
-def _usage(payload: dict[str, Any] | None) -> Usage:
-    payload = payload or {}
-    return Usage(
-        prompt_tokens=int(payload.get("prompt_tokens") or 0),
-        completion_tokens=int(payload.get("completion_tokens") or 0),
-    )
-
-
 class OpenAICompatEngine(Engine):
     """An OpenAI-compatible HTTP upstream behind the Engine contract."""
 
@@ -122,6 +129,9 @@ class OpenAICompatEngine(Engine):
         self.config = parse_config(spec.options)
         self._base = self.config.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.timeout_s
+        )
 
     @property
     def capabilities(self) -> EngineCapabilities:
@@ -187,18 +197,26 @@ class OpenAICompatEngine(Engine):
             body["stream_options"] = {"include_usage": True}
         return path, body
 
-    async def _post(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(
+        self, path: str, body: dict[str, Any], stream: bool = False
+    ) -> aiohttp.ClientResponse:
         await self.start()
         assert self._session is not None
+        # A stream may run longer than timeout_s as long as it keeps coming: it is bounded by
+        # the wait for each read (a stall), not by its whole length.
+        # (aiohttp reads an explicit ``timeout=None`` as no timeout at all: pass one only here.)
+        options: dict[str, Any] = {"timeout": self._stream_timeout} if stream else {}
         try:
             # Bytes straight from orjson: no JsonPayload, no str round trip.
-            response = await self._session.post(self._base + path, data=orjson.dumps(body))
+            response = await self._session.post(
+                self._base + path, data=orjson.dumps(body), **options
+            )
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach upstream {self._base}: {exc}", retryable=True)
         if response.status >= 400:
-            await _raise_for(response)
+            await raise_for(response)
         return response
 
     async def chat(self, req: GenerationRequest) -> GenerationResult:
@@ -217,30 +235,34 @@ class OpenAICompatEngine(Engine):
             calls = None
             if req.messages is not None:
                 text = choice["message"].get("content") or ""
-                calls = _tool_calls(choice["message"].get("tool_calls"))
-                logprobs = _chat_logprobs(choice.get("logprobs"))
+                calls = read_tool_calls(choice["message"].get("tool_calls"))
+                logprobs = read_chat_logprobs(choice.get("logprobs"))
             else:
                 text = choice.get("text") or ""
-                logprobs = _completion_logprobs(choice.get("logprobs"))
+                logprobs = read_completion_logprobs(choice.get("logprobs"))
         except (KeyError, IndexError, TypeError) as exc:
             raise UpstreamError(f"upstream answer lacks {exc}", retryable=False) from None
         return GenerationResult(
             text=text,
-            finish_reason=_finish(choice.get("finish_reason")),
-            usage=_usage(payload.get("usage")),
+            finish_reason=read_finish(choice.get("finish_reason")),
+            usage=read_usage(payload.get("usage")),
             logprobs=logprobs if req.logprobs is not None else None,
             tool_calls=calls,
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         path, body = self._body(req, stream=True)
-        response = await self._post(path, body)
+        response = await self._post(path, body, stream=True)
         finish: str | None = None
         usage = Usage()
+        done = False
         try:
-            async for payload in _sse_events(response):
+            async for payload in sse_events(response):
+                if payload is DONE:
+                    done = True
+                    break
                 if payload.get("usage"):
-                    usage = _usage(payload["usage"])
+                    usage = read_usage(payload["usage"])
                 for choice in payload.get("choices") or []:
                     delta = choice.get("delta") or {}
                     chat = "delta" in choice
@@ -248,11 +270,11 @@ class OpenAICompatEngine(Engine):
                     if text:
                         lps = None
                         if req.logprobs is not None and choice.get("logprobs"):
-                            read = _chat_logprobs if chat else _completion_logprobs
+                            read = read_chat_logprobs if chat else read_completion_logprobs
                             lps = read(choice["logprobs"])
                         yield GenerationChunk(text=text, logprobs=lps)
                     if delta.get("tool_calls"):
-                        yield GenerationChunk(tool_calls=_tool_deltas(delta["tool_calls"]))
+                        yield GenerationChunk(tool_calls=read_tool_deltas(delta["tool_calls"]))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         except TimeoutError:
@@ -262,7 +284,12 @@ class OpenAICompatEngine(Engine):
         finally:
             # On early aclose this drops the connection, which cancels the upstream generation.
             response.close()
-        yield GenerationChunk(finish_reason=_finish(finish), usage=usage)
+        if not done and finish is None:
+            raise UpstreamError(
+                f"upstream {self._base} ended the stream early (no finish_reason, no [DONE])",
+                retryable=True,
+            )
+        yield GenerationChunk(finish_reason=read_finish(finish), usage=usage)
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         if not self.config.embeddings:
@@ -276,7 +303,7 @@ class OpenAICompatEngine(Engine):
             raise UpstreamError(f"bad embeddings answer from upstream: {exc}") from None
         finally:
             response.release()
-        return EmbeddingResult(vectors=vectors, usage=_usage(payload.get("usage")))
+        return EmbeddingResult(vectors=vectors, usage=read_usage(payload.get("usage")))
 
     def _model_name(self) -> str:
         return self.config.model or self.spec.model
@@ -284,13 +311,6 @@ class OpenAICompatEngine(Engine):
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
-def _finish(value: object) -> Any:
-    allowed = {"stop", "length", "content_filter", "error", "cancelled", "tool_calls"}
-    if value == "function_call":
-        return "tool_calls"
-    return value if value in allowed else "stop"
 
 
 def message_dict(m: ChatMessage) -> dict[str, Any]:
@@ -322,87 +342,3 @@ def _tool_fields(req: GenerationRequest, body: dict[str, Any]) -> None:
             body["parallel_tool_calls"] = req.parallel_tool_calls
     if req.response_format is not None:
         body["response_format"] = req.response_format
-
-
-def _tool_calls(value: Any) -> list[ToolCall] | None:
-    if not value:
-        return None
-    calls = []
-    for i, call in enumerate(value):
-        fn = call.get("function") or {}
-        calls.append(ToolCall(id=str(call.get("id") or f"call_{i}"), name=str(fn.get("name", "")),
-                              arguments=str(fn.get("arguments") or "")))  # fmt: skip
-    return calls
-
-
-def _tool_deltas(value: list[dict[str, Any]]) -> list[ToolCallDelta]:
-    out = []
-    for i, item in enumerate(value):
-        fn = item.get("function") or {}
-        index = int(item.get("index", i))
-        out.append(ToolCallDelta(index=index, id=item.get("id"), name=fn.get("name"),
-                                 arguments=fn.get("arguments") or ""))  # fmt: skip
-    return out
-
-
-async def _raise_for(response: aiohttp.ClientResponse) -> None:
-    raw = b""
-    try:
-        raw = await response.read()
-    except (TimeoutError, aiohttp.ClientError):
-        pass
-    finally:
-        response.release()
-    try:
-        payload = orjson.loads(raw)
-        error = payload.get("error", payload) if isinstance(payload, dict) else payload
-        message = str(error.get("message") if isinstance(error, dict) else error)
-    except orjson.JSONDecodeError:
-        message = raw.decode(errors="replace")[:500]
-    status = response.status
-    detail = f"upstream answered {status}: {message or response.reason}"
-    retryable = status == 429 or status >= 500
-    if status in (408, 504):
-        raise UpstreamTimeoutError(detail, upstream_status=status)
-    raise UpstreamError(detail, retryable=retryable, upstream_status=status)
-
-
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Server-sent events' JSON payloads (``data:`` lines) until ``[DONE]``."""
-    async for raw in response.content:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        try:
-            yield orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"bad SSE payload from upstream: {data[:200]!r}") from None
-
-
-def _chat_logprobs(payload: dict[str, Any] | None) -> list[TokenLogprob] | None:
-    if not payload or payload.get("content") is None:
-        return None
-    out, offset = [], 0
-    for item in payload["content"]:
-        top = {t["token"]: t["logprob"] for t in item.get("top_logprobs") or []} or None
-        out.append(
-            TokenLogprob(token=item["token"], logprob=item["logprob"], top=top, offset=offset)
-        )
-        offset += len(item["token"])
-    return out
-
-
-def _completion_logprobs(payload: dict[str, Any] | None) -> list[TokenLogprob] | None:
-    if not payload:
-        return None
-    tokens = payload.get("tokens") or []
-    values = payload.get("token_logprobs") or [None] * len(tokens)
-    tops = payload.get("top_logprobs") or [None] * len(tokens)
-    offsets = payload.get("text_offset") or [0] * len(tokens)
-    return [
-        TokenLogprob(token=t, logprob=v, top=top or None, offset=o)
-        for t, v, top, o in zip(tokens, values, tops, offsets, strict=False)
-    ]

@@ -37,15 +37,20 @@ def parse_deployments(data: Any, origin: str = "input") -> list[DeploymentSpec]:
         try:
             specs.append(DeploymentSpec.model_validate(item))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ConfigError(
-                f"{origin}: deployment #{i + 1}: {where}: {first.get('msg', 'invalid')}"
-            ) from exc
+            raise ConfigError(f"{origin}: deployment #{i + 1}{_problem(exc)}") from None
     names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{origin}: deployment names repeat")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{origin}: name: deployment names repeat: {', '.join(repeated)}")
     return specs
+
+
+def _problem(exc: ValidationError) -> str:
+    """``: field: message`` of a spec's first problem (pydantic's "Value error, " dropped)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    return f": {where}: {message}" if where else f": {message}"
 
 
 def read_deployments_file(path: str | Path) -> list[DeploymentSpec]:

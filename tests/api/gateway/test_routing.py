@@ -126,3 +126,56 @@ async def test_open_breaker_without_fallback_is_503_with_retry_after(gw: Gateway
     assert (await _ask(gw, "cb2"))[0] == 502
     resp = await gw.http.post("/v1/chat/completions", json={"model": "cb2", "messages": MSG})
     assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 1
+
+
+async def _shadows(gw: Gateway, deployment: str) -> list[dict[str, object]]:
+    await gw.container.gateway.drain_background()
+    return [t for t in await gw.traces(deployment=deployment) if t["kind"] == "shadow"]
+
+
+async def test_a_shadow_answer_is_scored_against_the_primary(gw: Gateway) -> None:
+    await gw.deploy({"name": "scored", "targets": [echo("")],
+                     "shadow": echo("", reply="hello there")})  # fmt: skip
+    words = [{"role": "user", "content": "hello there world"}]
+    resp = await gw.client.chat.completions.create(model="scored", messages=words)
+    assert resp.choices[0].message.content == "hello there world"  # never the shadow's
+    [shadow] = await _shadows(gw, "scored")
+    assert shadow["response_text"] == "hello there"
+    assert shadow["attributes"]["llmloop.shadow.agreement"] == 0.8  # token F1: 2 of 3 words
+    assert shadow["attributes"]["llmloop.shadow.exact_match"] is False
+
+
+async def test_a_streamed_primary_is_scored_once_it_has_ended(gw: Gateway) -> None:
+    """The shadow (a whole answer) ends long before the slow stream it copies."""
+    await gw.deploy({"name": "slowstream", "targets": [echo("", delay_s=0.05)],
+                     "shadow": echo("")})  # fmt: skip
+    words = [{"role": "user", "content": "one two three four five six"}]
+    stream = await gw.client.chat.completions.create(model="slowstream", messages=words,
+                                                     stream=True)  # fmt: skip
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "one two three four five six"
+    [shadow] = await _shadows(gw, "slowstream")
+    assert shadow["attributes"]["llmloop.shadow.exact_match"] is True
+    assert shadow["attributes"]["llmloop.shadow.agreement"] == 1.0
+
+
+async def test_a_shadow_keeps_no_text_when_the_deployment_keeps_none(gw: Gateway) -> None:
+    await gw.deploy({"name": "private", "log_text": False, "targets": [echo("P:")],
+                     "shadow": echo("S:")})  # fmt: skip
+    assert await _ask(gw, "private") == (200, "P:hi")
+    [shadow] = await _shadows(gw, "private")
+    assert (shadow["request_text"], shadow["response_text"]) == ("", "")
+    assert "llmloop.shadow.agreement" not in shadow["attributes"]
+
+
+async def test_slow_shadow_copies_are_bounded_not_piled_up(gw: Gateway) -> None:
+    await gw.deploy({"name": "bounded", "admission": {"max_in_flight": 2},
+                     "targets": [echo("P:")], "shadow": echo("S:", delay_s=0.5)})  # fmt: skip
+    for _ in range(5):
+        assert await _ask(gw, "bounded") == (200, "P:hi")  # the primary is not held up
+    shadows = await _shadows(gw, "bounded")
+    assert len(shadows) == 2 and all(s["response_text"] == "S:hi" for s in shadows)
+    metrics = (await gw.http.get("/metrics")).text
+    assert 'llmloop_gateway_shadow_requests_total{deployment="bounded",status="skipped"} 3.0' in (
+        metrics
+    )

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from gw_harness import Gateway
 
-from llmloop.core.deployments import AdmissionPolicy, BreakerPolicy, RetryPolicy, TargetSpec
+from llmloop.core.deployments import (
+    AdmissionPolicy,
+    BreakerPolicy,
+    DeploymentSpec,
+    RetryPolicy,
+    TargetSpec,
+)
 from llmloop.core.models import ModelCreate, ModelVersionCreate
 from llmloop.errors import ConfigError, NotFoundError, OverloadedError
 from llmloop.services.actors import local_actor
@@ -108,3 +114,41 @@ async def test_admission_queue_and_refusal() -> None:
         await gate.acquire()  # waits 0.2 s, then refused
     gate.release()
     assert gate.in_flight == 0
+
+
+async def test_a_deployment_that_cannot_serve_is_refused_and_not_stored(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    openai_opts = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "NO_SUCH_KEY_VAR"}
+    cases = [
+        ({"engine": {"kind": "openai", "model": "m", "options": openai_opts}}, 422,
+         "targets.0 (openai:m): environment variable 'NO_SUCH_KEY_VAR' is not set"),
+        ({"engine": {"kind": "nosuch", "model": "m"}}, 404, "targets.0 (nosuch:m): no engine"),
+        ({"engine": {"kind": "openai", "model": "m", "options": {"base_ur": "x"}}}, 422,
+         "targets.0 (openai:m): bad openai engine options"),
+    ]  # fmt: skip
+    for target, status, detail in cases:
+        for method, url in (("POST", "/api/deployments"), ("PUT", "/api/deployments/bad")):
+            resp = await gw.http.request(method, url, json={"name": "bad", "targets": [target]})
+            assert resp.status_code == status, resp.text
+            assert detail in resp.json()["detail"]
+            assert (await gw.http.get("/api/deployments/bad")).status_code == 404
+    resp = await gw.http.post("/api/deployments", json={"name": "bad", "targets": [
+        {"engine": {"kind": "echo", "model": "m"}}], "cache": {"semantic": True}})  # fmt: skip
+    assert resp.status_code == 422 and resp.json()["detail"].startswith("cache: ")
+
+
+async def test_a_stored_deployment_that_cannot_start_is_the_servers_502(gw: Gateway) -> None:
+    """A target gone from the registry after the deployment was stored is not the caller's
+    404 (its model exists): it is an upstream failure naming what is wrong."""
+    _version(gw, "gone", format="echo")
+    spec = DeploymentSpec.model_validate(
+        {"name": "orphan", "targets": [{"model": "gone", "alias": "champion"}]}
+    )
+    gw.container.deployments.apply(spec, local_actor())  # stored without the gateway's checks
+    resp = await gw.http.post("/v1/chat/completions", json={
+        "model": "orphan", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert resp.status_code == 502, resp.text
+    message = resp.json()["error"]["message"]
+    assert "deployment 'orphan' cannot start" in message and "no alias 'champion'" in message

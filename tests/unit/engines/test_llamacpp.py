@@ -33,15 +33,23 @@ def fake_binary(tmp_path: Path) -> Path:
     return script
 
 
+@pytest.fixture
+def gguf(tmp_path: Path) -> str:
+    """A stand-in GGUF file (the fake server never reads it)."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    return str(path)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is not None, reason="bindings installed")
 def test_without_bindings_the_error_names_the_extra() -> None:
     with pytest.raises(MissingExtraError, match=r"llmloop\[llamacpp\]"):
         LlamaCppEngine(EngineSpec(kind="llamacpp", model="model.gguf"))
 
 
-async def test_child_server_serves_and_stops(fake_binary: Path) -> None:
+async def test_child_server_serves_and_stops(fake_binary: Path, gguf: str) -> None:
     engine = LlamaCppEngine(
-        EngineSpec(kind="llamacpp", model="model.gguf", options={"server_binary": str(fake_binary)})
+        EngineSpec(kind="llamacpp", model=gguf, options={"server_binary": str(fake_binary)})
     )
     req = GenerationRequest(
         model="m",
@@ -65,24 +73,60 @@ async def test_child_server_serves_and_stops(fake_binary: Path) -> None:
     assert process is not None and process.returncode is not None
 
 
-async def test_a_child_that_dies_is_an_upstream_error(tmp_path: Path) -> None:
+async def test_a_child_that_dies_is_an_upstream_error(tmp_path: Path, gguf: str) -> None:
     script = tmp_path / "broken-server"
     script.write_text("#!/bin/sh\necho 'cannot open model' >&2\nexit 3\n")
     script.chmod(0o755)
     engine = LlamaCppEngine(
-        EngineSpec(kind="llamacpp", model="m.gguf", options={"server_binary": str(script)})
+        EngineSpec(kind="llamacpp", model=gguf, options={"server_binary": str(script)})
     )
     with pytest.raises(UpstreamError, match="cannot open model"):
         await engine.start()
     await engine.aclose()
 
 
-def test_bad_options_are_config_errors(fake_binary: Path) -> None:
+def test_bad_options_are_config_errors(fake_binary: Path, gguf: str) -> None:
     with pytest.raises(ConfigError, match="n_ctx"):
         LlamaCppEngine(
             EngineSpec(
                 kind="llamacpp",
-                model="m.gguf",
+                model=gguf,
                 options={"server_binary": str(fake_binary), "n_ctx": 1},
             )
         )
+
+
+def test_the_model_is_a_gguf_file_or_a_folder_holding_one(
+    fake_binary: Path, gguf: str, tmp_path: Path
+) -> None:
+    def make(model: str, binary: str = str(fake_binary)) -> LlamaCppEngine:
+        return LlamaCppEngine(
+            EngineSpec(kind="llamacpp", model=model, options={"server_binary": binary})
+        )
+
+    assert make(gguf).model_path == gguf
+    assert make(str(tmp_path)).model_path == gguf  # a registry version's folder
+    with pytest.raises(ConfigError, match=r"GGUF file .*missing\.gguf not found"):
+        make(str(tmp_path / "missing.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"must hold one \.gguf file \(found: none\)"):
+        make(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="server_binary '/no/llama-server'"):
+        make(gguf, "/no/llama-server")
+
+
+async def test_a_child_that_logs_a_lot_is_not_blocked_by_its_pipe(
+    tmp_path: Path, gguf: str
+) -> None:
+    """llama-server logs every request: an unread stderr pipe would fill and stall it."""
+    script = tmp_path / "noisy-server"
+    noise = "import sys\nfor _ in range(4000): sys.stderr.write('x' * 99 + '\\n')\n"
+    script.write_text(f"#!{sys.executable}\n{noise}{FAKE_SERVER}")
+    script.chmod(0o755)
+    options = {"server_binary": str(script), "startup_timeout_s": 20}
+    engine = LlamaCppEngine(EngineSpec(kind="llamacpp", model=gguf, options=options))
+    req = GenerationRequest(model="m", messages=[ChatMessage(role="user", content="hi")])
+    try:
+        assert (await engine.chat(req)).text == "hi"
+    finally:
+        await engine.aclose()

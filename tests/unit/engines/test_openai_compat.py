@@ -34,7 +34,7 @@ def make(base_url: str, **options: Any) -> OpenAICompatEngine:
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (404, False)]
+    ("status", "retryable"), [(429, True), (500, True), (503, True), (401, False), (404, False)]
 )
 async def test_upstream_statuses_map_to_upstream_errors(
     upstream: MockUpstream, status: int, retryable: bool

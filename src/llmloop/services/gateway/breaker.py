@@ -1,8 +1,9 @@
 """A circuit breaker per target: closed -> open after N consecutive failures -> half-open probe.
 
 While open, the target is skipped (the router falls back); after the cool-down one request is
-let through as a probe: success closes the breaker, failure opens it again. It counts only what
-the router reports; it does not time or retry anything itself.
+let through as a probe: success closes the breaker, failure opens it again, and a probe that
+proves nothing (the caller's own mistake, a client that left) gives the probe back so the next
+request probes. It counts only what the router reports; it does not time or retry anything.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self.failures = 0
         self.opened_at = None
+        self._probing = False
+
+    def release(self) -> None:
+        """Give back a probe claimed by :meth:`allow` that ended in neither success nor failure
+        (without it the breaker would stay half-open with its probe out, refusing for good)."""
         self._probing = False
 
     def record_failure(self) -> None:

@@ -1,10 +1,14 @@
 """Live deployments: builds a :class:`DeploymentRuntime` per deployment and swaps it on change.
 
-On start it loads the deployments file (if any) into the store and every stored deployment into
-memory. ``reload(name)`` re-resolves the targets (a moved alias gives a new model version id, so
-a new pool key): the new engines start first, new requests switch to them, and the old engines
-close once their in-flight requests finish (zero failed requests). A periodic task does the same
-every ``reload_s``. The request path only reads a dict; it never touches the database.
+A spec is checked before it is stored (:class:`DeploymentChecker`: every target resolves, its
+engine exists and takes its options, guards and cache config are valid; the message names the
+field), and ``apply`` starts its engines before storing it, so a deployment that cannot serve is
+refused, never half-stored. On start it checks the deployments file (if any), loads it into the
+store and every stored deployment into memory. ``reload(name)`` re-resolves the targets (a moved
+alias gives a new model version id, so a new pool key): the new engines start first, new
+requests switch to them, and the old engines close once their in-flight requests finish (zero
+failed requests). A periodic task does the same every ``reload_s``. The request path only reads
+a dict; it never touches the database.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmloop.core.deployments import DeploymentSpec, GuardRef, TargetSpec
-from llmloop.errors import ConfigError, NotFoundError
+from llmloop.core.deployments import DeploymentPublic, DeploymentSpec, GuardRef, TargetSpec
+from llmloop.errors import ConfigError, LlmloopError, NotFoundError, UpstreamError
+from llmloop.plugins import PluginRegistry
 from llmloop.services.actors import Actor
-from llmloop.services.deployments import DeploymentService
+from llmloop.services.deployments import DeploymentService, read_deployments_file
 from llmloop.services.gateway.admission import Admission
 from llmloop.services.gateway.breaker import CircuitBreaker
 from llmloop.services.gateway.cache import ResponseCache
@@ -37,6 +42,62 @@ FILE_ACTOR = Actor(name="deployments-file", role="admin")
 MISS_TTL_S = 1.0
 
 
+def _at(exc: LlmloopError, place: str) -> LlmloopError:
+    """``exc`` with its detail prefixed by the field it is about (same class and status)."""
+    exc.detail = f"{place}: {exc.detail}"
+    exc.args = (exc.detail,)
+    return exc
+
+
+def _places(spec: DeploymentSpec) -> list[tuple[str, TargetSpec]]:
+    """Every target of ``spec`` with its field: targets.0, ..., fallbacks.0, ..., shadow."""
+    places = [(f"targets.{i}", t) for i, t in enumerate(spec.targets)]
+    places += [(f"fallbacks.{i}", t) for i, t in enumerate(spec.fallbacks)]
+    return places + ([("shadow", spec.shadow)] if spec.shadow else [])
+
+
+class DeploymentChecker:
+    """What can be known about a spec without starting anything: each target resolves, its
+    engine is known and takes its options (engines check them when built; nothing loads), the
+    guards build and the cache config is valid. Blocking: it reads the registry."""
+
+    def __init__(
+        self,
+        versions: VersionSource,
+        dirs: DirSource,
+        plugins: PluginRegistry,
+        make_guards: Callable[[list[GuardRef]], GuardPipeline] | None = None,
+        check_cache: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.versions = versions
+        self.dirs = dirs
+        self.plugins = plugins
+        self.make_guards = make_guards
+        self.check_cache = check_cache
+
+    def check(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
+        """The resolved targets of ``spec``, in ``_places`` order; the first problem raised."""
+        resolved = []
+        for place, target in _places(spec):
+            try:
+                res = resolve_target(target, self.versions, self.dirs)
+                self.plugins.resolve("engines", res.engine.kind)(res.engine)
+            except LlmloopError as exc:
+                raise _at(exc, f"{place} ({target.label})") from None
+            resolved.append(res)
+        try:
+            if spec.guards and self.make_guards is not None:
+                self.make_guards(spec.guards)
+        except LlmloopError as exc:
+            raise _at(exc, "guards") from None
+        try:
+            if spec.cache is not None and self.check_cache is not None:
+                self.check_cache(spec.cache)
+        except LlmloopError as exc:
+            raise _at(exc, "cache") from None
+        return resolved
+
+
 class DeploymentManager:
     def __init__(
         self,
@@ -48,7 +109,9 @@ class DeploymentManager:
         reload_s: float = 10.0,
         make_cache: Callable[[dict[str, Any]], ResponseCache] | None = None,
         make_guards: Callable[[list[GuardRef]], GuardPipeline] | None = None,
+        check_cache: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        self.checker = DeploymentChecker(versions, dirs, pool.plugins, make_guards, check_cache)
         self.make_cache = make_cache
         self.make_guards = make_guards
         self.deployments = deployments
@@ -75,15 +138,7 @@ class DeploymentManager:
             if self._started:
                 return
             if self.deployments_file:
-                try:
-                    await asyncio.to_thread(
-                        self.deployments.apply_file, self.deployments_file, FILE_ACTOR
-                    )
-                except ConfigError:
-                    raise  # a broken file stops start-up with its message
-                except Exception:  # another worker applied it at the same time
-                    log.warning("applying %s raced another process; using the stored "
-                                "deployments", self.deployments_file, exc_info=True)  # fmt: skip
+                await self._load_file(self.deployments_file)
             for dep in await asyncio.to_thread(self.deployments.list):
                 try:
                     await self._install(dep.spec)
@@ -92,6 +147,23 @@ class DeploymentManager:
             if self.reload_s > 0:
                 self._task = asyncio.get_running_loop().create_task(self._periodic())
             self._started = True
+
+    async def _load_file(self, path: str) -> None:
+        """Check every deployment of the file (a mistake stops start-up with its message), then
+        store them."""
+        specs = await asyncio.to_thread(read_deployments_file, path)
+        for i, spec in enumerate(specs):
+            try:
+                await self.check(spec)
+            except LlmloopError as exc:
+                raise ConfigError(
+                    f"{path}: deployment #{i + 1} ({spec.name}): {exc.detail}"
+                ) from None
+        try:
+            await asyncio.to_thread(self.deployments.apply_many, specs, FILE_ACTOR, "file")
+        except Exception:  # another worker applied it at the same time
+            log.warning("applying %s raced another process; using the stored deployments", path,
+                        exc_info=True)  # fmt: skip
 
     async def get(self, name: str) -> DeploymentRuntime:
         """The live runtime of ``name`` (loaded on first use); NotFoundError if none."""
@@ -107,7 +179,10 @@ class DeploymentManager:
         if missed is None or time.monotonic() - missed > MISS_TTL_S:
             found = await asyncio.to_thread(self.deployments.find, name)
             if found is not None:
-                await self._install(found.spec)
+                try:
+                    await self._install(found.spec)
+                except LlmloopError as exc:  # the server's problem, not the caller's
+                    raise UpstreamError(f"deployment '{name}' cannot start: {exc.detail}") from exc
                 return self.runtimes[name]
             self._misses[name] = time.monotonic()
         raise NotFoundError(f"The model '{name}' does not exist", param="model")
@@ -122,9 +197,28 @@ class DeploymentManager:
         runtime = await self._install(found.spec)
         return {s.label: s.resolved.version_id or s.resolved.key for s in runtime.slots()}
 
-    async def check(self, spec: DeploymentSpec) -> None:
-        """Resolve every target of ``spec`` now (before storing it): NotFoundError/ConfigError."""
-        await asyncio.to_thread(self._resolve_all, spec)
+    async def check(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
+        """Check ``spec`` without starting anything (see :class:`DeploymentChecker`)."""
+        return await asyncio.to_thread(self.checker.check, spec)
+
+    async def apply(
+        self, spec: DeploymentSpec, actor: Actor, source: str = "api"
+    ) -> DeploymentPublic:
+        """Check ``spec``, start its engines, then store it and serve it; a spec that cannot
+        serve (an engine that does not start, a secret that is not set) is not stored."""
+        actor.require("editor")
+        resolved = await self.check(spec)
+        async with self._lock(spec.name):
+            old = self.runtimes.get(spec.name)
+            runtime = await self._build(spec, resolved, old)
+            try:
+                dep = await asyncio.to_thread(self.deployments.apply, spec, actor, source)
+            except BaseException:
+                self._release(runtime)
+                raise
+            self._swap(spec.name, runtime, old)
+        self._misses.pop(spec.name, None)
+        return dep
 
     async def remove(self, name: str) -> None:
         await self._remove(name)
@@ -139,13 +233,20 @@ class DeploymentManager:
             if old is not None and not force and old.spec == spec and _same(old, resolved):
                 return old
             runtime = await self._build(spec, resolved, old)
-            self.runtimes[spec.name] = runtime
-            if old is not None:
-                for slot in old.slots():
-                    self.pool.release(slot.pooled)
-                log.info("deployment '%s' swapped to %s", spec.name,
-                         [s.pooled.key for s in runtime.slots()])  # fmt: skip
+            self._swap(spec.name, runtime, old)
             return runtime
+
+    def _swap(self, name: str, runtime: DeploymentRuntime, old: DeploymentRuntime | None) -> None:
+        """Serve ``runtime`` from now on; ``old``'s engines close after their requests."""
+        self.runtimes[name] = runtime
+        if old is not None:
+            self._release(old)
+            log.info("deployment '%s' swapped to %s", name,
+                     [s.pooled.key for s in runtime.slots()])  # fmt: skip
+
+    def _release(self, runtime: DeploymentRuntime) -> None:
+        for slot in runtime.slots():
+            self.pool.release(slot.pooled)
 
     def _resolve_all(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
         targets = [*spec.targets, *spec.fallbacks, *([spec.shadow] if spec.shadow else [])]
@@ -155,10 +256,12 @@ class DeploymentManager:
         self, spec: DeploymentSpec, resolved: list[ResolvedTarget], old: DeploymentRuntime | None
     ) -> DeploymentRuntime:
         slots: list[Slot] = []
-        targets = [*spec.targets, *spec.fallbacks, *([spec.shadow] if spec.shadow else [])]
         try:
-            for i, (target, res) in enumerate(zip(targets, resolved, strict=True)):
-                pooled = await self.pool.acquire(res.key, res.engine)
+            for i, ((place, target), res) in enumerate(zip(_places(spec), resolved, strict=True)):
+                try:
+                    pooled = await self.pool.acquire(res.key, res.engine)
+                except LlmloopError as exc:
+                    raise _at(exc, f"{place} ({target.label})") from None
                 label = _label(target, i, len(spec.targets), len(spec.fallbacks))
                 breaker = self._breakers.setdefault(
                     (spec.name, label), CircuitBreaker(spec.breaker)
@@ -169,6 +272,16 @@ class DeploymentManager:
             for slot in slots:
                 self.pool.release(slot.pooled)
             raise
+        try:
+            return self._assemble(spec, slots, old)
+        except BaseException:
+            for slot in slots:
+                self.pool.release(slot.pooled)
+            raise
+
+    def _assemble(
+        self, spec: DeploymentSpec, slots: list[Slot], old: DeploymentRuntime | None
+    ) -> DeploymentRuntime:
         n, m = len(spec.targets), len(spec.fallbacks)
         admission = old.admission if old is not None else Admission(spec.name, spec.admission)
         admission.policy = spec.admission
@@ -189,8 +302,7 @@ class DeploymentManager:
         async with self._lock(name):
             old = self.runtimes.pop(name, None)
             if old is not None:
-                for slot in old.slots():
-                    self.pool.release(slot.pooled)
+                self._release(old)
 
     async def _periodic(self) -> None:
         while True:

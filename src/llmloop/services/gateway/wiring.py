@@ -16,7 +16,7 @@ from llmloop.errors import ConfigError
 from llmloop.plugins import PluginRegistry
 from llmloop.services.gateway.cache import CacheConfig, ResponseCache, make_response_cache
 from llmloop.services.gateway.guarding import GuardPipeline
-from llmloop.services.gateway.manager import DeploymentManager
+from llmloop.services.gateway.manager import DeploymentChecker, DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
 from llmloop.services.gateway.policy import make_limit_backend
 from llmloop.services.gateway.pool import EnginePool
@@ -47,7 +47,7 @@ def build_gateway(c: Container) -> GatewayService:
         c.deployments, c.models, c.artifacts, EnginePool(c.plugins),
         deployments_file=s.deployments_file, reload_s=s.gateway_reload_s,
         make_cache=lambda raw: _make_cache(s, raw),
-        make_guards=lambda refs: _make_guards(c.plugins, refs),
+        make_guards=lambda refs: _make_guards(c.plugins, refs), check_cache=_check_cache,
     )  # fmt: skip
     return GatewayService(
         manager, writer, metrics, limits=make_limit_backend(s, c.store),
@@ -56,11 +56,30 @@ def build_gateway(c: Container) -> GatewayService:
     )  # fmt: skip
 
 
-def _make_cache(settings: Settings, raw: dict[str, Any]) -> ResponseCache:
+def build_checker(c: Container) -> DeploymentChecker:
+    """The deployment checker alone (for the CLI: no gateway, no engines started)."""
+    return DeploymentChecker(c.models, c.artifacts, c.plugins,
+                             lambda refs: _make_guards(c.plugins, refs), _check_cache)  # fmt: skip
+
+
+def _check_cache(raw: dict[str, Any]) -> None:
     try:
-        config = CacheConfig.model_validate(raw)
+        ResponseCache(_cache_config(raw))  # in memory: what a config asks for, nothing opened
+    except ValueError as exc:  # e.g. semantic caching without an embedder
+        raise ConfigError(f"bad deployment cache config: {exc}") from None
+
+
+def _cache_config(raw: dict[str, Any]) -> CacheConfig:
+    try:
+        return CacheConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"bad deployment cache config: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(f"bad deployment cache config: {where}: {first['msg']}") from None
+
+
+def _make_cache(settings: Settings, raw: dict[str, Any]) -> ResponseCache:
+    config = _cache_config(raw)
     try:
         return make_response_cache(settings, config)
     except ValueError as exc:  # e.g. semantic caching without an embedder
