@@ -304,18 +304,24 @@ class PiiDetector:
         return spans
 
     def _valid_phone(self, candidate: str) -> bool:
-        regions = [None] if candidate.startswith("+") else self.config.phone_regions
+        """A number valid as written: phonenumbers' VALID leniency also wants the national
+        prefix where a region's numbers are written with one (``0171 …`` in Germany, not
+        ``171 …``). Ten bare digits from 1 are Unix times in seconds (2001 to 2033), as are
+        thirteen in milliseconds, not phone numbers."""
+        if _EPOCH_LIKE.match(candidate):
+            return False
+        regions = ["ZZ"] if candidate.startswith("+") else self.config.phone_regions
         for region in regions:
-            try:
-                number = phonenumbers.parse(candidate, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return True
+            for match in phonenumbers.PhoneNumberMatcher(
+                candidate, region, leniency=phonenumbers.Leniency.VALID
+            ):
+                if match.start == 0 and match.end == len(candidate):
+                    return True
         return False
 
 
 _PHONE_MEMO = 100_000
+_EPOCH_LIKE = re.compile(r"^1\d{9}(?:\d{3})?$")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 _SECRET_HINTS = (
     "AKIA",
@@ -513,8 +519,8 @@ def apply_pii_policy(
         pieces.append(text[cursor : span.start])
         if action == "redact":
             pieces.append(f"[{span.kind.upper()}]")
-        elif action == "mask":
-            pieces.append(mask_value(span.text))
+        elif action == "mask":  # an address's last digits are most of it: none are kept
+            pieces.append(mask_value(span.text, 0 if span.kind == "ip_address" else 4))
         else:
             assert raw_key is not None
             token = pseudonym(span.kind, span.text, raw_key)

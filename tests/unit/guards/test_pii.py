@@ -72,6 +72,8 @@ def test_finds_each_kind(detector: PiiDetector, text: str, kind: str, value: str
         "iban DE00 3704 0044 0532 0130 00 has a bad check",
         "password: hunter",
         "std::vector<int>",
+        "created_at 1715939400 in the log",  # Unix seconds, not a German or Indian number
+        "ts=1715939400123 ms",  # and milliseconds
     ],
 )
 def test_ignores_lookalikes(detector: PiiDetector, text: str) -> None:
@@ -203,3 +205,19 @@ def test_batch_finds_the_same_as_rows_on_the_labelled_corpus(detector: PiiDetect
     texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
     batch = find_in_batch(detector, texts)
     assert batch == {i: s for i, t in enumerate(texts) if (s := detector.find(t))}
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["(415) 555-2671", "4155552671", "1-415-555-2671", "020 7946 0958", "0171 5939400",
+     "01 42 68 53 00", "98765 43210", "+49 171 5939400", "+44 20 7946 0958"],
+)  # fmt: skip
+def test_phone_numbers_as_people_write_them(detector: PiiDetector, number: str) -> None:
+    spans = detector.find(f"call me on {number} please")
+    assert [(s.kind, s.text) for s in spans] == [("phone", number)]
+
+
+def test_masking_an_address_keeps_none_of_it(detector: PiiDetector) -> None:
+    text = "from 10.0.0.1 and 2001:db8::1"
+    masked = apply_pii_policy(text, detector.find(text), "mask")
+    assert masked == "from **.*.*.* and ****:***::*"
