@@ -15,10 +15,10 @@ import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmloop.core.sandbox import BoundedSandbox, render_compiled
 from llmloop.data.shapes import Row
 from llmloop.errors import ConfigError, InvalidInputError
 
@@ -48,7 +48,7 @@ class TemplateConfig(BaseModel):
 
 def expand_templates(config: TemplateConfig) -> tuple[list[Row], AugmentReport]:
     """One row per combination of variable values; undefined variables are errors."""
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env = BoundedSandbox()
     try:
         compiled = {field: env.from_string(text) for field, text in config.templates.items()}
     except TemplateError as exc:
@@ -65,7 +65,9 @@ def expand_templates(config: TemplateConfig) -> tuple[list[Row], AugmentReport]:
     for combination in itertools.product(*(config.variables[n] for n in names)):
         context = dict(zip(names, combination, strict=True))
         try:
-            row: Row = {field: template.render(**context) for field, template in compiled.items()}
+            row: Row = {
+                field: render_compiled(template, context) for field, template in compiled.items()
+            }
         except TemplateError as exc:
             raise ConfigError(f"template failed for {context}: {exc}")
         if config.keep_variables:

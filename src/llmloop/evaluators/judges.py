@@ -22,11 +22,11 @@ from importlib import resources
 from typing import Any, ClassVar
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, model_validator
 
 from llmloop.core.chat import ChatMessage, GenerationRequest, SamplingParams
 from llmloop.core.evals import EvalResult, EvalSample, SampleScore
+from llmloop.core.sandbox import BoundedSandbox, render_compiled
 from llmloop.engines.base import Engine
 from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
 from llmloop.evaluators.base import Evaluator, EvaluatorConfig
@@ -38,9 +38,7 @@ from llmloop.evaluators.stats import (
     straddles,
 )
 
-_ENV = SandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
+_ENV = BoundedSandbox(keep_trailing_newline=True)
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 
 
@@ -73,7 +71,7 @@ def compile_template(text: str) -> jinja2.Template:
 def render_template(template: jinja2.Template, variables: dict[str, Any]) -> str:
     """Render a compiled template; an unknown variable or a runtime error is a ConfigError."""
     try:
-        return template.render(**variables)
+        return render_compiled(template, variables)
     except jinja2.UndefinedError as exc:
         raise ConfigError(
             f"judge template uses an unknown variable ({exc.message}); "

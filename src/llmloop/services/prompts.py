@@ -1,6 +1,6 @@
 """Prompt templates: versions (immutable), labels (movable, protectable), render and diff.
 
-Templates are Jinja2 rendered in a bounded sandbox (``prompt_sandbox``) with strict undefined
+Templates are Jinja2 rendered in a bounded sandbox (``core/sandbox.py``) with strict undefined
 variables; the declared variables are checked against the ones the template uses when a version
 is created.
 """
@@ -24,11 +24,11 @@ from llmloop.core.prompts import (
     PromptVersionCreate,
     PromptVersionPublic,
 )
+from llmloop.core.sandbox import BoundedSandbox, render_bounded
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.owners import get_or_create_owner
 from llmloop.services.pointers import PROMPT_LABEL, move_pointer, pointer_map, resolve_pointer
-from llmloop.services.prompt_sandbox import BoundedSandbox, render_bounded
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 

@@ -34,6 +34,8 @@ def test_template_expansion() -> None:
         ({"text": "{% for %}"}, {"x": [1]}, "does not parse"),
         ({"text": "{{ x }}"}, {"x": []}, "at least one value"),
         ({"text": "{{ x.__class__.__mro__ }}"}, {"x": [1]}, "template failed"),
+        ({"text": '{{ "x" * 10**9 }}'}, {"x": [1]}, "template failed"),  # not a memory bomb
+        ({"text": "{{ x ** 99999 ** 9 }}"}, {"x": [9]}, "template failed"),
     ],
 )
 def test_template_errors(

@@ -200,6 +200,10 @@ async def test_template_and_config_errors_are_clear() -> None:
     with pytest.raises(ConfigError, match="unknown variable"):
         await typo.evaluate([EvalSample(id="1", output="x")])
     assert engine.requests == []  # nothing was asked before the template failed
+    for bomb in ('{{ "x" * 10**9 }}', "{{ 99999 ** 99999 ** 9 }}", '{{ "x"|center(10**9) }}'):
+        judge = PointwiseJudge(PointwiseJudgeConfig(template=bomb), engine=engine)
+        with pytest.raises(ConfigError, match="failed to render"):  # not gigabytes or hours
+            await judge.evaluate([EvalSample(id="1", output="x")])
     with pytest.raises(ConfigError, match="needs an engine"):
         await PointwiseJudge(PointwiseJudgeConfig()).evaluate([EvalSample(id="1", output="x")])
     with pytest.raises(ValueError, match="scale_min"):

@@ -1,4 +1,5 @@
-"""The Jinja2 sandbox prompt templates render in, with bounds on what one template may build.
+"""The Jinja2 sandbox templates render in (prompts, LLM-judge templates, data augmentation),
+with bounds on what one template may build.
 
 Jinja's ``ImmutableSandboxedEnvironment`` stops attribute escapes (``__class__``, ``__globals__``)
 and ranges over 100,000 items, but a one-line template can still ask for gigabytes or hours:
@@ -18,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -82,8 +83,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
-    def __init__(self) -> None:
-        super().__init__(undefined=StrictUndefined, autoescape=False)
+    def __init__(self, keep_trailing_newline: bool = False) -> None:
+        super().__init__(
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=keep_trailing_newline
+        )
         for name in (*_WIDTH_FILTERS, "format"):
             self.filters[name] = _bounded_filter(name, self.filters[name])
 
@@ -119,9 +122,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
 def render_bounded(environment: BoundedSandbox, template: str, variables: dict[str, Any]) -> str:
     """Render ``template``, refusing output over ``MAX_OUTPUT_CHARS`` as it is produced."""
+    return render_compiled(environment.from_string(template), variables)
+
+
+def render_compiled(template: Template, variables: dict[str, Any]) -> str:
+    """Render a template compiled by a :class:`BoundedSandbox`, refusing output over
+    ``MAX_OUTPUT_CHARS`` as it is produced."""
     parts: list[str] = []
     size = 0
-    for part in environment.from_string(template).generate(**variables):
+    for part in template.generate(**variables):
         size += len(part)
         if size > MAX_OUTPUT_CHARS:
             raise SecurityError(f"the rendered prompt is over {MAX_OUTPUT_CHARS} characters")
