@@ -20,10 +20,14 @@ import json
 import math
 import random
 from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmloop.core.chat import (
     EmbeddingResult,
     EngineCapabilities,
+    EngineSpec,
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
@@ -34,7 +38,7 @@ from llmloop.core.chat import (
 )
 from llmloop.engines.base import Engine
 from llmloop.engines.tool_parsers import new_tool_call_id
-from llmloop.errors import UpstreamError
+from llmloop.errors import ConfigError, UpstreamError
 
 
 def _tokens(text: str) -> list[str]:
@@ -48,8 +52,39 @@ def _last_user(req: GenerationRequest) -> str:
     return users[-1] if users else req.messages[-1].content
 
 
+class EchoEngineConfig(BaseModel):
+    """The echo engine's options (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(default="", description="Put before every answer.")
+    delay_s: float = Field(default=0.0, ge=0, le=60, description="Seconds per token.")
+    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of retryable failures.")
+    reply: str | None = Field(default=None, description="Answer every request with this.")
+    replies: dict[str, str] = Field(
+        default_factory=dict, description="Last user message -> its answer (others echoed)."
+    )
+    embed_dim: int = Field(default=16, ge=1, le=65_536, description="Embedding dimensions.")
+    tool_arguments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Function name -> the arguments it is called with."
+    )
+
+
 class EchoEngine(Engine):
     kind = "echo"
+    config_cls: ClassVar[type[BaseModel] | None] = EchoEngineConfig
+
+    def __init__(self, spec: EngineSpec) -> None:
+        super().__init__(spec)
+        if self.config_cls is None:  # a subclass with options of its own (tests' probes)
+            return
+        try:
+            self.config_cls.model_validate(spec.options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"bad echo engine options: {problems}") from None
 
     @property
     def capabilities(self) -> EngineCapabilities:

@@ -45,6 +45,7 @@ def reset() -> None:
 
 class ProbeEngine(EchoEngine):
     kind = "probe"
+    config_cls = None  # echo's options and its own (fail_first, text_only, every_tool, ...)
 
     @property
     def capabilities(self) -> EngineCapabilities:
