@@ -86,6 +86,9 @@ def register_pipeline_steps(register: Register) -> None:
         "curate",
         "deploy_canary",
         "promote_or_rollback",
+        "watch",
+        "hpo",
+        "register",
     ):
         register(name, f"llmloop.services.pipeline_steps:{_step_class(name)}")
 

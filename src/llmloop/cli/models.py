@@ -7,6 +7,7 @@ approval. Uploading weights belongs to the training and export commands, not thi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import get_args
 
 import typer
@@ -56,6 +57,28 @@ def show_model(
         return
     version = service.get_version(name, parse_ref(ref))
     show_record(version, as_json, title=f"model {name} v{version.version}")
+
+
+@app.command("card")
+def model_card(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    ref: str = typer.Option("latest", "--ref", help="Version number, alias or 'latest'."),
+    out: Path | None = typer.Option(None, "--out", help="Write the Markdown card to this file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The model card of a version: training run and data, metrics, evaluations, intended use,
+    as Markdown (or JSON); intended use and limitations come from the version's params."""
+    from llmloop.services.model_cards import build_card, render_markdown
+
+    card = build_card(get_state(ctx).container, name, parse_ref(ref))
+    if as_json:
+        print_json(card)
+    elif out is not None:
+        out.write_text(render_markdown(card), encoding="utf-8")
+        say(f"wrote the card of {name} v{card.version} to {out}")
+    else:
+        typer.echo(render_markdown(card), nl=False)
 
 
 @app.command("create")

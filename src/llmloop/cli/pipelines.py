@@ -27,12 +27,14 @@ def _params(pairs: list[str]) -> dict[str, object]:
 def validate(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="Pipeline YAML file."),
+    param: list[str] = typer.Option([], "--param", help="Override a parameter as key=value."),
 ) -> None:
-    """Check the file (step kinds, their inputs, order) and print the steps in execution order."""
+    """Check the file (step kinds, their inputs, parameters, order) and print the steps in
+    execution order."""
     from llmloop.services.pipelines import load_pipeline
 
     spec = load_pipeline(file)
-    steps = get_state(ctx).container.pipelines.check(spec)
+    steps = get_state(ctx).container.pipelines.check(spec, _params(param))
     for index, step in enumerate(steps, start=1):
         say(f"{index}. {step.id} ({step.uses})")
 

@@ -110,7 +110,8 @@ def resolve(value: Any, outputs: dict[str, JsonDict], params: JsonDict) -> Any:
             return params[m.group(4)]
         step, name = m.group(2), m.group(3)
         if name not in outputs.get(step, {}):
-            raise ConfigError(f"step '{step}' has no output '{name}'")
+            known = ", ".join(sorted(outputs.get(step, {}))) or "none"
+            raise ConfigError(f"step '{step}' has no output '{name}' (it has: {known})")
         return outputs[step][name]
 
     whole = REF.fullmatch(value.strip())

@@ -16,16 +16,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llmloop.core.base import JsonDict
 from llmloop.core.ids import entity_of
-from llmloop.core.pipelines import REF, PipelineSpec, StepSpec, order_steps, resolve
+from llmloop.core.pipelines import (
+    REF,
+    PipelineSpec,
+    StepSpec,
+    order_steps,
+    references,
+    resolve,
+)
 from llmloop.core.runs import RunCreate, RunInput
-from llmloop.errors import ConfigError, InvalidInputError, LlmloopError
+from llmloop.errors import ConfigError, InvalidInputError, LlmloopError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.store import tables as t
 from llmloop.store.registry import Store, utcnow
@@ -94,12 +101,21 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"pipeline file {p} does not exist")
+    except IsADirectoryError:
+        raise ConfigError(f"{p} is a folder, not a pipeline file")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text")
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}")
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{p}: a pipeline is a mapping with 'name' and 'steps', not {found}")
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{p}: {_errors(exc)}")
+        raise ConfigError(f"{p}: {_errors(exc, data.get('steps'))}")
+    except ConfigError as exc:  # the step graph: duplicate ids, unknown references, a cycle
+        raise ConfigError(f"{p}: {exc.detail}")
 
 
 def cache_key(
@@ -141,6 +157,15 @@ def check_params(spec: PipelineSpec, params: JsonDict) -> None:
         raise ConfigError(
             f"pipeline '{spec.name}' has no parameter {', '.join(unknown)} (it has: {known})"
         )
+    given = set(spec.params) | set(params)
+    for step in spec.steps:
+        text = json.dumps(step.with_, default=str)
+        missing = sorted({found[3] for found in REF.findall(text) if found[3]} - given)
+        if missing:
+            raise ConfigError(
+                f"step '{step.id}' ({step.uses}): uses parameter {', '.join(missing)}, which "
+                f"the pipeline's params do not declare (declare it or pass --param NAME=VALUE)"
+            )
 
 
 class PipelineService:
@@ -149,18 +174,45 @@ class PipelineService:
         self.container = container
         self.resolve_step = resolve_step
 
-    def check(self, spec: PipelineSpec) -> list[StepSpec]:
-        """The steps in execution order, once every kind is known and every ``with`` key is an
-        input of its kind: what ``run`` would refuse, found without running anything."""
+    def check(self, spec: PipelineSpec, params: JsonDict | None = None) -> list[StepSpec]:
+        """The steps in execution order, once every kind is known, every ``with`` key is an
+        input of its kind, every required input and parameter has a value and every value that
+        names no step output has the input's type: what ``run`` would refuse, found without
+        running anything."""
+        check_params(spec, params or {})
+        merged = {**spec.params, **(params or {})}
         for step in spec.steps:
-            fields = self.resolve_step(step.uses).Inputs.model_fields
-            unknown = sorted(set(step.with_) - set(fields))
-            if unknown:
-                raise ConfigError(
-                    f"step '{step.id}' ({step.uses}): unknown input(s) {', '.join(unknown)}; "
-                    f"it takes {', '.join(fields)}"
-                )
+            self._check_step(step, merged)
         return order_steps(spec)
+
+    def _check_step(self, step: StepSpec, params: JsonDict) -> None:
+        fields = self._kind(step).Inputs.model_fields
+        where = f"step '{step.id}' ({step.uses})"
+        unknown = sorted(set(step.with_) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown input(s) {', '.join(unknown)}; it takes {', '.join(fields)}"
+            )
+        missing = [n for n, f in fields.items() if f.is_required() and n not in step.with_]
+        if missing:
+            raise ConfigError(f"{where}: {', '.join(missing)}: Field required")
+        for name, value in step.with_.items():
+            if references(value):
+                continue  # known once the step it names has run
+            info = fields[name]
+            field_type: Any = Annotated[info.annotation, info]  # the type with its constraints
+            adapter: TypeAdapter[Any] = TypeAdapter(field_type)
+            try:
+                adapter.validate_python(resolve(value, {}, params))
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {_errors(exc, prefix=(name,))}")
+
+    def _kind(self, step: StepSpec) -> Any:
+        """The step kind ``uses`` names; an unknown one is a ConfigError naming the step."""
+        try:
+            return self.resolve_step(step.uses)
+        except NotFoundError as exc:
+            raise ConfigError(f"step '{step.id}': {exc.detail}")
 
     def run(
         self,
@@ -171,10 +223,8 @@ class PipelineService:
         sleep: Callable[[float], None] = time.sleep,
     ) -> PipelineReport:
         actor.require("editor")
-        check_params(spec, params or {})
+        self.check(spec, params)  # unknown kinds, inputs and parameters: before any record
         merged = {**spec.params, **(params or {})}
-        for step in spec.steps:  # unknown step kinds fail before anything is recorded
-            self.resolve_step(step.uses)
         runs = self.container.runs
         parent = runs.create(
             RunCreate(name=spec.name, kind="pipeline", params=merged, tags={"trigger": trigger}),
@@ -210,11 +260,13 @@ class PipelineService:
         actor: Actor,
         sleep: Callable[[float], None],
     ) -> StepReport:
-        kind = self.resolve_step(step.uses)
+        kind = self._kind(step)
         try:
             inputs = kind.Inputs.model_validate(resolve(step.with_, outputs, params))
         except ValidationError as exc:
             raise ConfigError(f"step '{step.id}' ({step.uses}): {_errors(exc)}")
+        except ConfigError as exc:  # a reference to an output the earlier step did not give
+            raise ConfigError(f"step '{step.id}' ({step.uses}): {exc.detail}")
         key = cache_key(spec.name, step, kind, inputs, step_sources(kind, inputs, self.container))
         if step.cache and getattr(kind, "cacheable", True):
             with self.store.read() as tx:
@@ -299,7 +351,19 @@ def _ended(exc: BaseException) -> str:
     return "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
 
 
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5]
-    )
+def _errors(exc: ValidationError, steps: Any = None, prefix: tuple[str, ...] = ()) -> str:
+    """pydantic's errors in one line; a location inside ``steps`` names the step by its id."""
+    return "; ".join(f"{_where((*prefix, *e['loc']), steps)}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def _where(loc: tuple[int | str, ...], steps: Any) -> str:
+    """``steps.2.retries`` -> ``step 'train' (finetune): retries``."""
+    if len(loc) < 2 or loc[0] != "steps" or not isinstance(loc[1], int):
+        return ".".join(str(p) for p in loc) or "value"
+    raw = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+    raw = raw if isinstance(raw, dict) else {}
+    name = f"step '{raw['id']}'" if isinstance(raw.get("id"), str) else f"step {loc[1] + 1}"
+    if isinstance(raw.get("uses"), str):
+        name += f" ({raw['uses']})"
+    rest = ".".join(str(p) for p in loc[2:])
+    return f"{name}: {rest}" if rest else name

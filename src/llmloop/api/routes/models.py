@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from llmloop.api.deps import ActorDep, ContainerDep
 from llmloop.api.routes.common import Limit, NamePath, Offset, RefPath, parse_ref
@@ -16,6 +17,7 @@ from llmloop.core.models import (
     ModelVersionPublic,
     StageMove,
 )
+from llmloop.services.model_cards import ModelCard, build_card, render_markdown
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -50,6 +52,21 @@ def create_version(
 @router.get("/{name}/versions/{ref}", response_model=ModelVersionPublic)
 def get_version(name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep) -> Any:
     return c.models.get_version(name, parse_ref(ref))
+
+
+@router.get("/{name}/versions/{ref}/card", response_model=ModelCard)
+def get_card(
+    name: NamePath,
+    ref: RefPath,
+    c: ContainerDep,
+    _: ActorDep,
+    format: Literal["json", "markdown"] = "json",
+) -> Any:
+    """The version's model card; ``?format=markdown`` gives it as ``text/markdown``."""
+    card = build_card(c, name, parse_ref(ref))
+    if format == "markdown":
+        return PlainTextResponse(render_markdown(card), media_type="text/markdown; charset=utf-8")
+    return card
 
 
 @router.put("/{name}/aliases", response_model=ModelPublic)
