@@ -124,11 +124,13 @@ class LoadReport(BaseModel):
     )
 
 
-def resolve_format(source: str, requested: FileFormat = "auto") -> FileFormat:
+def resolve_format(
+    source: str, requested: FileFormat = "auto", storage_options: dict[str, Any] | None = None
+) -> FileFormat:
     """The format of ``source``: the requested one, or one guessed from its suffix or layout."""
     if requested != "auto":
         return requested
-    fs, path = fsspec.core.url_to_fs(source)
+    fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
     if fs.isdir(path):
         return "hf"
     if not fs.exists(path):
@@ -164,7 +166,7 @@ class RowReader:
         self._shape: RecordShape | None = self.options.shape
 
     def __iter__(self) -> Iterator[Batch]:
-        fmt = resolve_format(self.source, self.options.format)
+        fmt = resolve_format(self.source, self.options.format, self.options.storage_options)
         self.report.format = fmt
         readers = {
             "jsonl": self._jsonl,
@@ -254,9 +256,14 @@ class RowReader:
             if "://" not in target and not self.options.storage_options and not compression:
                 # A plain local path: the OS's file (fsspec's local layer only adds imports).
                 return open(target, "rb")
-            return fsspec.open(  # type: ignore[no-any-return]
+            handle = fsspec.open(
                 target, "rb", compression=compression, **self.options.storage_options
             ).open()
+            if isinstance(handle, fsspec.spec.AbstractBufferedFile):
+                # A remote file (s3, gcs, http...): its readlines takes no size hint, and
+                # lines are read a chunk at a time. The standard buffer gives both.
+                return io.BufferedReader(handle, _JSONL_CHUNK_BYTES)  # type: ignore[arg-type]
+            return handle  # type: ignore[no-any-return]
         except FileNotFoundError:
             raise InvalidInputError(f"no such file: {target}")
         except IsADirectoryError:

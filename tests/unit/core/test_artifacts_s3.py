@@ -166,3 +166,24 @@ def test_an_endpoint_that_is_down_is_reported(tmp_path: Path, no_aws_env: None) 
     store = FsspecArtifactStore("s3://bucket/p", tmp_path / "cache", options(down))
     with pytest.raises(UpstreamError, match="the endpoint cannot be reached"):
         store.put(b"hello")
+
+
+def test_datasets_on_s3_are_read_a_chunk_of_lines_at_a_time(
+    endpoint: str, bucket: str, no_aws_env: None
+) -> None:
+    """JSONL and CSV sources on S3: fsspec's remote files take no readlines size hint, which
+    failed every read of a stored dataset (clean, split, training, evaluation)."""
+    import fsspec
+
+    from llmloop.data.loaders import LoadOptions, RowReader
+
+    opts = options(endpoint)
+    rows = "".join(f'{{"text": "row {i}"}}\n' for i in range(2500))
+    with fsspec.open(f"s3://{bucket}/d/rows.jsonl", "w", **opts) as fh:
+        fh.write(rows)
+    with fsspec.open(f"s3://{bucket}/d/rows.csv", "w", **opts) as fh:
+        fh.write("text,n\n" + "".join(f"row {i},{i}\n" for i in range(300)))
+    for name, count in (("rows.jsonl", 2500), ("rows.csv", 300)):
+        reader = RowReader(f"s3://{bucket}/d/{name}", LoadOptions(storage_options=opts))
+        read = list(reader.rows())
+        assert len(read) == count and read[-1]["text"] == f"row {count - 1}"
