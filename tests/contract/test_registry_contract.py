@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -300,3 +301,62 @@ def test_lineage_of_an_unknown_trace_or_deployment_is_404(container: Container) 
         tx.insert(t.lineage_edges, {**edge, "created_at": utcnow()})
     graph = gov.lineage(trace_id, direction="down")
     assert [e.target for e in graph.edges] == [dv.id]
+
+
+def test_two_writers_creating_one_owner_both_succeed(container: Container) -> None:
+    """Two transactions that both find no dataset 'race' and create it (two pipelines ingesting
+    into a new dataset at once): the second uses the first's row instead of failing with a
+    unique-key conflict, and the dataset has two versions."""
+    from llmloop.services.owners import get_or_create_owner
+    from llmloop.store import tables as t
+
+    store = container.store
+    first_inserted, first_may_commit = threading.Event(), threading.Event()
+    ids: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with store.transaction() as tx:
+                ids["first"] = get_or_create_owner(tx, t.datasets, "dataset", "race", ALICE, True)[
+                    "id"
+                ]
+                first_inserted.set()
+                first_may_commit.wait(10)
+        except BaseException as exc:  # handed to the test below
+            errors.append(exc)
+            first_inserted.set()
+
+    racy = store.engine.dialect.name == "postgresql"  # SQLite writers queue at BEGIN instead
+
+    def second() -> None:
+        if not racy:
+            first_may_commit.set()
+        try:
+            with store.transaction() as tx:
+                if racy:  # the first commits once we have read nothing: our insert then fails
+                    plain_get = tx.get
+
+                    def get(*args: Any, **kwargs: Any) -> Any:
+                        found = plain_get(*args, **kwargs)
+                        if found is None:
+                            threading.Timer(0.3, first_may_commit.set).start()
+                        return found
+
+                    tx.get = get  # type: ignore[method-assign]
+                ids["second"] = get_or_create_owner(tx, t.datasets, "dataset", "race", BOB, True)[
+                    "id"
+                ]
+        except BaseException as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_inserted.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    a.join(20)
+    b.join(20)
+    assert errors == [] and ids["first"] == ids["second"]
+    container.datasets.create_version("race", DatasetVersionCreate(rows=[{"a": 1}]), ALICE)
+    assert container.datasets.get("race").id == ids["first"]

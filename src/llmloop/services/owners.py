@@ -36,6 +36,15 @@ def get_or_create_owner(
         )
     row = {"id": new_id(entity), "name": name, "description": "", "created_at": utcnow(),
            "created_by": actor.name}  # fmt: skip
-    tx.insert(table, row)
+    try:
+        with tx.conn.begin_nested():  # a savepoint: losing a race must not end the transaction
+            tx.conn.execute(table.insert().values(**row))
+    except sa.exc.IntegrityError:
+        # Another writer created it between our read and our insert (two pipelines ingesting
+        # into a new dataset at once): use theirs, as if it had been there.
+        theirs = tx.get(table, for_update=True, name=name)
+        if theirs is None:
+            raise
+        return theirs
     tx.audit(actor.name, f"{entity}.create", entity, row["id"], None, row)
     return row
