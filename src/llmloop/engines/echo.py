@@ -53,9 +53,10 @@ def _last_user(req: GenerationRequest) -> str:
 
 
 class EchoEngineConfig(BaseModel):
-    """The echo engine's options (see the module docstring)."""
+    """The echo engine's options (see the module docstring). Other keys are allowed: an echo
+    model version's params are its options, and they hold more than these."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     prefix: str = Field(default="", description="Put before every answer.")
     delay_s: float = Field(default=0.0, ge=0, le=60, description="Seconds per token.")

@@ -436,11 +436,11 @@ def test_an_engine_failure_is_a_message_not_a_500(app: FastAPI, ui: TestClient) 
 
 def test_a_broken_engine_is_a_message_not_a_500(app: FastAPI, ui: TestClient) -> None:
     _add(app, "greet", "Hello")
-    _deploy(app, "broken", fail_rate="not a number")  # the engine raises a plain ValueError
+    _deploy(app, "broken", fail_rate="not a number")  # stored unchecked: it cannot start
     form = {"deployment": "broken", "max_tokens": "8", "temperature": "1", "action": "run"}
     response = ui.post("/ui/prompts/greet/playground", data=form)
     assert response.status_code == 502
-    assert "could not convert string to float" in _main(response)
+    assert "bad echo engine options: fail_rate" in _main(response)
 
 
 def test_a_rate_limit_is_a_message(app: FastAPI) -> None:

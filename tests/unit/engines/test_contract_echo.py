@@ -24,8 +24,8 @@ class TestEchoContract(EngineContract):
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"delay_s": "abc"}, "delay_s"), ({"fail_rate": 2}, "fail_rate"), ({"pefix": "x"}, "pefix"),
-     ({"replies": ["a"]}, "replies")],
+    [({"delay_s": "abc"}, "delay_s"), ({"fail_rate": 2}, "fail_rate"),
+     ({"replies": ["a"]}, "replies"), ({"embed_dim": 0}, "embed_dim")],
 )  # fmt: skip
 def test_bad_echo_options_are_a_config_error_naming_the_field(
     options: dict[str, object], field: str

@@ -59,6 +59,10 @@ def _price(params: dict[str, Any], name: str) -> float:
         raise ConfigError(f"'{name}' must be a number, not {value!r}") from None
 
 
+#: Options of a target (or params of a version) that price its tokens for the gateway.
+PRICE_KEYS = ("price_in_per_1k", "price_out_per_1k")
+
+
 def spec_key(spec: EngineSpec) -> str:
     """A pool key for a direct engine spec: the hash of its canonical JSON."""
     raw = orjson.dumps(spec.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
@@ -75,7 +79,8 @@ def _engine_for_version(
     fmt = version.format
     kind = str(params.get("engine") or "")
     if fmt == "echo":
-        options = {k: v for k, v in params.items() if k not in ("engine", "engine_options")}
+        skip = ("engine", "engine_options", *PRICE_KEYS)
+        options = {k: v for k, v in params.items() if k not in skip}
         return EngineSpec(kind=kind or "echo", model=version.base_model or version.model_name,
                           options={**options, **extra})  # fmt: skip
     if fmt == "openai":
@@ -107,8 +112,12 @@ def resolve_target(target: TargetSpec, versions: VersionSource, dirs: DirSource)
     """Resolve ``target`` now (blocking: reads the store, may unpack an artifact)."""
     if target.engine is not None:
         opts = target.engine.options
+        engine = target.engine  # the prices are the gateway's, not the engine's options
+        if any(k in opts for k in PRICE_KEYS):
+            kept = {k: v for k, v in opts.items() if k not in PRICE_KEYS}
+            engine = engine.model_copy(update={"options": kept})
         return ResolvedTarget(
-            key=spec_key(target.engine), engine=target.engine, version_id=None,
+            key=spec_key(target.engine), engine=engine, version_id=None,
             price_in_per_1k=_price(opts, "price_in_per_1k"),
             price_out_per_1k=_price(opts, "price_out_per_1k"),
         )  # fmt: skip
