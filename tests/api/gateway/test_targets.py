@@ -40,6 +40,15 @@ async def test_formats_decide_the_engine(gw: Gateway, tmp_path: Path) -> None:
     r = _resolve(gw, model="e")
     assert (r.engine.kind, r.engine.options["prefix"], r.price_in_per_1k) == ("echo", "E:", 0.5)
     assert r.version_id and r.key.startswith(r.version_id)
+    assert "price_in_per_1k" not in r.engine.options  # the gateway's, not the engine's
+    inline = {
+        "kind": "openai",
+        "model": "m",
+        "options": {"base_url": "http://up/v1", "price_in_per_1k": 3, "price_out_per_1k": 4},
+    }
+    r = _resolve(gw, engine=inline)  # an engine whose options forbid unknown keys
+    assert (r.price_in_per_1k, r.price_out_per_1k, r.engine.options) == (
+        3.0, 4.0, {"base_url": "http://up/v1"})  # fmt: skip
     params = {"base_url": "http://up/v1", "model": "gpt-x", "price_out_per_1k": 2}
     _version(gw, "o", format="openai", params=params)
     r = _resolve(gw, model="o", version=1)
