@@ -16,7 +16,9 @@ the same upstream, one with ``trace_sample: 0`` (no trace row is built, queued o
 ABBA pairs of half-length loads (8 pairs per round): one server process, so the comparison is
 not swayed by how two processes happen to run (separate processes of the same build differed
 by up to 20% in CPU per request here). ``tracing_cpu_ratio`` = CPU per request (server and
-trace writer process) without / with tracing.
+trace writer process) without / with tracing; each load's CPU is read ``SETTLE_S`` after it
+ends, once the writer process has stored the load's last batch (read at once, part of a traced
+load's writing was charged to the load after it, half the time an untraced one).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ CHAT = {
     "max_tokens": 16,
 }
 UNTRACED = "mock-untraced"
+#: Longer than the trace writer's flush interval (200 ms) and the writer process's insert.
+SETTLE_S = 0.6
 
 LOADGEN = r"""
 import asyncio, json, sys, time
@@ -354,6 +358,9 @@ def main() -> None:
                         before = cpu_seconds(llm_proc.pid)
                         child = cpu_seconds(llm_proc.pid, children_only=True)
                         res = load(llm_url, llm_key, 32, secs / 2, model=model)
+                        # The writer's last batch of this load lands up to a flush later: wait
+                        # for it, or its CPU would be charged to the next load (often untraced).
+                        time.sleep(SETTLE_S)
                         add(f"rps_{name}", res["rps"])
                         add(f"cpu_us_{name}", (cpu_seconds(llm_proc.pid) - before) / res["n"] * 1e6)
                         child = cpu_seconds(llm_proc.pid, children_only=True) - child

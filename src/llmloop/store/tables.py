@@ -264,7 +264,13 @@ traces = sa.Table(
     sa.Column("response_text", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_traces_at", "at"),
     sa.Index("ix_traces_deployment_at", "deployment", "at"),
-    sa.Index("ix_traces_parent", "parent_id"),
+    # shadow copies only: primaries (parent_id NULL) would cost every insert an entry (0008)
+    sa.Index(
+        "ix_traces_parent",
+        "parent_id",
+        sqlite_where=sa.text("parent_id IS NOT NULL"),
+        postgresql_where=sa.text("parent_id IS NOT NULL"),
+    ),
 )
 
 # Gateway limits per API key (services/gateway/policy_store.py). Windows are fixed 60-second

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import itertools
 import os
 import pickle
 import signal
 import struct
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,15 @@ import pytest
 from llmloop.core.traces import TraceRecord, new_trace_id
 from llmloop.services.gateway.trace_process import ProcessSink, _encode, _serve
 from llmloop.services.gateway.trace_query import TraceQuery
-from llmloop.services.gateway.trace_table import SpanExporter, TraceRow, TraceTable
+from llmloop.services.gateway.trace_table import (
+    SpanExporter,
+    TraceRow,
+    TraceTable,
+    _chunks,
+    epoch_us,
+    from_epoch_us,
+    sqlite_times,
+)
 from llmloop.services.gateway.tracing import Acks, Batch, SinkGone, TraceWriter
 from llmloop.store import tables as t
 from llmloop.store.registry import Store, utcnow
@@ -36,6 +46,10 @@ def _record(i: int = 0) -> TraceRecord:
         request_text="q" * 50,
         response_text="a",
     )
+
+
+class _Name(str):
+    """A value ``marshal`` cannot write (only exact ``str``), ``pickle`` can."""
 
 
 @pytest.fixture
@@ -269,8 +283,8 @@ def test_child_answers_failed_for_a_batch_it_cannot_store(store: Store) -> None:
 
 
 def test_child_reads_marshalled_and_pickled_batches(store: Store) -> None:
-    """SQLite's rows (plain values) travel marshalled; rows with a datetime (PostgreSQL's)
-    cannot, and travel pickled."""
+    """Rows are plain values on every database (the time as microseconds) and travel
+    marshalled; a row that holds another object (a ``str`` subclass) travels pickled."""
 
     class Keeps:
         def __init__(self) -> None:
@@ -283,16 +297,17 @@ def test_child_reads_marshalled_and_pickled_batches(store: Store) -> None:
     plain = [TraceTable(store, 4000).row(_record(i)) for i in range(3)]
     generic = TraceTable(store, 4000)
     generic.sqlite = False
-    with_datetimes = [generic.row(_record(i)) for i in range(2)]
+    generic_rows = [generic.row(_record(i)) for i in range(2)]
+    odd = [TraceTable(store, 4000).row(dataclasses.replace(_record(), deployment=_Name("d")))]
     frames = b""
-    for batch_id, batch in enumerate((plain, with_datetimes), start=1):
+    for batch_id, batch in enumerate((plain, generic_rows, odd), start=1):
         payload, form = _encode(batch)
         frames += struct.pack("<II", batch_id, len(payload) | form) + payload
-    assert _encode(plain)[1] and not _encode(with_datetimes)[1]
+    assert _encode(plain)[1] and _encode(generic_rows)[1] and not _encode(odd)[1]
     kept, out = Keeps(), io.BytesIO()
     _serve(io.BytesIO(frames), out, kept, None)  # type: ignore[arg-type]
-    assert kept.batches == [plain, with_datetimes]
-    assert struct.unpack("<IIII", out.getvalue()[8:]) == (1, 0, 2, 0)  # both stored
+    assert kept.batches == [plain, generic_rows, odd]
+    assert struct.unpack("<IIIIII", out.getvalue()[8:]) == (1, 0, 2, 0, 3, 0)  # all stored
 
 
 async def test_writer_process_exports_spans_to_stderr_not_its_answers(
@@ -375,6 +390,87 @@ def test_sqlite_bulk_rows_are_what_sqlalchemy_would_store(store: Store) -> None:
     assert read[records[1].id].at == records[1].at
 
 
+def test_large_mixed_batches_store_what_sqlalchemy_would(store: Store) -> None:
+    """Batches of every size (chunks of powers of two) where columns are shared by all rows of
+    a chunk, by some, or by none: the bulk path binds a shared value once and names it from
+    every row, and stores exactly what SQLAlchemy stores row by row."""
+    start = utcnow().replace(microsecond=999_990)  # a second boundary within a batch
+    records = [
+        TraceRecord(
+            id=new_trace_id(),
+            at=start + timedelta(microseconds=i),
+            operation="chat" if i < 250 else "embeddings",
+            deployment=("a", "b")[i // 100 % 2],
+            request_model="m",
+            key_id="key_1",
+            user="u" if i == 130 else None,
+            status="error" if i % 97 == 0 else "ok",
+            http_status=500 if i % 97 == 0 else 200,
+            latency_ms=float(i % 3),
+            input_tokens=4,
+            output_tokens=i % 2,
+            cost=0.0 if i % 50 else 0.5,
+            finish_reason="stop",
+            request_text=f"user: q{i % 7}",
+            response_text="same",
+            extra={} if i % 60 else {"i": i},
+        )
+        for i in range(301)
+    ]
+    bulk, generic = TraceTable(store, max_text=4000), TraceTable(store, max_text=4000)
+    generic._bulk, generic.sqlite = None, False  # the SQLAlchemy path, from datetime values
+    for lo, hi in ((0, 1), (1, 4), (4, 133), (133, 301)):
+        assert bulk.insert([bulk.row(r) for r in records[lo:hi]]) == hi - lo
+    twins = [dataclasses.replace(r, id=r.id + "-twin") for r in records]
+    assert generic.insert([generic.row(r) for r in twins]) == 301
+    quoted = ", ".join(f'quote("{c.name}")' for c in t.traces.columns)
+    with store.engine.connect() as conn:
+        raw = {r[0]: r[1:] for r in conn.exec_driver_sql(f"SELECT {quoted} FROM traces")}
+    for rec in records:
+        assert raw[f"'{rec.id}'"] == raw[f"'{rec.id}-twin'"], rec
+    assert TraceQuery(store).get(records[5].id).at == records[5].at
+
+
+def test_chunks_are_powers_of_two_that_cover_the_batch() -> None:
+    """Each chunk size is one of a few statements, compiled once: never an odd size."""
+    sizes = {2**k for k in range(8)}
+    for n in (1, 2, 3, 127, 128, 129, 300, 437, 500):
+        bounds = _chunks(n)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        assert {hi - lo for lo, hi in bounds} <= sizes
+
+
+def test_times_are_stored_as_sqlalchemy_writes_them() -> None:
+    """``epoch_us`` (the server, per request) then ``sqlite_times`` (the writer) give the text
+    SQLAlchemy stores for a DATETIME on SQLite."""
+    times = [
+        datetime(2026, 12, 3, 10, 24, 37, 941420, tzinfo=UTC),
+        datetime(2026, 12, 3, 10, 24, 37, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC),  # before the epoch
+    ]
+    micros = [epoch_us(at) for at in times]
+    assert [from_epoch_us(m) for m in micros] == times
+    assert sqlite_times(micros) == [at.isoformat(" ", "microseconds")[:26] for at in times]
+
+
+def test_a_row_only_cuts_what_is_too_long(store: Store) -> None:
+    table = TraceTable(store, max_text=5)
+    rec = dataclasses.replace(
+        _record(), request_text="abcdefgh", response_text="abc", user="u" * 300, target="t" * 300
+    )
+    row = dict(zip([c.name for c in t.traces.columns], table.row(rec), strict=True))
+    assert row["request_text"] == "abcde" and row["response_text"] == "abc"
+    assert row["user"] == "u" * 256 and row["target"] == "t" * 256
+    assert row["attributes"] == "{}" and row["guard_verdicts"] == "null"
+    assert row["at"] == epoch_us(rec.at)
+    rec.extra, rec.guard_verdicts, rec.user = {"k": 10**30}, [{"guard": "g"}], ""
+    row = dict(zip([c.name for c in t.traces.columns], table.row(rec), strict=True))
+    assert row["attributes"] == '{"k": 1000000000000000000000000000000}'
+    assert row["guard_verdicts"] == '[{"guard": "g"}]' and row["user"] is None
+
+
 # -- the pipe to the writer process: the event loop never waits for it ----------------------
 
 
@@ -440,6 +536,48 @@ async def test_the_writer_stores_what_a_stalled_child_held(store: Store) -> None
         writer.submit(_record(i))
     await writer.aclose()
     assert TraceQuery(store).count() == 41 and writer.written == 41 and writer.sink is sink
+
+
+async def test_flush_waits_for_what_the_background_task_handed_over_meanwhile(
+    store: Store,
+) -> None:
+    """While ``flush`` waits for the sink, the background task may hand the queue over itself:
+    ``flush`` still returns only once those rows are stored (the OTLP log merge relies on it).
+    """
+
+    class SlowSink:
+        """Answers only when drained, after a while (a busy writer process)."""
+
+        ready = True
+
+        def __init__(self) -> None:
+            self.in_flight: list[Batch] = []
+
+        def open(self) -> None: ...
+
+        def send(self, batch: Batch) -> bool:
+            self.in_flight.append(batch)
+            return True
+
+        def collect(self) -> Acks:
+            return Acks()
+
+        def drain(self, timeout_s: float) -> Acks:
+            waited = list(self.in_flight)  # what a real drain waits for: sent before it began
+            time.sleep(0.2)  # the background task ticks meanwhile and hands the queue over
+            self.in_flight = self.in_flight[len(waited) :]
+            return Acks(stored=waited)
+
+        def close(self) -> None: ...
+
+    sink = SlowSink()
+    writer = TraceWriter(store, flush_ms=5, batch_size=10, sink=sink)
+    for i in range(25):
+        writer.submit(_record(i))
+    await asyncio.sleep(0)  # the background task starts
+    assert await writer.flush() == 25
+    assert writer.written == 25 and not sink.in_flight
+    await writer.aclose()
 
 
 async def test_a_batch_the_process_could_not_store_is_queued_again(store: Store) -> None:

@@ -102,6 +102,15 @@ class SinkGone(Exception):
     """The sink is gone (its process died or stopped answering); write in this process now."""
 
 
+def _take(queue: deque[TraceRow], size: int) -> Batch:
+    """The first ``size`` rows of ``queue``, taken off it (usually all of it: one copy)."""
+    if size == len(queue):
+        batch = list(queue)
+        queue.clear()
+        return batch
+    return [queue.popleft() for _ in range(size)]
+
+
 class TraceWriter:
     def __init__(
         self,
@@ -225,6 +234,8 @@ class TraceWriter:
             if self.written == mark:
                 break  # nothing could be stored: the rows wait for the next call
             pending -= self.written - mark
+        if self.sink is not None:  # what the background task handed over while this waited
+            await self._settle(await asyncio.to_thread(self._drain))
         return self.written - before
 
     async def _hand_over(self, full_only: bool, limit: int | None = None) -> int:
@@ -242,7 +253,7 @@ class TraceWriter:
                 if self.sink is not None:
                     await asyncio.to_thread(self._open_sink)
             size = min(self.batch_size, pending, len(self.queue))
-            batch = [self.queue.popleft() for _ in range(size)]
+            batch = _take(self.queue, size)
             pending -= size
             if self.sink is not None:
                 if self.sink.send(batch):
