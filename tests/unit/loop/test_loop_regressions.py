@@ -6,7 +6,6 @@ run behind and no way to finish it once approved."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, timedelta, timezone
 
 import pytest
@@ -25,6 +24,7 @@ from llmloop.core.feedback import (
 from llmloop.core.models import ModelVersionCreate
 from llmloop.core.monitoring import DriftRunCreate, Window
 from llmloop.errors import ApprovalRequiredError, ConflictError, InvalidInputError
+from llmloop.services import annotation as annotation_module
 from llmloop.services.actors import Actor, local_actor
 from llmloop.services.container import Container
 
@@ -84,19 +84,24 @@ def test_times_in_any_zone_or_naive_mean_the_same_instant(store: Container) -> N
     assert container.drift.history("dep", since=later) == []
 
 
-def test_a_lease_is_the_holders_not_the_callers(store: Container) -> None:
+def test_a_lease_is_the_holders_not_the_callers(
+    store: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
     container = store
     add_traces(container, [{"at": NOW + minutes(i)} for i in range(2)])
     spec = QueueCreate(name="q", label_schema=LabelSchema(kind="categorical", choices=["a", "b"]))
     container.annotation.create_queue(spec, ME)
     ann = container.annotation
+    clock = [NOW]  # the service's clock is the test's: a slow machine can't run a lease out
+    monkeypatch.setattr(annotation_module, "utcnow", lambda: clock[0])
     held = ann.next_item("q", "dave", lease_s=3600)
     assert held is not None and held.label is None
-    time.sleep(0.05)
-    other = ann.next_item("q", "erin", lease_s=0.01)  # asking for a short lease steals nothing
+    clock[0] += timedelta(seconds=10)
+    other = ann.next_item("q", "erin", lease_s=5)  # a lease shorter than dave's age steals nothing
     assert other is not None and other.id != held.id
+    clock[0] += timedelta(seconds=4)
     assert ann.next_item("q", "frank") is None  # both held
-    time.sleep(0.05)  # erin's own lease ran out: her item is free again
+    clock[0] += timedelta(seconds=2)  # erin's own lease ran out: her item is free again
     freed = ann.next_item("q", "frank")
     assert freed is not None and freed.id == other.id and freed.assignee == "frank"
     skipped = ann.skip("q", freed.id, Actor("frank", "viewer"))
