@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # with PIP_EXTRA_INDEX_URL pointing at a CUDA wheel index.
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= hf,structured,eval,postgres,redis,ray,otel,dev
-PYTEST_ARGS ?= -v
+PYTEST_ARGS ?= -v --durations=40
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1

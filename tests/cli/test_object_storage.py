@@ -5,32 +5,13 @@ moto or s3fs is not installed."""
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from tests.cli.conftest import Invoke
+from tests.fixtures import moto_s3
 
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+endpoint, bucket = moto_s3.endpoint, moto_s3.bucket  # the fixtures
+free_port, s3_client = moto_s3.free_port, moto_s3.s3_client
 
 
 def aws_env(endpoint: str, bucket: str, tmp_path: Path) -> dict[str, str]:
@@ -47,17 +28,9 @@ def aws_env(endpoint: str, bucket: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_commands_store_artifacts_on_s3(
-    cli: Invoke, rows_file: Path, endpoint: str, tmp_path: Path
+    cli: Invoke, rows_file: Path, endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket=bucket)
+    s3 = s3_client(endpoint)
     env = aws_env(endpoint, bucket, tmp_path)
     cli("datasets", "add-version", "tickets", "--file", str(rows_file), env=env, ok=True)
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="team/sha256/")

@@ -8,6 +8,7 @@ not here.
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,6 +203,17 @@ def json_value(v: dict[str, Any]) -> Any:
     if "bytesValue" in v:
         return str(v["bytesValue"])
     return None
+
+
+def json_list(value: Any) -> list[Any] | None:
+    """A JSON list attribute (``gen_ai.input.messages`` and the like) as a list, else None:
+    exporters send it as a JSON string or as an OTLP array value."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, list) else None
 
 
 def answer_body(media: str) -> bytes:

@@ -32,6 +32,7 @@ from llmloop.services.otlp_decode import (
     hex_id,
     json_attrs,
     json_document,
+    json_list,
     json_value,
     nanos,
     object_list,
@@ -154,7 +155,7 @@ def messages_of(events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, str]:
         body = body if isinstance(body, dict) else {}
         if name == DETAILS:
             for key in (_INPUT, _OUTPUT, _SYSTEM):
-                value = _listed(attributes.get(key, body.get(key)))
+                value = json_list(attributes.get(key, body.get(key)))
                 if value:
                     whole[key] = value
         elif name == "gen_ai.choice":
@@ -217,15 +218,6 @@ def _arguments(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def _listed(value: Any) -> list[Any] | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, list) else None
 
 
 def _index(value: Any) -> int:

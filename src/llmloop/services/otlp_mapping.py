@@ -15,7 +15,7 @@ from typing import Any
 from llmloop.core.ids import encode_id
 from llmloop.core.traces import TraceRecord, join_turns, new_trace_id
 from llmloop.services.actors import Actor
-from llmloop.services.otlp_decode import Span
+from llmloop.services.otlp_decode import Span, json_list
 
 _ERROR = 2  # Status.STATUS_CODE_ERROR
 _OPERATIONS = {"chat", "text_completion", "embeddings", "generate_content", "execute_tool",
@@ -142,7 +142,7 @@ def to_record(span: Span, actor: Actor) -> TraceRecord:
     operation = str(a.get("gen_ai.operation.name") or "chat")
     operation = operation if operation in _OPERATIONS else "chat"
     model = str(a.get("gen_ai.request.model") or "")[:256]
-    outputs = _structured(a.get("gen_ai.output.messages"))
+    outputs = json_list(a.get("gen_ai.output.messages"))
     ttft = _ttft_ms(span)
     code = a.get("http.response.status_code")
     if not (isinstance(code, int) and 100 <= code < 600):
@@ -259,7 +259,7 @@ def merge_log_content(
         return None
     attributes.update(changed)
     attributes[LOG_CONTENT] = "logs"
-    outputs = _structured(attributes.get("gen_ai.output.messages"))
+    outputs = json_list(attributes.get("gen_ai.output.messages"))
     if ours or not attributes.get("llmloop.tool_calls"):
         attributes.pop("llmloop.tool_calls", None)
         calls = _tool_calls(attributes, outputs)
@@ -352,10 +352,10 @@ def _conversation(span: Span, side: str) -> str:
     lines, the output as the answer's text."""
     a = span.attributes
     raw = a.get(f"gen_ai.{side}.messages")
-    structured = _structured(raw)
+    structured = json_list(raw)
     if structured is not None:
         turns = [_message(m, side) for m in structured]
-        system = _structured(a.get("gen_ai.system_instructions")) if side == "input" else None
+        system = json_list(a.get("gen_ai.system_instructions")) if side == "input" else None
         if system:  # instructions given apart from the messages (newer conventions)
             turns.insert(0, ("system", _parts_text(system)))
         return _side(side, turns)
@@ -368,16 +368,6 @@ def _conversation(span: Span, side: str) -> str:
         turns = [(str(m.get("role") or default), str(m.get("content") or "")) for m in indexed]
         return _side(side, turns)
     return _from_events(span, side)
-
-
-def _structured(value: Any) -> list[Any] | None:
-    """A JSON list attribute (``gen_ai.input.messages`` and the like) as a list, else None."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, list) else None
 
 
 def _json_object(value: Any) -> dict[str, Any]:

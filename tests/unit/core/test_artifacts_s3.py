@@ -4,35 +4,17 @@ credentials, endpoint down) are one clear error. Skipped when moto or s3fs is no
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fixtures import moto_s3
 
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
+from llmloop.artifacts.fsspec_store import FsspecArtifactStore
+from llmloop.errors import UpstreamError
 
-from llmloop.artifacts.fsspec_store import FsspecArtifactStore  # noqa: E402
-from llmloop.errors import UpstreamError  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+endpoint, bucket = moto_s3.endpoint, moto_s3.bucket  # the fixtures
+free_port, s3_client = moto_s3.free_port, moto_s3.s3_client
 
 
 @pytest.fixture
@@ -54,20 +36,6 @@ def options(endpoint: str, **extra: Any) -> dict[str, Any]:
         "skip_instance_cache": True,
         **extra,
     }
-
-
-@pytest.fixture
-def bucket(endpoint: str) -> str:
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=name)
-    return name
 
 
 def keys(store: FsspecArtifactStore) -> list[str]:
@@ -132,14 +100,7 @@ def test_an_upload_that_fails_halfway_leaves_nothing_behind(
     with pytest.raises(UpstreamError, match="disk went away"):
         store.put(BrokenSource(big))
     assert keys(store) == []  # nothing committed at the digest's key, nor anywhere else
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert s3_client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     ref = store.put(big)  # and a later upload of the same content works
     assert store.exists(ref) and ref.size == 20 << 20
 
