@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmloop.core.base import JsonDict
-from llmloop.errors import InvalidInputError
+from llmloop.errors import InvalidInputError, NotFoundError
 from llmloop.services.pipelines import StepContext
 
 
@@ -46,6 +46,21 @@ def file_digest(path: str) -> str | None:
         return None
 
 
+def ensure_alias(ctx: StepContext, model: str, alias: str, version: int) -> None:
+    """Point ``alias`` of ``model`` at ``version`` unless it already does: a cached step that
+    moved an alias stands for that alias, so one moved by hand since is moved back (with the
+    audit entry and approval rules of any move)."""
+    try:
+        current: int | None = ctx.container.models.get_version(model, alias).version
+    except NotFoundError:
+        current = None
+    if current == version:
+        return
+    ctx.container.models.set_alias(model, alias, version, ctx.actor)
+    was = f"v{current}" if current is not None else "nothing"
+    ctx.log(f"{model}@{alias} pointed at {was}: moved back to v{version}")
+
+
 class InitBaseStep:
     """Build and pre-train the small local foundation model on a dataset's text."""
 
@@ -70,6 +85,11 @@ class InitBaseStep:
         if inputs.alias:
             c.models.set_alias(inputs.model, inputs.alias, mv.version, ctx.actor)
         return {"model_version": mv.id, "version": mv.version}
+
+    @staticmethod
+    def reapply(inputs: Inputs, outputs: JsonDict, ctx: StepContext) -> None:
+        if inputs.alias and isinstance(outputs.get("version"), int):
+            ensure_alias(ctx, inputs.model, inputs.alias, outputs["version"])
 
 
 class FinetuneStep:
@@ -185,6 +205,11 @@ class PromoteStep:
             return {"promoted": False}
         ctx.container.models.set_alias(inputs.model, inputs.alias, inputs.version, ctx.actor)
         return {"promoted": True}
+
+    @staticmethod
+    def reapply(inputs: Inputs, outputs: JsonDict, ctx: StepContext) -> None:
+        if outputs.get("promoted"):
+            ensure_alias(ctx, inputs.model, inputs.alias, inputs.version)
 
 
 class IngestStep:

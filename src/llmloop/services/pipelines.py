@@ -66,6 +66,11 @@ class PipelineStep(Protocol):
     def run(self, inputs: Any, ctx: StepContext) -> JsonDict: ...
 
 
+# A step may also have ``fingerprint(inputs, container) -> JsonDict`` (what its inputs name now,
+# part of the cache key) and ``reapply(inputs, outputs, ctx) -> None``: on a cache hit, put back
+# an effect the cached result stands for (an alias) where it was undone since.
+
+
 @dataclass
 class StepReport:
     id: str
@@ -278,6 +283,11 @@ class PipelineService:
                 self.container.runs.add_inputs(
                     parent_id, [RunInput(id=hit["run_id"], role="cached")], actor
                 )
+                reapply = getattr(kind, "reapply", None)
+                if reapply is not None:  # an effect on the registry moved by hand since
+                    ctx = StepContext(self.container, actor, hit["run_id"], spec.name, step.id,
+                                      self.container.settings.home)  # fmt: skip
+                    reapply(inputs, hit["outputs"], ctx)
                 return StepReport(step.id, step.uses, "cached", hit["run_id"], hit["outputs"])
         runs = self.container.runs
         run = runs.create(

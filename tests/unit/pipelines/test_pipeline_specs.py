@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmloop.config import load_settings
+from llmloop.core.models import ModelVersionCreate
 from llmloop.errors import ConfigError
 from llmloop.plugins import build_registry
 from llmloop.services import pipeline_steps
@@ -63,6 +64,31 @@ def test_register_step_stores_a_weights_folder(container: Container, tmp_path: P
     version = container.models.get_version("bot", 1)
     assert version.artifact is not None and container.artifacts.exists(version.artifact)
     assert version.run_id == report.steps[0].run_id
+
+
+def test_a_cached_promote_moves_back_an_alias_moved_by_hand(
+    container: Container, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    spec = load_pipeline(write(tmp_path, (
+        f"name: ship\nsteps:\n  - id: reg\n    uses: register\n"
+        f"    with: {{model: bot, path: '{weights}', base_model: tiny}}\n"
+        "  - id: promote\n    uses: promote\n"
+        "    with: {model: bot, version: '${{ steps.reg.outputs.version }}'}\n")))  # fmt: skip
+    me = local_actor()
+    assert container.pipelines.run(spec, me).status == "finished"
+    other = ModelVersionCreate(base_model="tiny")
+    container.models.create_version("bot", other, me)
+    container.models.set_alias("bot", "champion", 2, me)  # a rollback by hand
+    again = container.pipelines.run(spec, me)
+    assert [s.status for s in again.steps] == ["cached", "cached"]
+    assert container.models.get_version("bot", "champion").version == 1  # what the run stands for
+    moves = [e for e in container.governance.audit() if "alias" in e.action]
+    assert len(moves) == 3  # promoted, moved by hand, moved back: each audited
+    assert container.pipelines.run(spec, me).steps[1].status == "cached"
+    assert len([e for e in container.governance.audit() if "alias" in e.action]) == 3
 
 
 STEP = "name: p\nsteps:\n  - id: first\n    uses: register\n    with: {model: m}\n"
