@@ -14,9 +14,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,13 +27,13 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
+from tests.fixtures.served import run_cli, serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Chromium (Debian: apt install chromium)"
 )
-LLMLOOP = str(Path(sys.executable).with_name("llmloop"))
 
 
 @dataclass
@@ -44,18 +41,6 @@ class Served:
     url: str
     key: str
     env: dict[str, str]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([LLMLOOP, *args], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @contextmanager
@@ -71,35 +56,10 @@ def _serve(tmp_path: Path, *flags: str) -> Iterator[Served]:
         "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
         "LLMLOOP_TRACE_FLUSH_MS": "100",
     }
-    created = json.loads(_cli(env, "keys", "create", "ada", "--role", "admin", "--json"))
-    _cli(env, "prompts", "add-version", "support", "--template", "<b>Answer</b>: {{ question }}")
-    port = _port()
-    proc = subprocess.Popen(
-        [LLMLOOP, "serve", "--port", str(port), *flags],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"the server did not start: {proc.communicate()[0]}")
-    yield Served(url, created["secret"], env)
-    proc.terminate()
-    try:
-        output = proc.communicate(timeout=30)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output = proc.communicate()[0]
-    assert "Traceback" not in output, output
+    created = json.loads(run_cli(env, "keys", "create", "ada", "--role", "admin", "--json"))
+    run_cli(env, "prompts", "add-version", "support", "--template", "<b>Answer</b>: {{ question }}")
+    with serving(*flags, env=env, deadline_s=60) as server:
+        yield Served(server.url, created["secret"], env)
 
 
 @pytest.fixture
@@ -201,7 +161,7 @@ def test_a_request_found_in_the_browser_gets_feedback(served: Served, browser: A
 def test_a_narrow_screen_never_scrolls_the_page_sideways(served: Served, browser: Any) -> None:
     """At phone width a wide table or chart scrolls in its place, the page itself does not
     (charts were 460 px at least, tables as wide as their text, a long key name in a select)."""
-    _cli(served.env, "keys", "create", "batch-" + "x" * 120, "--role", "viewer")
+    run_cli(served.env, "keys", "create", "batch-" + "x" * 120, "--role", "viewer")
     client = openai.OpenAI(api_key=served.key, base_url=f"{served.url}/v1", max_retries=0)
     client.chat.completions.create(
         model="chat", messages=[{"role": "user", "content": "a narrow screen"}], user="u" * 80
@@ -227,8 +187,8 @@ def test_a_narrow_screen_never_scrolls_the_page_sideways(served: Served, browser
     rows = Path(served.env["LLMLOOP_HOME"]) / "rows.jsonl"
     rows.write_text("".join(f'{{"prompt": "question {i}", "response": "answer {i}"}}\n'
                             for i in range(30)))  # fmt: skip
-    _cli(served.env, "datasets", "add-version", "narrow", "--file", str(rows))
-    _cli(served.env, "data", "profile", "narrow")
+    run_cli(served.env, "datasets", "add-version", "narrow", "--file", str(rows))
+    run_cli(served.env, "data", "profile", "narrow")
     page.goto(f"{served.url}/ui/datasets/narrow/versions/1/report")  # the EDA report's plots
     assert page.locator("svg").count() > 0
     width = page.evaluate("document.documentElement.scrollWidth")

@@ -22,6 +22,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.fixtures.served import LLMLOOP, ServerProcess, free_port, kill, start, start_serve
 
 from llmloop.config import load_settings
 from llmloop.core.governance import ApiKeyCreate
@@ -43,16 +44,10 @@ LAUNCH = (
 
 @dataclass
 class Server:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
     url: str
     key: str
     home: Path
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -72,33 +67,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
     container = Container(settings)
     key = container.keys.create(ApiKeyCreate(name="e2e", role="admin"), local_actor()).secret
     container.close()
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(port)], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start")
-    yield Server(proc, url, key, tmp_path / "home")
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-LLMLOOP = Path(sys.executable).parent / "llmloop"
+    port = free_port()
+    process = start([sys.executable, "-c", LAUNCH, str(port)], port, env, cwd=ROOT, deadline_s=30)
+    yield Server(process.proc, process.url, key, tmp_path / "home")
+    kill(process)
 
 
 @dataclass
 class Serve:
     """``llmloop serve`` itself (the fixture above runs uvicorn directly)."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
     url: str
     port: int
     key: str
@@ -107,40 +86,27 @@ class Serve:
 @pytest.fixture
 def serve(server: Server) -> Iterator[Callable[..., Serve]]:
     """Start ``llmloop serve ARGS`` on a fresh port with the ``server`` fixture's home."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[ServerProcess] = []
     env = {**os.environ, "LLMLOOP_HOME": str(server.home),
            "LLMLOOP_DEPLOYMENTS_FILE": str(server.home.parent / "deployments.yaml"),
            "LLMLOOP_GATEWAY_RELOAD_S": "0", "LLMLOOP_REDIS_URL": ""}  # fmt: skip
 
-    def start(*args: str) -> Serve:
-        port = _port()
-        log = (server.home.parent / f"serve-{port}.log").open("wb")  # a pipe could fill up
-        proc = subprocess.Popen([str(LLMLOOP), "serve", "--port", str(port), *args], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        log.close()
-        started.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return Serve(proc, url, port, server.key)
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        proc.kill()
-        pytest.fail(f"llmloop serve {' '.join(args)} did not start")
+    def start_one(*args: str) -> Serve:
+        port = free_port()
+        log = server.home.parent / f"serve-{port}.log"  # a file: a pipe could fill up
+        process = start_serve(*args, env=env, port=port, output=log, deadline_s=120)
+        started.append(process)
+        return Serve(process.proc, process.url, port, server.key)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    yield start_one
+    for process in started:
+        kill(process)
 
 
 def test_a_port_in_use_is_refused_before_anything_loads(server: Server) -> None:
     port = server.url.rsplit(":", 1)[1]
     env = {**os.environ, "LLMLOOP_HOME": str(server.home)}
-    out = subprocess.run([str(LLMLOOP), "serve", "--port", port], env=env, capture_output=True,
+    out = subprocess.run([LLMLOOP, "serve", "--port", port], env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr

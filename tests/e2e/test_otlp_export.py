@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,23 +19,16 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from tests.fixtures.served import ServerProcess, run_cli, start_serve, stop
 
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-
-LLMLOOP = str(Path(sys.executable).with_name("llmloop"))
 
 
 @dataclass
 class Server:
     url: str
     key: str
-    proc: subprocess.Popen[str]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    process: ServerProcess
 
 
 ECHO = [{"name": "chat", "targets": [{"engine": {"kind": "echo"}}]}]
@@ -51,42 +41,16 @@ def _start(
     deployments.write_text(json.dumps({"deployments": deployments_list}))
     env = {**os.environ, "LLMLOOP_HOME": str(home), "LLMLOOP_DEPLOYMENTS_FILE": str(deployments),
            "LLMLOOP_TRACE_FLUSH_MS": "100", **(extra_env or {})}  # fmt: skip
-    made = subprocess.run(
-        [LLMLOOP, "keys", "create", "app", "--role", "editor", "--json"],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    port = _port()
-    proc = subprocess.Popen(
-        [LLMLOOP, "serve", "--port", str(port)], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return Server(url, json.loads(made.stdout)["secret"], proc)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"the server did not start: {proc.communicate()[0]}")
-
-
-def _stop(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        output = server.proc.communicate(timeout=30)[0]
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        output = server.proc.communicate()[0]
-    assert "Traceback" not in output, output
+    made = run_cli(env, "keys", "create", "app", "--role", "editor", "--json")
+    process = start_serve(env=env, output="pipe", deadline_s=60)
+    return Server(process.url, json.loads(made)["secret"], process)
 
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Server]:
     server = _start(tmp_path / "receiver")
     yield server
-    _stop(server)
+    stop(server.process)
 
 
 def _traces(server: Server) -> list[Any]:
@@ -268,7 +232,7 @@ def test_a_gateway_exports_its_traces_over_otlp_into_another(
         traces = _wait_for(receiver, lambda ts: len(exported(ts)) >= 3)
         sent = {t["id"]: t for t in _traces(sender)}
     finally:
-        _stop(sender)
+        stop(sender.process)
     by_model = {(t["request_model"], t["stream"]): t for t in exported(traces)}
     assert len(by_model) == len(exported(traces)) == 3, traces
     plain, streamed, failed = (

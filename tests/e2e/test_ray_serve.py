@@ -22,6 +22,7 @@ import pytest
 
 serve = pytest.importorskip("ray.serve")
 import ray  # noqa: E402 - only once ray.serve is known to import
+from tests.fixtures.served import free_port  # noqa: E402
 
 from llmloop.api.ray_serve import REPLICA_HEADER, build_ray_app  # noqa: E402
 from llmloop.config import Settings, load_settings  # noqa: E402
@@ -41,12 +42,6 @@ class RayGateway:
     settings: Settings
     admin: str
     limited: str  # a viewer key allowed 3 requests a minute
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _redis_up() -> bool:
@@ -94,7 +89,7 @@ def ray_gateway(tmp_path: Path) -> Iterator[RayGateway]:
         "alert_interval_s": 0,
     }, env={})  # fmt: skip
     admin, limited = _keys(settings)
-    port = _free_port()
+    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
