@@ -169,6 +169,10 @@ def test_every_address_on_every_page_carries_the_prefix(app: FastAPI, proxied: T
     sections = {urlsplit(p).path.split("/")[3] for p in pages if p.count("/") > 2}
     assert {"models", "datasets", "prompts", "runs", "deployments", "traces", "monitoring",
             "alerts", "annotation", "governance", "keys"} <= sections  # fmt: skip
+    assert {
+        f"{ROOT}/ui/models/bot/versions/1/card",
+        f"{ROOT}/ui/models/bot/versions/1/card.md",
+    } <= set(pages)
     for url, html in pages.items():
         for address in addresses(html):
             if address.startswith("#"):

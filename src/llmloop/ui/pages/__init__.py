@@ -14,6 +14,7 @@ def routers() -> list[APIRouter]:
         deployments,
         governance,
         keys,
+        model_cards,
         models,
         monitoring,
         overview,
@@ -22,6 +23,6 @@ def routers() -> list[APIRouter]:
         traces,
     )
 
-    modules = (overview, models, datasets, prompts, runs, deployments, traces, monitoring,
-               alerts, annotation, governance, keys)  # fmt: skip
+    modules = (overview, models, model_cards, datasets, prompts, runs, deployments, traces,
+               monitoring, alerts, annotation, governance, keys)  # fmt: skip
     return [m.router for m in modules]

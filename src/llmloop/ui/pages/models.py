@@ -134,7 +134,7 @@ def show_model(
 # --- one version -----------------------------------------------------------------------------
 
 
-def _number(ref: str) -> int | None:
+def version_number(ref: str) -> int | None:
     """A version number from the path, or None for an alias or ``latest``."""
     if LABEL_PATTERN.match(ref):
         return None
@@ -182,7 +182,7 @@ def show_version(
     name: str,
     ref: Annotated[str, Path(max_length=64)],
 ) -> Response:
-    number = _number(ref)
+    number = version_number(ref)
     if number is None:  # an alias or "latest": the page of the version it names today
         return redirect(request, version_url(base, name, c.models.get_version(name, ref).version))
     v = c.models.get_version(name, number)
