@@ -14,7 +14,16 @@ import typer
 
 from llmloop.cli.context import get_state
 from llmloop.cli.options import parse_number_pairs, parse_pairs, parse_ref, split_name_ref
-from llmloop.cli.output import print_json, print_table, say, show_record, warn
+from llmloop.cli.output import (
+    print_fields,
+    print_json,
+    print_table,
+    say,
+    show_record,
+    to_data,
+    warn,
+)
+from llmloop.core.deployments import ServingRoute
 from llmloop.core.models import ModelCreate, ModelFormat, ModelVersionCreate, Stage
 from llmloop.errors import ApprovalRequiredError
 
@@ -50,13 +59,19 @@ def show_model(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show a model, or one of its versions with --ref."""
-    service = get_state(ctx).container.models
+    """Show a model, or one of its versions with --ref (and the deployments serving it now)."""
+    container = get_state(ctx).container
     if ref is None:
-        show_record(service.get(name), as_json, title=f"model {name}")
+        show_record(container.models.get(name), as_json, title=f"model {name}")
         return
-    version = service.get_version(name, parse_ref(ref))
-    show_record(version, as_json, title=f"model {name} v{version.version}")
+    version = container.models.get_version(name, parse_ref(ref))
+    routes = container.deployments.served_by(version.id)
+    if as_json:
+        print_json({**to_data(version), "served_by": routes})
+        return
+    fields = {k: getattr(version, k) for k in type(version).model_fields}
+    served = [r.summary for r in routes] or "no deployment"
+    print_fields({**fields, "served by": served}, title=f"model {name} v{version.version}")
 
 
 @app.command("card")
@@ -144,20 +159,24 @@ def list_versions(
     name: str = typer.Argument(..., help="Model name."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List the versions of a model."""
-    service = get_state(ctx).container.models
-    items = service.list_versions(name)
+    """List the versions of a model, with the deployments serving each now."""
+    container = get_state(ctx).container
+    items = container.models.list_versions(name)
+    served: dict[str, list[ServingRoute]] = {}
+    for route in container.deployments.serving_model(name):
+        served.setdefault(route.version_id, []).append(route)
     if as_json:
-        print_json(items)
+        print_json([{**to_data(v), "served_by": served.get(v.id, [])} for v in items])
         return
     aliases: dict[int, list[str]] = {}
-    for alias, number in service.get(name).aliases.items():
+    for alias, number in container.models.get(name).aliases.items():
         aliases.setdefault(number, []).append(alias)
     rows = (
-        [v.version, aliases.get(v.version, []), v.stage, v.format, v.base_model, v.metrics, v.id]
+        [v.version, aliases.get(v.version, []), v.stage, v.format, v.base_model, v.metrics,
+         [r.summary for r in served.get(v.id, [])], v.id]
         for v in items
-    )
-    columns = ["version", "aliases", "stage", "format", "base", "metrics", "id"]
+    )  # fmt: skip
+    columns = ["version", "aliases", "stage", "format", "base", "metrics", "served by", "id"]
     print_table(columns, rows, title=f"versions of {name}")
 
 
@@ -186,13 +205,25 @@ def set_stage(
     stage: str = typer.Argument(..., help=f"One of: {STAGES}."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Move a version to a lifecycle stage."""
+    """Move a version to a lifecycle stage (archiving one a deployment still serves warns)."""
     state = get_state(ctx)
     updated = state.container.models.set_stage(name, version, stage, state.actor())
     if as_json:
         print_json(updated)
     else:
         say(f"model {name}: version {version} is in stage {updated.stage}")
+    if updated.stage == "archived":
+        _warn_still_served(state.container.deployments.served_by(updated.id), name, version)
+
+
+def _warn_still_served(routes: list[ServingRoute], name: str, version: int) -> None:
+    """Archiving is a label the gateway does not read: say who still serves the version."""
+    if routes:
+        serving = "; ".join(r.summary for r in routes)
+        warn(
+            f"{name} v{version} is archived but still served ({serving}): move the alias or "
+            "edit the deployment to stop serving it"
+        )
 
 
 @app.command("protect")

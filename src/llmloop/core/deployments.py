@@ -158,3 +158,63 @@ class DeploymentPublic(Value):
     resolved: dict[str, str] = Field(
         default_factory=dict, description="Target label -> model version id now serving."
     )
+
+
+ServingRole = Literal["primary", "fallback", "shadow"]
+
+
+class ServingRoute(Value):
+    """A deployment target that resolves to a model version now: computed when read from the
+    stored spec and the aliases as they are, never stored (moving an alias changes it)."""
+
+    deployment: str = Field(description="Deployment name.")
+    deployment_id: str
+    role: ServingRole = Field(description="primary (canary split), fallback or shadow.")
+    position: int = Field(ge=0, description="Index among the deployment's targets of this role.")
+    target: str = Field(description="The target's label: its name or model@ref.")
+    ref: str = Field(description="The reference as written: an alias, 'latest' or a number.")
+    pinned: bool = Field(description="The reference is a version number, not an alias.")
+    weight: float | None = Field(default=None, description="Primaries: the relative weight.")
+    share: float | None = Field(
+        default=None, description="Primaries: the fraction of the canary split (0: drained)."
+    )
+    model: str
+    version: int
+    version_id: str
+
+    @property
+    def via(self) -> str:
+        """``champion``, ``latest`` or ``pinned v3``: what a move would have to change."""
+        return f"pinned v{self.version}" if self.pinned else self.ref
+
+    @property
+    def relation(self) -> str:
+        """The lineage relation from the version to the deployment, e.g. ``serves via
+        champion``, ``serves 10% via candidate``, ``fallback via pinned v3``, ``shadow via
+        latest``, ``drained via candidate`` (weight 0)."""
+        if self.role != "primary":
+            return f"{self.role} via {self.via}"
+        if self.share == 0:
+            return f"drained via {self.via}"
+        if self.share is not None and self.share < 1:
+            return f"serves {_percent(self.share)} via {self.via}"
+        return f"serves via {self.via}"
+
+    @property
+    def role_text(self) -> str:
+        """``primary``, ``primary 10%``, ``primary (drained)``, ``fallback 2`` or ``shadow``."""
+        if self.role == "fallback":
+            return f"fallback {self.position + 1}"
+        if self.role == "shadow" or self.share is None or self.share >= 1:
+            return self.role
+        return "primary (drained)" if self.share == 0 else f"primary {_percent(self.share)}"
+
+    @property
+    def summary(self) -> str:
+        """One line for people: ``chat: primary 90% via champion``."""
+        return f"{self.deployment}: {self.role_text} via {self.via}"
+
+
+def _percent(share: float) -> str:
+    """A share as a whole percentage; a sliver above 0 reads "<1%", not a drained "0%"."""
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"

@@ -2,11 +2,13 @@
 
 This service validates, stores, lists and deletes deployment specs and audits every change. It
 does not route requests or start engines (``services/gateway`` does); it tells listeners that a
-deployment changed so the gateway can reload it.
+deployment changed so the gateway can reload it. Which deployments serve a model version now is
+computed on read (``services/serving``).
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from llmloop.core.deployments import DeploymentPublic, DeploymentSpec
+from llmloop.core.deployments import DeploymentPublic, DeploymentSpec, ServingRoute
 from llmloop.core.ids import new_id
 from llmloop.errors import ConfigError, NotFoundError
 from llmloop.services.actors import Actor
+from llmloop.services.serving import served_by, serving_routes
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, utcnow
 
@@ -97,6 +100,17 @@ class DeploymentService:
             return self.get(name)
         except NotFoundError:
             return None
+
+    def served_by(self, version_id: str) -> builtins.list[ServingRoute]:
+        """The deployments whose targets resolve to the model version ``version_id`` now, each
+        with the target's role and the reference it goes through (computed, not stored)."""
+        with self.store.read() as tx:
+            return served_by(tx, version_id)
+
+    def serving_model(self, model: str) -> builtins.list[ServingRoute]:
+        """Every deployment target that resolves to some version of ``model`` now."""
+        with self.store.read() as tx:
+            return serving_routes(tx, models={model})
 
     def apply(self, spec: DeploymentSpec, actor: Actor, source: str = "api") -> DeploymentPublic:
         """Create or replace the deployment ``spec.name`` (editor role)."""

@@ -7,6 +7,7 @@ setting allows self-approval); approving applies the move in the same transactio
 
 from __future__ import annotations
 
+from llmloop.core.deployments import ServingRoute
 from llmloop.core.governance import (
     ApprovalCreate,
     ApprovalPublic,
@@ -19,6 +20,7 @@ from llmloop.core.ids import entity_of, new_id
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from llmloop.services.actors import Actor
 from llmloop.services.pointers import MODEL_ALIAS, PROMPT_LABEL, move_pointer, set_protected
+from llmloop.services.serving import serving_routes
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
@@ -36,6 +38,28 @@ _NODE_TABLES = {
     "model_version": t.model_versions,
 }
 MAX_LINEAGE_NODES = 5000
+
+
+class _ServingEdges:
+    """Computed lineage edges version -> deployment, from what each deployment serves now;
+    resolved once per graph, and only when a version or a deployment is reached."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+        self.routes: list[ServingRoute] | None = None
+
+    def touching(self, node_ids: set[str], upstream: bool) -> list[Row]:
+        kind = "deployment" if upstream else "model_version"
+        ids = {n for n in node_ids if entity_of(n) == kind}
+        if not ids:
+            return []
+        if self.routes is None:
+            self.routes = serving_routes(self.tx)
+        return [
+            {"source_id": r.version_id, "target_id": r.deployment_id, "relation": r.relation}
+            for r in self.routes
+            if (r.deployment_id if upstream else r.version_id) in ids
+        ]
 
 
 class GovernanceService:
@@ -166,19 +190,23 @@ class GovernanceService:
             return [AuditEntry(**r) for r in rows]
 
     def lineage(self, entity_id: str, direction: str = "both", depth: int = 20) -> LineageGraph:
-        """Upstream and/or downstream graph of an entity, as nodes and edges."""
+        """Upstream and/or downstream graph of an entity, as nodes and edges. Besides the stored
+        edges, a model version leads to the deployments that serve it now (computed, see
+        ``services/serving``), and a deployment back to the versions it serves."""
         if direction not in ("up", "down", "both"):
             raise InvalidInputError("direction must be up, down or both")
         with self.store.read() as tx:
             self._node(tx, entity_id, must_exist=True)
             edges: dict[tuple[str, str, str], LineageEdge] = {}
             nodes = {entity_id}
+            serving = _ServingEdges(tx)
             for upstream in (True, False):
                 if direction == ("down" if upstream else "up"):
                     continue
                 frontier = {entity_id}
                 for _ in range(depth):
                     found = tx.edges_touching(sorted(frontier), upstream=upstream)
+                    found += serving.touching(frontier, upstream)
                     nxt = set()
                     for e in found:
                         key = (e["source_id"], e["target_id"], e["relation"])
@@ -208,6 +236,8 @@ class GovernanceService:
         entity = entity_of(node_id) or "external"
         table = _NODE_TABLES.get(entity)
         row = tx.get(table, id=node_id) if table is not None else None
+        if entity == "deployment":  # no registry table (a deleted one may stay in edges)
+            row = tx.get(t.deployments, id=node_id)
         if must_exist and table is not None and row is None:
             raise NotFoundError(f"no {entity.replace('_', ' ')} with id '{node_id}'")
         if must_exist and table is None and entity not in ("trace", "deployment"):

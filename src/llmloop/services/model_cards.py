@@ -2,10 +2,11 @@
 
 A card is built, never stored: the version (base, format, stage, aliases, metrics, description),
 its training run and parameters, the dataset versions it was trained and validated on (from the
-lineage), and the evaluation runs that scored it. Intended use and limitations come from the
-version's ``intended_use`` and ``limitations`` parameters; what was not recorded says so. The
-Markdown escapes every user-written value, so a description cannot inject HTML or links into a
-page that renders the card. It does not write or change anything.
+lineage), the evaluation runs that scored it, and the deployments that serve it when the card is
+built (from the aliases as they are then, ``services/serving``). Intended use and limitations
+come from the version's ``intended_use`` and ``limitations`` parameters; what was not recorded
+says so. The Markdown escapes every user-written value, so a description cannot inject HTML or
+links into a page that renders the card. It does not write or change anything.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from llmloop.core.base import ArtifactRef, JsonDict
+from llmloop.core.deployments import ServingRoute
 from llmloop.core.ids import entity_of
 from llmloop.errors import NotFoundError
 
 NOT_RECORDED = "Not recorded."
+NOT_SERVED = "No deployment serves this version now."
 _DATA_ROLES = ("train", "validation", "corpus", "input", "dataset")
 _MD_SPECIAL = re.compile(r"([\\`*\[\]!|#])")
 
@@ -69,6 +72,10 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any]
     evaluations: list[CardEvaluation]
     artifact: ArtifactRef | None
+    deployments: list[ServingRoute] = Field(
+        default_factory=list,
+        description="Deployment targets that resolve to this version when the card was built.",
+    )
 
 
 def build_card(container: Any, name: str, ref: int | str = "latest") -> ModelCard:
@@ -103,6 +110,7 @@ def build_card(container: Any, name: str, ref: int | str = "latest") -> ModelCar
         metrics=dict(version.metrics),
         evaluations=_evaluations(container, graph, version.id),
         artifact=version.artifact,
+        deployments=container.deployments.served_by(version.id),
     )
 
 
@@ -216,4 +224,7 @@ def render_markdown(card: ModelCard) -> str:
         out += ["", f"### {md(ev.name)} ({md(ev.status)}, run {ev.run_id})", ""]
         scores = sorted(ev.metrics.items())
         out += _table(["metric", "value"], scores) if scores else [NOT_RECORDED]
+    out += ["", "## Deployments", ""]
+    rows = [[r.deployment, r.role_text, r.via, r.target] for r in card.deployments]
+    out += _table(["deployment", "role", "via", "target"], rows) if rows else [NOT_SERVED]
     return "\n".join(out).rstrip() + "\n"

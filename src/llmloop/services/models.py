@@ -133,7 +133,7 @@ class ModelService:
         """A version by number, by alias (``champion``) or ``latest``."""
         with self.store.read() as tx:
             model = self._model(tx, name)
-            return _version_public(self._resolve(tx, model, ref), name)
+            return _version_public(resolve_version_row(tx, model, ref), name)
 
     def get_version_by_id(self, version_id: str) -> ModelVersionPublic:
         with self.store.read() as tx:
@@ -143,28 +143,6 @@ class ModelService:
             model = tx.get(t.models, id=row["model_id"])
             assert model is not None
             return _version_public(row, model["name"])
-
-    def _resolve(self, tx: Tx, model: Row, ref: int | str) -> Row:
-        mid = model["id"]
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            number = int(ref)
-            row = (
-                tx.get(t.model_versions, model_id=mid, version=number)
-                if number <= MAX_VERSION
-                else None
-            )
-        elif ref == "latest":
-            number = tx.max_value(t.model_versions, "version", model_id=mid)
-            row = tx.get(t.model_versions, model_id=mid, version=number) if number else None
-        else:
-            try:
-                target = resolve_pointer(tx, MODEL_ALIAS, mid, str(ref))
-            except NotFoundError:
-                raise NotFoundError(f"model '{model['name']}' has no alias '{ref}'")
-            row = tx.get(t.model_versions, id=target)
-        if row is None:
-            raise NotFoundError(f"model '{model['name']}' has no version {ref}")
-        return row
 
     def set_alias(
         self, name: str, alias: str, version: int, actor: Actor, approved: bool = False
@@ -201,6 +179,30 @@ class ModelService:
     def owner_id(self, name: str) -> str:
         with self.store.read() as tx:
             return str(self._model(tx, name)["id"])
+
+
+def resolve_version_row(tx: Tx, model: Row, ref: int | str) -> Row:
+    """The version row ``ref`` (a number, an alias or ``latest``) of ``model`` names now."""
+    mid = model["id"]
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        number = int(ref)
+        row = (
+            tx.get(t.model_versions, model_id=mid, version=number)
+            if number <= MAX_VERSION
+            else None
+        )
+    elif ref == "latest":
+        number = tx.max_value(t.model_versions, "version", model_id=mid)
+        row = tx.get(t.model_versions, model_id=mid, version=number) if number else None
+    else:
+        try:
+            target = resolve_pointer(tx, MODEL_ALIAS, mid, str(ref))
+        except NotFoundError:
+            raise NotFoundError(f"model '{model['name']}' has no alias '{ref}'")
+        row = tx.get(t.model_versions, id=target)
+    if row is None:
+        raise NotFoundError(f"model '{model['name']}' has no version {ref}")
+    return row
 
 
 def _version_public(row: Row, name: str) -> ModelVersionPublic:

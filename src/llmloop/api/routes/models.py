@@ -1,4 +1,5 @@
-"""REST routes of models: versions, aliases, stages."""
+"""REST routes of models: versions, aliases, stages, model cards and the deployments serving a
+version now."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from llmloop.api.deps import ActorDep, ContainerDep
 from llmloop.api.routes.common import Limit, NamePath, Offset, RefPath, parse_ref
+from llmloop.core.deployments import ServingRoute
 from llmloop.core.models import (
     AliasMove,
     ModelCreate,
@@ -67,6 +69,13 @@ def get_card(
     if format == "markdown":
         return PlainTextResponse(render_markdown(card), media_type="text/markdown; charset=utf-8")
     return card
+
+
+@router.get("/{name}/versions/{ref}/deployments", response_model=list[ServingRoute])
+def get_serving(name: NamePath, ref: RefPath, c: ContainerDep, _: ActorDep) -> Any:
+    """The deployments whose targets resolve to this version now, with each target's role and
+    the reference it goes through (computed from the aliases as they are, never stored)."""
+    return c.deployments.served_by(c.models.get_version(name, parse_ref(ref)).id)
 
 
 @router.put("/{name}/aliases", response_model=ModelPublic)

@@ -21,6 +21,7 @@ from llmloop.core.deployments import DeploymentPublic, TargetSpec
 from llmloop.core.models import ModelVersionPublic
 from llmloop.errors import LlmloopError
 from llmloop.services.container import Container
+from llmloop.services.serving import places
 from llmloop.ui.pages.traces import version_names
 from llmloop.ui.web import (
     ActorPage,
@@ -79,15 +80,9 @@ def _serving(c: Container, dep: DeploymentPublic) -> list[str | None]:
 
 def routes_of(c: Container, dep: DeploymentPublic) -> list[Route]:
     """Primaries, fallbacks and the shadow of ``dep``, each resolved now."""
-    spec = dep.spec
-    total = sum(t.weight for t in spec.targets)
-    roles = [("primary", t) for t in spec.targets] + [("fallback", t) for t in spec.fallbacks]
-    if spec.shadow is not None:
-        roles.append(("shadow", spec.shadow))
     routes = []
-    for (role, target), serving in zip(roles, _serving(c, dep), strict=True):
+    for (role, _, target, share), serving in zip(places(dep.spec), _serving(c, dep), strict=True):
         version, problem = _resolve(c, target)
-        share = target.weight / total if role == "primary" and total > 0 else None
         routes.append(Route(role, target, share, version, problem, serving))
     return routes
 

@@ -75,7 +75,7 @@ def node_href(base: str, node: LineageNode) -> str | None:
         return f"{base}/traces/{segment(node.id)}"
     if label == node.id:  # the service labels a node by its id when the row is gone
         return None
-    if kind in ("dataset", "prompt", "model"):
+    if kind in ("dataset", "prompt", "model", "deployment"):
         return f"{base}/{kind}s/{segment(label)}"
     if kind in ("dataset_version", "prompt_version", "model_version"):
         name, sep, number = label.rpartition(":v")

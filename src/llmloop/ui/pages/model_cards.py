@@ -2,9 +2,10 @@
 
 The card is the one ``services/model_cards.py`` builds, so the page, the REST ``/card`` route
 and ``llmloop models card`` never disagree: the version's fields, intended use and limitations,
-its training run and data, its metrics and the evaluation runs that scored it. Every value is
-user-written, so the page renders them only through the autoescaping templates; the download is
-the service's Markdown, which makes user text inert itself.
+its training run and data, its metrics, the evaluation runs that scored it and the deployments
+serving it now. Every value is user-written, so the page renders them only through the
+autoescaping templates; the download is the service's Markdown, which makes user text inert
+itself.
 
 What this module does not do: build or store cards (the service does), or change a version (the
 models page does).
@@ -18,7 +19,13 @@ from typing import Annotated
 from fastapi import Path, Request
 from fastapi.responses import Response
 
-from llmloop.services.model_cards import NOT_RECORDED, ModelCard, build_card, render_markdown
+from llmloop.services.model_cards import (
+    NOT_RECORDED,
+    NOT_SERVED,
+    ModelCard,
+    build_card,
+    render_markdown,
+)
 from llmloop.ui.pages.governance import segment
 from llmloop.ui.pages.models import base_link, version_number, version_url
 from llmloop.ui.web import (
@@ -77,6 +84,7 @@ def show_card(
         run_href=f"{base}/runs/{segment(training.run_id)}" if training else None,
         sections=card_sections(card),
         not_recorded=NOT_RECORDED,
+        not_served=NOT_SERVED,
     )
 
 

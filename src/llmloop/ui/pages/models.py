@@ -2,7 +2,8 @@
 
 Editors move aliases and stages with plain forms; a protected alias refuses the move, and the
 page then asks the governance service for an approval instead (unless the editor unticked
-that). Version pages show lineage and audit entries through the governance page helpers.
+that). Version pages show lineage and audit entries through the governance page helpers, and
+the deployments serving the version now.
 
 What this module does not do: create models or versions (the CLI, SDK and training do), or
 decide approvals (the governance page does).
@@ -200,6 +201,7 @@ def show_version(
         run_href=f"{base}/runs/{segment(v.run_id)}" if v.run_id else None,
         paragraphs=[p.strip() for p in re.split(r"\n\s*\n", v.description) if p.strip()],
         audit=[audit_view(base, e) for e in version_audit(c, model, v)],
+        served_by=c.deployments.served_by(v.id),
         stages=STAGES,
         can_edit=role_at_least(actor, "editor"),
         **lineage_view(c, base, v.id),
@@ -296,10 +298,15 @@ def set_stage(
     if stage not in STAGES:
         return redirect(request, url, f"stage must be one of {', '.join(STAGES)}", error=True)
     try:
-        c.models.set_stage(name, version, stage, actor)
+        updated = c.models.set_stage(name, version, stage, actor)
     except LlmloopError as exc:
         return redirect(request, url, exc.detail, error=True)
-    return redirect(request, url, f"Version {version} is now in stage '{stage}'.")
+    message = f"Version {version} is now in stage '{stage}'."
+    routes = c.deployments.served_by(updated.id) if stage == "archived" else []
+    if routes:  # the stage is a label the gateway does not read: archiving stops nothing
+        serving = "; ".join(r.summary for r in routes)
+        message += f" Deployments still serve it ({serving}): move the alias or edit them."
+    return redirect(request, url, message, error=bool(routes))
 
 
 @router.post("/models/{name}/protect", dependencies=[FormGuard])
