@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for part in parts:
             if part in _MARKER_DIRS:
                 item.add_marker(getattr(pytest.mark, part))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything imported to collect the suite (torch, transformers, a million objects) is set
+    aside from the cyclic collector: each full collection then walks only what tests made since.
+    The trainers' accelerate calls gc.collect() per run, which cost about 1 s each on the whole
+    heap (tests/unit/trainers: 21.9 s of collections, 7.2 s frozen)."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
