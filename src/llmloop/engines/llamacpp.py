@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,7 +35,13 @@ from llmloop.core.chat import (
 )
 from llmloop.engines.base import Engine
 from llmloop.engines.openai_compat import OpenAICompatEngine, message_dict
-from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError, require_extra
+from llmloop.errors import (
+    BadRequestError,
+    ConfigError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    require_extra,
+)
 
 
 class LlamaCppEngineConfig(BaseModel):
@@ -51,9 +57,22 @@ class LlamaCppEngineConfig(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, description="CPU threads (None: default).")
     n_gpu_layers: int = Field(default=0, ge=-1, description="Layers offloaded to GPU (-1: all).")
     parallel: int = Field(default=4, ge=1, description="Child server slots decoding at once.")
-    embeddings: bool = Field(default=False, description="Serve embeddings (--embeddings).")
+    embeddings: bool = Field(
+        default=False,
+        description="Serve embeddings (--embeddings); a child llama-server then serves no "
+        "completions, so give chat and embeddings separate targets.",
+    )
+    pooling: Literal["mean", "cls", "last"] = Field(
+        default="mean", description="Child server: how token vectors pool into an embedding."
+    )
     startup_timeout_s: float = Field(default=120.0, gt=0, description="Wait for /health, seconds.")
     timeout_s: float = Field(default=300.0, gt=0, description="Per-request timeout, seconds.")
+    context_shift: bool = Field(
+        default=True,
+        description="Child server: llama-server's default, which cuts a prompt longer than a "
+        "slot's context (n_ctx / parallel) without an error; false refuses it (400) instead, "
+        "and an answer that fills the context then fails.",
+    )
     jinja: bool = Field(
         default=True, description="Child server: --jinja (the GGUF's chat template; tool calls)."
     )
@@ -69,13 +88,28 @@ def parse_config(options: dict[str, object]) -> LlamaCppEngineConfig:
 
 
 def _capped(req: GenerationRequest) -> GenerationRequest:
-    """``req`` with its ``max_tokens`` sent even when the gateway chose it: the child server is
-    ours, and llama-server's own default is to generate until the context is full."""
+    """``req`` as llama-server takes it: ``max_tokens`` sent even when the gateway chose it (the
+    child server is ours, and its own default is to generate until the context is full), and
+    every function tool with a ``description``: OpenAI's API makes it optional, but
+    llama-server's tool templates read it and answer 500 without it."""
+    update: dict[str, Any] = {}
     sampling = req.sampling
-    if "max_tokens" in sampling.model_fields_set:
-        return req
-    capped = sampling.model_copy(update={"max_tokens": sampling.max_tokens})
-    return req.model_copy(update={"sampling": capped})
+    if "max_tokens" not in sampling.model_fields_set:
+        update["sampling"] = sampling.model_copy(update={"max_tokens": sampling.max_tokens})
+    if req.tools and any(_undescribed(tool) for tool in req.tools):
+        update["tools"] = [_described(tool) for tool in req.tools]
+    return req.model_copy(update=update) if update else req
+
+
+def _undescribed(tool: dict[str, Any]) -> bool:
+    function = tool.get("function")
+    return isinstance(function, dict) and "description" not in function
+
+
+def _described(tool: dict[str, Any]) -> dict[str, Any]:
+    if not _undescribed(tool):
+        return tool
+    return {**tool, "function": {**tool["function"], "description": ""}}
 
 
 def gguf_path(model: str) -> str:
@@ -149,10 +183,12 @@ class LlamaCppEngine(Engine):
         args += ["-ngl", str(cfg.n_gpu_layers)]
         if cfg.n_threads:
             args += ["-t", str(cfg.n_threads)]
-        if cfg.embeddings:
-            args.append("--embeddings")
+        if cfg.embeddings:  # llama-server then serves embeddings only (501 on completions)
+            args += ["--embeddings", "--pooling", cfg.pooling]
         if cfg.jinja:
             args.append("--jinja")
+        if not cfg.context_shift:
+            args.append("--no-context-shift")
         return args + list(cfg.extra_args)
 
     async def _start_server(self) -> None:
@@ -309,7 +345,10 @@ class LlamaCppEngine(Engine):
         if upstream is not None:
             return await upstream.embed(texts)
         if not self.config.embeddings:
-            raise UpstreamError("start the llamacpp engine with embeddings=true to embed")
+            raise BadRequestError(
+                "this llamacpp target serves no embeddings (its options say embeddings: false)",
+                param="model",
+            )
 
         def run() -> Any:
             with self._lock:

@@ -7,8 +7,9 @@ A whole answer is bounded by ``timeout_s``; a stream by the wait for its next pi
 generation is not cut. Upstream failures become llmloop errors (``openai_wire``): connection
 errors, 429 and 5xx are ``UpstreamError(retryable=True)`` (with the upstream's ``Retry-After``),
 timeouts ``UpstreamTimeoutError``, a refused request (400, 422) a BadRequestError naming the
-upstream's ``param``, other 4xx ``UpstreamError(retryable=False)``; a stream cut before its end
-is an UpstreamError. It does not retry or fail over: the gateway service decides that.
+upstream's ``param``, a 501 (a kind of request the upstream does not serve) a BadRequestError,
+other 4xx ``UpstreamError(retryable=False)``; a stream cut before its end is an UpstreamError.
+It does not retry or fail over: the gateway service decides that.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from llmloop.engines.openai_wire import (
     read_usage,
     sse_events,
 )
-from llmloop.errors import ConfigError, UpstreamError, UpstreamTimeoutError
+from llmloop.errors import BadRequestError, ConfigError, UpstreamError, UpstreamTimeoutError
 
 
 class OpenAIEngineConfig(BaseModel):
@@ -206,11 +207,15 @@ class OpenAICompatEngine(Engine):
         # the wait for each read (a stall), not by its whole length.
         # (aiohttp reads an explicit ``timeout=None`` as no timeout at all: pass one only here.)
         options: dict[str, Any] = {"timeout": self._stream_timeout} if stream else {}
+        data = orjson.dumps(body)  # bytes straight from orjson: no JsonPayload, no str round trip
         try:
-            # Bytes straight from orjson: no JsonPayload, no str round trip.
-            response = await self._session.post(
-                self._base + path, data=orjson.dumps(body), **options
-            )
+            try:
+                response = await self._session.post(self._base + path, data=data, **options)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A kept-alive connection the upstream had closed (llama-server closes one after
+                # a stream), found out on writing or on reading: once more, on a new connection,
+                # as the openai client does.
+                response = await self._session.post(self._base + path, data=data, **options)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self._base} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -293,7 +298,10 @@ class OpenAICompatEngine(Engine):
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         if not self.config.embeddings:
-            raise UpstreamError(f"upstream {self._base} is configured without embeddings")
+            raise BadRequestError(  # the client's to fix, not the upstream's health
+                "this target serves no embeddings (its options say embeddings: false)",
+                param="model",
+            )
         response = await self._post("/embeddings", {"model": self._model_name(), "input": texts})
         try:
             payload = orjson.loads(await response.read())

@@ -106,6 +106,8 @@ async def raise_for(response: aiohttp.ClientResponse) -> None:
     status = response.status
     if status in (400, 422):  # the request itself was refused: the client's to fix
         raise BadRequestError(f"the upstream refused the request: {message}", param=param)
+    if status == 501:  # what this upstream does not do (llama-server --embeddings: completions)
+        raise BadRequestError(f"the upstream does not support this request: {message}")
     if status == 413:
         raise PayloadTooLargeError(f"the upstream refused the request as too large: {message}")
     detail = f"upstream answered {status}: {message}"

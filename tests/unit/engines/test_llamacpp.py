@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmloop.core.chat import ChatMessage, EngineSpec, GenerationRequest, SamplingParams
-from llmloop.engines.llamacpp import LlamaCppEngine
+from llmloop.engines.llamacpp import LlamaCppEngine, _capped
 from llmloop.errors import ConfigError, MissingExtraError, UpstreamError
 
 FAKE_SERVER = """\
@@ -130,3 +130,42 @@ async def test_a_child_that_logs_a_lot_is_not_blocked_by_its_pipe(
         assert (await engine.chat(req)).text == "hi"
     finally:
         await engine.aclose()
+
+
+def test_tools_without_a_description_get_one_for_llama_server() -> None:
+    """OpenAI makes a function's description optional; llama-server's templates answer 500
+    without it."""
+    bare = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    described = {"type": "function", "function": {"name": "f", "description": "does f"}}
+    req = GenerationRequest(model="m", messages=[ChatMessage(role="user", content="hi")],
+                            tools=[bare, described])  # fmt: skip
+    sent = _capped(req)
+    assert sent.tools == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": {}, "description": ""},
+        },
+        described,
+    ]
+    assert req.tools is not None and "description" not in req.tools[0]["function"]  # not mutated
+    plain = req.model_copy(update={"tools": [described]})
+    plain.sampling.__pydantic_fields_set__.add("max_tokens")
+    assert _capped(plain) is plain  # nothing to change: the same request
+
+
+def test_an_embeddings_child_pools_and_a_chat_target_refuses_to_embed(
+    fake_binary: Path, gguf: str
+) -> None:
+    options = {"server_binary": str(fake_binary), "embeddings": True}
+    engine = LlamaCppEngine(EngineSpec(kind="llamacpp", model=gguf, options=options))
+    args = engine._server_args(8080)
+    assert args[args.index("--embeddings") + 1 : args.index("--embeddings") + 3] == [
+        "--pooling", "mean"]  # fmt: skip
+    cls = {**options, "pooling": "cls"}
+    assert "cls" in LlamaCppEngine(
+        EngineSpec(kind="llamacpp", model=gguf, options=cls)
+    )._server_args(1)
+    with pytest.raises(ConfigError, match="pooling"):
+        LlamaCppEngine(
+            EngineSpec(kind="llamacpp", model=gguf, options={**options, "pooling": "max"})
+        )

@@ -4,6 +4,7 @@ that are not event streams, streams cut short or stalled, and long streams that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -100,6 +101,19 @@ async def test_a_refused_request_is_the_clients_400_naming_the_param(canned: Any
         await too_big.chat(REQ)
 
 
+async def test_a_request_the_upstream_does_not_serve_is_the_clients_400(canned: Any) -> None:
+    """llama-server started with --embeddings answers 501 to completions: no retry, no failure
+    of the target's health, a 400 saying why."""
+    msg = "This server does not support completions. Start it without `--embeddings`"
+    engine = await canned(_error(501, message=msg), embeddings=False)
+    with pytest.raises(BadRequestError, match="does not support this request: This server"):
+        await engine.chat(REQ)
+    with pytest.raises(BadRequestError):
+        [c async for c in engine.stream(REQ)]
+    with pytest.raises(BadRequestError, match="serves no embeddings"):
+        await engine.embed(["x"])  # never sent: this target is configured without
+
+
 async def test_retry_after_is_read_in_seconds_or_as_a_date(canned: Any) -> None:
     engine = await canned(_error(429, {"Retry-After": "7"}))
     with pytest.raises(UpstreamError) as info:
@@ -115,6 +129,53 @@ async def test_retry_after_is_read_in_seconds_or_as_a_date(canned: Any) -> None:
     with pytest.raises(UpstreamError) as info:
         await garbled.chat(REQ)
     assert "retry_after" not in info.value.extra
+
+
+ANSWER = orjson.dumps(
+    {"choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "ok"}}]}
+)
+
+
+async def _closing_upstream(served: list[int]) -> asyncio.Server:
+    """An upstream that answers the first request of each connection, as kept alive, and
+    closes the connection when a second request comes on it: the race a client meets when an
+    upstream (llama-server after a stream, uvicorn at its keep-alive timeout) closes a
+    connection just as the client's pool reuses it."""
+
+    async def read_request(reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if b"content-length" in line)
+        await reader.readexactly(length)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        served.append(1)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        writer.write(head % len(ANSWER) + ANSWER)
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(reader)  # the pool reused the connection: close, unanswered
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_kept_alive_connection_the_upstream_closed_is_not_an_error() -> None:
+    served: list[int] = []
+    server = await _closing_upstream(served)
+    port = server.sockets[0].getsockname()[1]
+    spec = EngineSpec(kind="openai", model="m",
+                      options={"base_url": f"http://127.0.0.1:{port}/v1"})  # fmt: skip
+    engine = OpenAICompatEngine(spec)
+    try:
+        for _ in range(3):
+            assert (await engine.chat(REQ)).text == "ok"
+    finally:
+        await engine.aclose()
+        server.close()
+        await server.wait_closed()
+    assert len(served) == 3
 
 
 async def test_a_long_stream_that_keeps_coming_is_not_cut_by_the_timeout() -> None:
