@@ -247,16 +247,21 @@ class LlamaCppEngine(Engine):
             self._log.append(line.decode(errors="replace").rstrip())
 
     def _load_bindings(self) -> Any:
-        from llama_cpp import Llama
+        import llama_cpp
 
         cfg = self.config
+        # Unpooled, an embedding is a vector per token; pooled, one per text as OpenAI's.
+        pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+        if cfg.embeddings:
+            pooling = getattr(llama_cpp, f"LLAMA_POOLING_TYPE_{cfg.pooling.upper()}")
         try:
-            return Llama(
+            return llama_cpp.Llama(
                 model_path=self.model_path,
                 n_ctx=cfg.n_ctx,
                 n_threads=cfg.n_threads,
                 n_gpu_layers=cfg.n_gpu_layers,
                 embedding=cfg.embeddings,
+                pooling_type=pooling,
                 verbose=False,
             )
         except (OSError, ValueError) as exc:
@@ -301,15 +306,24 @@ class LlamaCppEngine(Engine):
         }
 
     def _run(self, req: GenerationRequest, stream: bool) -> Any:
-        with self._lock:
-            if req.messages is not None:
-                messages = [message_dict(m) for m in req.messages]
-                return self._llama.create_chat_completion(
-                    messages=messages, stream=stream, **self._kwargs(req)
-                )
-            return self._llama.create_completion(
-                prompt=req.prompt, stream=stream, echo=req.echo, **self._kwargs(req)
+        if self.config.embeddings:  # llama-cpp-python crashes the process generating with it
+            raise BadRequestError(
+                "this llamacpp target serves embeddings only (its options say embeddings: "
+                "true): give chat and completions another target",
+                param="model",
             )
+        with self._lock:
+            try:
+                if req.messages is not None:
+                    messages = [message_dict(m) for m in req.messages]
+                    return self._llama.create_chat_completion(
+                        messages=messages, stream=stream, **self._kwargs(req)
+                    )
+                return self._llama.create_completion(
+                    prompt=req.prompt, stream=stream, echo=req.echo, **self._kwargs(req)
+                )
+            except ValueError as exc:  # "Requested tokens (4021) exceed context window of 256"
+                raise BadRequestError(str(exc), param="messages" if req.messages else "prompt")
 
     async def chat(self, req: GenerationRequest) -> GenerationResult:
         upstream = await self._ready()

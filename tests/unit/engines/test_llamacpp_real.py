@@ -1,10 +1,12 @@
 """The llamacpp engine against a real ``llama-server`` and a real GGUF file: run where both are
 given (``LLMLOOP_TEST_LLAMA_SERVER``: the binary; ``LLMLOOP_TEST_GGUF``: a model, e.g. the tiny
 Llama of ``llmloop.testing.tiny`` converted with llama.cpp's ``convert_hf_to_gguf.py``), skipped
-elsewhere: neither can be built or downloaded in the test run."""
+elsewhere: neither can be built or downloaded in the test run. The in-process path runs where
+``llama_cpp`` (llama-cpp-python) imports and the GGUF is given."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import AsyncIterator
 
@@ -16,8 +18,12 @@ from llmloop.errors import BadRequestError
 
 BINARY = os.environ.get("LLMLOOP_TEST_LLAMA_SERVER", "")
 GGUF = os.environ.get("LLMLOOP_TEST_GGUF", "")
-pytestmark = pytest.mark.skipif(
+needs_server = pytest.mark.skipif(
     not (BINARY and GGUF), reason="set LLMLOOP_TEST_LLAMA_SERVER and LLMLOOP_TEST_GGUF"
+)
+needs_bindings = pytest.mark.skipif(
+    not GGUF or importlib.util.find_spec("llama_cpp") is None,
+    reason="needs llama-cpp-python and LLMLOOP_TEST_GGUF",
 )
 TOOL = {"type": "function", "function": {"name": "get_weather",  # no description: allowed
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
@@ -39,6 +45,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[LlamaCppEngine
     await started.aclose()
 
 
+@needs_server
 @pytest.mark.parametrize("engine", [{}], indirect=True)
 async def test_chat_stream_and_tools_on_llama_server(engine: LlamaCppEngine) -> None:
     result = await engine.chat(_request())
@@ -54,6 +61,7 @@ async def test_chat_stream_and_tools_on_llama_server(engine: LlamaCppEngine) -> 
         await engine.embed(["hello"])
 
 
+@needs_server
 @pytest.mark.parametrize("engine", [{"embeddings": True}], indirect=True)
 async def test_an_embeddings_child_embeds_and_refuses_completions(engine: LlamaCppEngine) -> None:
     out = await engine.embed(["hello there", "bye"])
@@ -63,6 +71,7 @@ async def test_an_embeddings_child_embeds_and_refuses_completions(engine: LlamaC
         await engine.chat(_request())
 
 
+@needs_server
 @pytest.mark.parametrize("engine", [{"context_shift": False}], indirect=True)
 async def test_without_context_shift_a_prompt_too_long_is_refused(engine: LlamaCppEngine) -> None:
     long = _request().model_copy(
@@ -70,3 +79,25 @@ async def test_without_context_shift_a_prompt_too_long_is_refused(engine: LlamaC
     )
     with pytest.raises(BadRequestError, match="exceeds the available context size"):
         await engine.chat(long)
+
+
+@needs_bindings
+async def test_the_bindings_chat_embed_and_refuse_what_they_cannot() -> None:
+    spec = EngineSpec(kind="llamacpp", model=GGUF, options={"n_ctx": 256})
+    chat = LlamaCppEngine(spec)
+    embed = LlamaCppEngine(spec.model_copy(update={"options": {"n_ctx": 256, "embeddings": True}}))
+    try:
+        result = await chat.chat(_request())
+        assert result.finish_reason == "length" and result.usage.prompt_tokens > 0
+        chunks = [c async for c in chat.stream(_request())]
+        assert "".join(c.text or "" for c in chunks) == result.text
+        long = [ChatMessage(role="user", content="hello " * 2000)]
+        with pytest.raises(BadRequestError, match="exceed context window"):
+            await chat.chat(_request().model_copy(update={"messages": long}))
+        out = await embed.embed(["hello there", "bye"])  # one pooled vector per text
+        assert len(out.vectors) == 2 and all(isinstance(x, float) for x in out.vectors[0])
+        with pytest.raises(BadRequestError, match="embeddings only"):  # it used to crash
+            await embed.chat(_request())
+    finally:
+        await chat.aclose()
+        await embed.aclose()
