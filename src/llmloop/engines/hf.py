@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
@@ -192,10 +193,14 @@ class HFEngine(Engine):
 
         if not os.path.isfile(os.path.join(path, "adapter_config.json")):
             raise NotFoundError(f"no PEFT adapter at '{path}' (adapter_config.json missing)")
-        if isinstance(model, PeftModel):
-            model.load_adapter(path, adapter_name=name)
-        else:
-            model = PeftModel.from_pretrained(model, path, adapter_name=name)
+        with warnings.catch_warnings():  # peft reads a renamed property: not the user's to fix
+            warnings.filterwarnings(
+                "ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning
+            )
+            if isinstance(model, PeftModel):
+                model.load_adapter(path, adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, path, adapter_name=name)
         model.eval()
         self._adapters[name] = path
         return model

@@ -4,11 +4,15 @@ exports, each a tracked run whose result is a registered model version with line
 The trainers (``llmloop.trainers``) know nothing of the registry; this service gives them rows
 from dataset versions, a directory, and a tracker that streams to the run, then stores the
 weights as an artifact and registers the version (dataset version, base version, run, params).
+A LoRA version used as a base is merged into its own base first, and what is trained on it is
+registered merged (format ``hf``), so every version stands on whole weights or one adapter.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +46,44 @@ class TrainingService:
         return dv.id, self.c.datasets.read_rows(dv)
 
     def base_dir(self, model: str, ref: int | str) -> tuple[ModelVersionPublic, Path]:
-        """A registry version's weights on local disk (materialised from the artifact store)."""
+        """A registry version's whole weights on local disk (materialised from the artifact
+        store); a LoRA version's adapter is merged into its base first (once per machine), since
+        trainers and exports start from whole weights."""
         mv = self.c.models.get_version(model, ref)
+        return mv, self._weights(mv)
+
+    def _weights(self, mv: ModelVersionPublic) -> Path:
+        name = f"model '{mv.model_name}' v{mv.version}"
         if mv.artifact is None:
             if mv.base_model and Path(mv.base_model).is_dir():
-                return mv, Path(mv.base_model)
-            raise InvalidInputError(f"model '{model}' v{mv.version} has no weights to train from")
-        return mv, self.c.artifacts.materialize_dir(mv.artifact)
+                return Path(mv.base_model)
+            raise InvalidInputError(f"{name} has no weights to train from")
+        local = self.c.artifacts.materialize_dir(mv.artifact)
+        if mv.format != "peft-lora":
+            return local
+        merged = self.c.settings.home / "cache" / "merged" / mv.id  # an adapter on its base
+        if not (merged / "config.json").is_file():
+            if mv.base_model.startswith("mv_"):
+                base = self._weights(self.c.models.get_version_by_id(mv.base_model))
+            elif mv.base_model and Path(mv.base_model).is_dir():
+                base = Path(mv.base_model)
+            else:
+                raise InvalidInputError(
+                    f"{name} is a LoRA adapter of '{mv.base_model}', which is neither a registry "
+                    "version nor a local folder: there are no whole weights to start from"
+                )
+            _merge_in_place(local, base, merged)
+        return merged
+
+    def _standalone(self, result: Any, base_mv: ModelVersionPublic, base_dir: Path) -> Any:
+        """An adapter trained on a merged LoRA version, merged too: served as an adapter, it
+        would sit on the first adapter's base without the first adapter."""
+        if base_mv.format != "peft-lora" or result.merged is not None or not result.adapter_dir:
+            return result
+        from llmloop.trainers.export import merge_lora
+
+        out = merge_lora(result.adapter_dir, base_dir, Path(result.output_dir) / "merged")
+        return result.model_copy(update={"merged": out, "tokenizer_dir": out})
 
     def _start(
         self, name: str, kind: str, params: JsonDict, inputs: list[RunInput], actor: Actor
@@ -212,6 +247,7 @@ class TrainingService:
                 )
             else:
                 result = train(cfg, base_dir, rows, eval_rows, self._workdir(run.id), tracker)
+            result = self._standalone(result, base_mv, base_dir)
             return self._register(
                 run,
                 result,
@@ -292,7 +328,9 @@ class TrainingService:
             for child in self.c.runs.list(parent_id=run.id, limit=10_000):
                 if child.status == "running":
                     self.c.runs.finish(child.id, "finished", actor)
-            best = self._best_trial_result(workdir, result, base_cfg)
+            best = self._standalone(
+                self._best_trial_result(workdir, result, base_cfg), base_mv, base_dir
+            )
             summary = result.model_dump(mode="json")
             version = self._register(
                 run,
@@ -393,6 +431,24 @@ class TrainingService:
         except BaseException as exc:
             self._fail(run, actor, exc)
             raise
+
+
+def _merge_in_place(adapter: Path, base: Path, target: Path) -> None:
+    """Merge beside ``target`` and rename the result into place: a reader (or a second process
+    merging the same adapter) sees the folder whole or not at all."""
+    from llmloop.trainers.export import merge_lora
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        merge_lora(adapter, base, staging / "model")
+        try:
+            os.rename(staging / "model", target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent merge that won
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _copy_tokenizer(src: Path, dest: Path) -> None:

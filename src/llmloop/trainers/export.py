@@ -28,6 +28,7 @@ __all__ = [
     "load_gguf",
     "load_int8",
     "merge_adapter",
+    "merge_lora",
     "quantize_int8",
 ]
 
@@ -74,6 +75,29 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
         raise NotFoundError(f"no model (config.json) in {model_dir}")
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True), tokenizer
+
+
+def merge_lora(adapter_dir: str | Path, base_model_dir: str | Path, out_dir: str | Path) -> Path:
+    """Fold a LoRA adapter into its base and save standalone weights and tokenizer in ``out_dir``
+    (no quality measurement: what training from an adapter's version starts from).
+
+    The tokenizer is the adapter's own when it was saved with one (a fine-tune may have set the
+    chat template), else the base's."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter, out = Path(adapter_dir), Path(out_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise NotFoundError(f"no LoRA adapter (adapter_config.json) in {adapter}")
+    base, tokenizer = _load(Path(base_model_dir))
+    if (adapter / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(adapter, local_files_only=True)
+    with warnings.catch_warnings():  # peft reads a renamed property: not the user's to fix
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def merge_adapter(

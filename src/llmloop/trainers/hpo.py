@@ -254,6 +254,8 @@ def _trial_callbacks(trial: Any, prune: bool, token_allowance: float) -> list[An
     import optuna
     from transformers import TrainerCallback
 
+    reported: set[int] = set()
+
     def note(state: Any) -> None:
         trial.set_user_attr("steps", state.global_step)
         trial.set_user_attr("train_tokens", int(state.num_input_tokens_seen or 0))
@@ -264,6 +266,9 @@ def _trial_callbacks(trial: Any, prune: bool, token_allowance: float) -> list[An
             if loss is None:
                 return
             note(state)
+            if state.global_step in reported:  # the final evaluation, at the last eval's step:
+                return  # Optuna would ignore it with a warning on the user's terminal
+            reported.add(state.global_step)
             trial.report(float(loss), state.global_step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {state.global_step}")

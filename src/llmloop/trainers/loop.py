@@ -33,7 +33,9 @@ from llmloop.trainers.base import Tracker, TrainerConfig, TrainResult
 
 # TRL still sets the renamed argument; transformers warns on every run (not the user's to fix).
 warnings.filterwarnings(
-    "ignore", message=r"`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning
+    "ignore",
+    message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
+    category=FutureWarning,
 )
 
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -206,6 +206,19 @@ async def test_spec_adapter_is_the_default(tiny_model_dir: Path, lora_dir: Path)
         await plain.aclose()
 
 
+async def test_loading_an_adapter_warns_of_nothing(tiny_model_dir: Path, lora_dir: Path) -> None:
+    """`llmloop eval run` of a LoRA version printed transformers' FutureWarning about
+    `is_gradient_checkpointing`, which peft reads: noise the user can do nothing about."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = HFEngine(EngineSpec(kind="hf", model=str(tiny_model_dir), adapter=str(lora_dir)))
+        await engine.start()
+        await engine.aclose()
+    assert not [w for w in caught if "gradient_checkpointing" in str(w.message)]
+
+
 @pytest.mark.parametrize(
     ("options", "needle"),
     [

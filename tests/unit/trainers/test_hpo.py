@@ -247,3 +247,26 @@ def test_trials_train_in_one_process_each(tmp_path: Path) -> None:
             tmp_path,
             RecordingTracker(),
         )
+
+
+def test_the_final_evaluation_is_not_reported_twice(
+    base_dir: Path, tickets: list[dict[str, Any]], ticket_eval: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The last scheduled evaluation and the final one share a step: reporting both made Optuna
+    warn ("The reported value is ignored because this `step=4` is already reported")."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_hpo(
+            HPOConfig(n_trials=1),
+            SearchSpace(learning_rate=[1e-3]),
+            BASE,
+            base_dir,
+            tickets,
+            ticket_eval[:4],
+            tmp_path,
+            RecordingTracker(),
+        )
+    assert [t.state for t in result.trials] == ["COMPLETE"]
+    assert not [w for w in caught if "already reported" in str(w.message)]

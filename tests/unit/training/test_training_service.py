@@ -206,3 +206,37 @@ def test_chat_fine_tune_answers_through_the_hf_engine(
         return result.text
 
     assert "ships tomorrow" in asyncio.run(ask())
+
+
+def test_a_lora_version_is_a_base_to_train_on(trained: tuple[Container, dict[str, str]]) -> None:
+    """The README's `train dpo --base bot@1`, where bot@1 is a LoRA fine-tune: its adapter is
+    merged into its base to train on, and the result is registered whole (an adapter trained on
+    the merge, served as an adapter, would sit on the first base without the first adapter)."""
+    from llmloop.core.models import ModelVersionCreate
+
+    c, ids = trained
+    me = local_actor()
+    tuned = c.models.get_version_by_id(ids["tuned"])
+    prefs = [{"prompt": r["prompt"], "chosen": r["response"], "rejected": "No."} for r in TICKETS]
+    c.datasets.create_version("prefs", DatasetVersionCreate(rows=prefs[:8]), me)
+    dpo = c.training.finetune(
+        "support-bot",
+        "prefs",
+        "support-bot",
+        me,
+        base_ref=tuned.version,
+        method="dpo",
+        config={"max_steps": 1, "batch_size": 4, "lora": {"r": 4}},
+    )
+    assert dpo.format == "hf" and dpo.base_model == tuned.id
+    for version in (tuned.version, dpo.version):
+        _, weights = c.training.base_dir("support-bot", version)
+        assert (weights / "config.json").is_file()
+        assert not (weights / "adapter_config.json").exists()
+    orphan = c.models.create_version(
+        "orphan",
+        ModelVersionCreate(base_model="hub/not-here", format="peft-lora", artifact=tuned.artifact),
+        me,
+    )
+    with pytest.raises(InvalidInputError, match="neither a registry version nor a local folder"):
+        c.training.base_dir("orphan", orphan.version)
