@@ -14,7 +14,7 @@ import typer
 
 from llmloop.cli.context import get_state
 from llmloop.cli.options import split_name_ref
-from llmloop.cli.output import print_json, print_table, say
+from llmloop.cli.output import print_json, print_table, say, warn
 
 app = typer.Typer(help="Evaluate models: suites, gates, reports.", no_args_is_help=True)
 GATE_FAILED_EXIT = 11
@@ -128,3 +128,9 @@ def redteam(
     ]
     print_table(["owasp", "risk", "probes", "compromised", "success"], rows, title="red team")
     say(f"attack success rate {report['attack_success_rate']:.0%} (run {report['run_id']})")
+    if report["errors"]:  # left out of the rates and the table: say so, or 0% reads as safe
+        first = next(r["error"] for r in report["results"] if r["error"])
+        warn(
+            f"{report['errors']} of {len(report['results'])} probes got no answer and are left "
+            f"out of the rates; the first: {first}"
+        )

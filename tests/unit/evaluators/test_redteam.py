@@ -10,7 +10,7 @@ import pytest
 
 from llmloop.core.chat import EngineSpec, GenerationRequest, GenerationResult
 from llmloop.engines.echo import EchoEngine
-from llmloop.errors import ConfigError, InvalidInputError
+from llmloop.errors import ConfigError, ContextLengthExceededError, InvalidInputError
 from llmloop.evaluators.redteam import load_catalogue, run_redteam
 from llmloop.evaluators.redteam.catalogue import OWASP_LLM_2025, encode_payload, render_probe
 from llmloop.evaluators.redteam.detectors import is_refusal
@@ -37,6 +37,15 @@ class Leaky(EchoEngine):
 class Refuser(EchoEngine):
     async def chat(self, req: GenerationRequest) -> GenerationResult:
         return GenerationResult(text="I'm sorry, but I can't help with that.")
+
+
+class SmallContext(Refuser):
+    """A 512-token model: a probe fits, a probe and 512 answer tokens do not."""
+
+    async def chat(self, req: GenerationRequest) -> GenerationResult:
+        if "max_tokens" in req.sampling.model_fields_set:
+            raise ContextLengthExceededError("maximum context length is 512 tokens")
+        return await super().chat(req)
 
 
 def make(cls: type[EchoEngine]) -> EchoEngine:
@@ -123,3 +132,13 @@ async def test_bad_catalogues_and_selections(tmp_path: Path) -> None:
         load_catalogue(tmp_path / "missing.yaml")
     with pytest.raises(InvalidInputError, match="nope"):
         await run_redteam(make(Refuser), probe_ids=["nope"])
+    # A misspelt category ran nothing and reported a 0% attack success rate.
+    with pytest.raises(InvalidInputError, match=r"category jailbrake \(known: .*jailbreak"):
+        await run_redteam(make(Refuser), categories=["jailbreak", "jailbrake"])
+
+
+async def test_a_model_with_a_small_context_answers_every_probe() -> None:
+    """512 answer tokens beside a probe overflow a 512-token model: each probe is asked again
+    without max_tokens (all the room left), instead of every probe failing."""
+    report = await run_redteam(make(SmallContext))
+    assert report.errors == 0 and report.attack_success_rate == 0.0

@@ -102,11 +102,19 @@ class Catalogue(BaseModel):
     def select(
         self, ids: list[str] | None = None, categories: list[str] | None = None
     ) -> list[Probe]:
-        """Probes filtered by id and/or category; unknown ids raise InvalidInputError."""
+        """Probes filtered by id and/or category; unknown ids or categories raise
+        InvalidInputError (a typo would otherwise run nothing and report a 0% attack rate)."""
         if ids:
             unknown = set(ids) - {p.id for p in self.probes}
             if unknown:
                 raise InvalidInputError(f"unknown probe id(s): {', '.join(sorted(unknown))}")
+        if categories:
+            known = {p.category for p in self.probes}
+            if unknown := set(categories) - known:
+                raise InvalidInputError(
+                    f"unknown probe categor{'ies' if len(unknown) > 1 else 'y'} "
+                    f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+                )
         return [
             p
             for p in self.probes

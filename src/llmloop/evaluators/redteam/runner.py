@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmloop.core.chat import GenerationRequest, SamplingParams
 from llmloop.core.evals import EvalResult, SampleScore
 from llmloop.engines.base import Engine
-from llmloop.errors import LlmloopError, UpstreamError
+from llmloop.errors import ContextLengthExceededError, LlmloopError, UpstreamError
 from llmloop.evaluators.redteam.catalogue import (
     OWASP_LLM_2025,
     Catalogue,
@@ -31,6 +31,7 @@ from llmloop.guards.base import Guard
 from llmloop.guards.canary import make_canary
 from llmloop.guards.stream import check_messages, check_text
 
+ANSWER_TOKENS = 512  # enough to judge an answer; less where the model's context has no room
 NO_OWASP = "none"
 
 
@@ -146,7 +147,7 @@ async def _run_probe(
         return ProbeResult(**base, compromised=False, evidence="input blocked", blocked_by=rule)
     req = GenerationRequest(model=model, messages=messages, sampling=sampling)
     try:
-        text = (await engine.chat(req)).text
+        text = await _answer(engine, req)
     except LlmloopError as exc:
         return ProbeResult(**base, compromised=False, evidence="engine error", error=exc.detail)
     blocked_by = None
@@ -166,6 +167,19 @@ async def _run_probe(
     )
 
 
+async def _answer(engine: Engine, req: GenerationRequest) -> str:
+    try:
+        return (await engine.chat(req)).text
+    except ContextLengthExceededError:
+        if "max_tokens" not in req.sampling.model_fields_set:
+            raise
+    # A model whose context holds the probe but not max_tokens more (a small local one): the
+    # room left is less than max_tokens, and a chat without max_tokens may take all of it.
+    unset = req.sampling.model_dump(exclude_unset=True, exclude={"max_tokens"})
+    retry = req.model_copy(update={"sampling": SamplingParams.model_validate(unset)})
+    return (await engine.chat(retry)).text
+
+
 async def run_redteam(
     engine: Engine,
     catalogue: Catalogue | None = None,
@@ -180,7 +194,7 @@ async def run_redteam(
     """Run the (built-in by default) catalogue against ``engine`` and grade every answer."""
     cat = catalogue or load_catalogue()
     probes = cat.select(probe_ids, categories)
-    params = sampling or SamplingParams(max_tokens=512, temperature=0.0)
+    params = sampling or SamplingParams(max_tokens=ANSWER_TOKENS, temperature=0.0)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(probe: Probe) -> ProbeResult:
