@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmloop.errors import ConfigError
@@ -229,11 +229,25 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Build Settings from flags, the environment and the TOML file (edges only)."""
-    values, _ = _collect(overrides, os.environ if env is None else env)
+    values, sources = _collect(overrides, os.environ if env is None else env)
     try:
         return Settings.model_validate(values) if values else Settings.model_validate({})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_describe_errors(exc, sources)}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def _describe_errors(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    """Each refused setting with where its value came from (a flag, a variable, the file),
+    which pydantic's own text does not say; values are left out, as some are secrets."""
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        name = ".".join(str(part) for part in loc) or "settings"
+        source = f" ({sources.get(str(loc[0]), 'default')})" if loc else ""
+        parts.append(f"{name}{source}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 def describe_settings(

@@ -40,3 +40,15 @@ def test_table_output_names_every_setting(cli: Invoke) -> None:
     result = cli("config", "show", "--verbose", ok=True)
     for name in ("home", "database_url", "allow_self_approval", "log_level"):
         assert name in result.stdout
+
+
+def test_a_bad_value_names_the_setting_and_where_it_came_from(cli: Invoke, tmp_path: Path) -> None:
+    toml = tmp_path / "llmloop.toml"
+    toml.write_text('trace_writer = "threads"\n', encoding="utf-8")
+    env = {"LLMLOOP_CONFIG": str(toml), "LLMLOOP_PORT": "eighty"}
+    result = cli("config", "show", env=env)
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "port (env LLMLOOP_PORT): Input should be a valid integer" in text
+    assert f"trace_writer (file {toml}): String should match" in text
+    assert "errors.pydantic.dev" not in text and "Traceback" not in text

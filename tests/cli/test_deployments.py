@@ -44,6 +44,7 @@ MISTAKES = {
     ),
     "unknown guard": (f"name: d\ntargets: [{GOOD}]\nguards: [{{kind: nosuch}}]\n", "guards:"),
     "bad cache": (f"name: d\ntargets: [{GOOD}]\ncache: {{ttl: 5}}\n", "cache: bad deployment"),
+    "empty file": ("# nothing yet\n", "no deployments in the file"),
     "duplicate names": (
         f"- {{name: d, targets: [{GOOD}]}}\n- {{name: d, targets: [{GOOD}]}}\n",
         "deployment names repeat: d",

@@ -66,6 +66,8 @@ def apply_deployments(
     wrong)."""
     state = get_state(ctx)
     specs = check_deployments_file(state, file, env_required=False)
+    if not specs:  # an empty file would apply nothing and say nothing
+        raise ConfigError(f"{file}: no deployments in the file (write name: and targets:)")
     applied = state.container.deployments.apply_many(specs, state.actor(), source="file")
     if as_json:
         print_json(list(applied))

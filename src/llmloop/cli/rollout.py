@@ -34,7 +34,9 @@ def evaluate(
     deployment: str = typer.Argument(..., help="Deployment (public model name)."),
     model: str = typer.Option(..., "--model", help="Registry model."),
     since: str = typer.Option("1h", "--since", help="Window start: 30m, 2h, 1d or ISO time."),
-    min_requests: int = typer.Option(20, "--min-requests", min=1, help="Rated requests per side."),
+    min_requests: int = typer.Option(
+        20, "--min-requests", min=1, help="Requests per side (each side needs feedback too)."
+    ),
     margin: float = typer.Option(0.0, "--margin", help="How much better the challenger must be."),
     apply: bool = typer.Option(False, "--apply", help="Promote or roll back now."),
     approver: str | None = typer.Option(

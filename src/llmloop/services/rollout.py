@@ -105,11 +105,16 @@ class RolloutService:
             decision = "promote"
             reason = f"the challenger (v{challenger.version}) is the champion already (approved)"
         elif c_score is None or x_score is None or min(c_n, x_n) < min_requests:
+            # The counts are requests; a side without any feedback has no score to compare.
+            unrated = [
+                side for side, s in (("champion", c_score), ("challenger", x_score)) if s is None
+            ]
             decision, reason = (
                 "wait",
                 (
-                    f"not enough rated traffic yet (champion {c_n}, challenger {x_n}; "
-                    f"need {min_requests} each)"
+                    f"not enough traffic yet (champion {c_n} requests, challenger {x_n}; "
+                    f"need {min_requests} each"
+                    + (f", and feedback on the {' and the '.join(unrated)})" if unrated else ")")
                 ),
             )
         elif x_score >= c_score + margin:

@@ -92,3 +92,21 @@ async def test_worse_rolls_back_better_promotes(loop: tuple[Container, openai.As
     assert approvals and approvals[0].decided_by == "reviewer"
     graph = c.governance.lineage(c.models.get_version("bot", 3).id, "down")
     assert any(n.type == "run" for n in graph.nodes)
+
+
+async def test_a_wait_says_what_is_missing(loop: tuple[Container, openai.AsyncOpenAI]) -> None:
+    """Enough requests but no feedback: the decision waits, and says it is feedback it lacks
+    (it once called its request counts "rated traffic")."""
+    c, client = loop
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    c.rollout.start_canary("support", "bot", 2, ME, weight=0.5)
+    await c.gateway.manager.reload("support")
+    for i in range(40):
+        await client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": f"q {i}"}], user=f"u-{i}"
+        )
+    await c.gateway.writer.flush()
+    decision = c.rollout.evaluate("support", "bot", since, min_requests=5)
+    assert decision.decision == "wait"
+    assert min(decision.champion_requests, decision.challenger_requests) >= 5
+    assert "and feedback on the champion and the challenger" in decision.reason
