@@ -1,5 +1,6 @@
-"""The README's tour works as written: its marked shell block runs, command by command, against a
-fresh home; and the demo walkthrough (what `make demo` runs) finishes with exit 0."""
+"""The README's tour works as written: its marked shell blocks run, command by command, against a
+fresh home (the serving setup with the deployments file it shows), its Python block runs, and the
+demo walkthrough (what `make demo` runs) finishes with exit 0."""
 
 from __future__ import annotations
 
@@ -14,23 +15,77 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def readme_tour() -> str:
+def marked_blocks() -> list[str]:
+    """The README's shell blocks marked ``<!-- readme-test: ... -->``, in order."""
     text = (ROOT / "README.md").read_text()
-    marked = re.search(r"<!-- readme-test:.*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert marked, "the README has no marked tour block"
-    return marked.group(1)
+    return re.findall(r"<!-- readme-test:.*?-->\s*```bash\n(.*?)```", text, re.S)
+
+
+def readme_tour() -> str:
+    blocks = marked_blocks()
+    assert blocks, "the README has no marked tour block"
+    return blocks[0]
+
+
+def readme_block(language: str, after: str) -> str:
+    """The first ``language`` code block after the text ``after``."""
+    text = (ROOT / "README.md").read_text()
+    found = re.search(re.escape(after) + r".*?```" + language + r"\n(.*?)```", text, re.S)
+    assert found, f"no {language} block after {after!r} in the README"
+    return found.group(1)
+
+
+def run_shell(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
 
 
 def test_readme_tour_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("LLMLOOP_HOME", None)
-    script = "set -euo pipefail\n" + readme_tour()
-    result = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
-    )
+    result = run_shell(readme_tour(), tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Answer kindly: Where is my order?" in result.stdout
     assert '"champion": 1' in result.stdout or "'champion': 1" in result.stdout
+
+
+def test_readme_deployments_file_applies_after_the_tour(tmp_path: Path) -> None:
+    """The Serving section's deployments.yaml names aliases the tour does not make; the marked
+    block after it makes them, applies the file and creates a key."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("LLMLOOP_HOME", None)
+    blocks = marked_blocks()
+    assert len(blocks) >= 2, "the README's serving setup block is not marked"
+    (tmp_path / "deployments.yaml").write_text(readme_block("yaml", "Deployments map a public"))
+    result = run_shell(blocks[0] + blocks[1], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "applied deployment support" in result.stdout and "llk_" in result.stdout
+
+
+def test_readme_python_block_runs(tmp_path: Path) -> None:
+    code = readme_block("python", "The same from Python")
+    env = {**os.environ, "LLMLOOP_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    graph = json.loads(result.stdout)
+    assert {e["relation"] for e in graph["edges"]} == {"input", "produced"}
+
+
+def test_readme_python_names_leave_the_cli_sections_theirs() -> None:
+    """The Python block once registered `tickets` and `bot`, the names the Data and Training
+    sections use next: `data diff tickets 1 2` then compared other rows, and `train dpo --base
+    bot@1` got the Python block's weightless version."""
+    code = readme_block("python", "The same from Python")
+    made = set(re.findall(r'create_(?:dataset|model)_version\("([\w-]+)"', code))
+    text = (ROOT / "README.md").read_text()
+    shell = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    used = set(re.findall(r"--(?:dataset|out|base|model|eval)\s+([\w-]+)", shell))
+    used |= set(re.findall(r"llmloop data \w+ ([\w-]+)", shell))
+    assert made and not made & used, made & used
 
 
 def test_readme_names_the_two_commands() -> None:
