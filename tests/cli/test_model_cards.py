@@ -64,7 +64,8 @@ def seed(home: Path) -> str:
         )
         c.runs.log_metrics(ev.id, [MetricPoint(key="rougeL", value=0.5)], actor)
         c.runs.finish(ev.id, "finished", actor)
-        c.models.create_version("bot", ModelVersionCreate(base_model="tiny", format="echo"), actor)
+        bare = ModelVersionCreate(base_model=version.id, format="echo")  # on v1 as its base
+        c.models.create_version("bot", bare, actor)
         return version.id
     finally:
         c.close()
@@ -81,6 +82,8 @@ def test_a_full_card_has_data_run_metrics_evaluations_and_use(cli: Invoke, home:
     card = cli("models", "card", "bot", "--ref", "1", "--json", ok=True).stdout
     assert '"intended_use": "Answer support tickets."' in card
     assert '"aliases": [\n    "champion"\n  ]' in card
+    v2 = cli("models", "card", "bot", "--ref", "2", ok=True).stdout  # a base in the registry
+    assert "| base model | bot v1 (mv_" in v2
 
 
 def test_user_text_is_inert(cli: Invoke, home: Path, tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ class ModelCard(BaseModel):
     created_at: datetime
     created_by: str
     base_model: str
+    base_model_name: str | None = Field(
+        default=None, description="The base as NAME vN when it is a version of this registry."
+    )
     format: str
     stage: str
     aliases: list[str]
@@ -99,6 +102,7 @@ def build_card(container: Any, name: str, ref: int | str = "latest") -> ModelCar
         created_at=version.created_at,
         created_by=version.created_by,
         base_model=version.base_model,
+        base_model_name=_registry_name(container, version.base_model),
         format=version.format,
         stage=version.stage,
         aliases=sorted(a for a, target in model.aliases.items() if target == version.version),
@@ -180,6 +184,22 @@ def _table(header: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return lines
 
 
+def _registry_name(container: Any, base_model: str) -> str | None:
+    if entity_of(base_model) != "model_version":
+        return None
+    try:
+        base = container.models.get_version_by_id(base_model)
+    except NotFoundError:
+        return None
+    return f"{base.model_name} v{base.version}"
+
+
+def _base_text(card: ModelCard) -> str:
+    if card.base_model_name:
+        return f"{card.base_model_name} ({card.base_model})"
+    return card.base_model or "-"
+
+
 def render_markdown(card: ModelCard) -> str:
     """The card as a Markdown document."""
     out = [f"# {md(card.model)} v{card.version}", ""]
@@ -187,7 +207,7 @@ def render_markdown(card: ModelCard) -> str:
         ["field", "value"],
         [
             ["id", card.id],
-            ["base model", card.base_model or "-"],
+            ["base model", _base_text(card)],
             ["format", card.format],
             ["stage", card.stage],
             ["aliases", ", ".join(card.aliases) or "-"],
