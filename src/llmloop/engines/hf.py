@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -40,7 +41,7 @@ from llmloop.engines.base import Engine
 from llmloop.engines.chat_template import render_chat, template_text
 from llmloop.engines.context_window import answer_budget, check_inputs_fit
 from llmloop.engines.detokenize import TextStream
-from llmloop.engines.hf_batch import BASE_ADAPTER, Row
+from llmloop.engines.hf_batch import BASE_ADAPTER, Row, uneditable_cache_layers
 from llmloop.engines.hf_worker import RowOutput, Scheduler
 from llmloop.engines.passthrough import logit_bias, min_new_tokens, refuse_unhonoured
 from llmloop.engines.structured import Grammars, structured_available
@@ -62,6 +63,7 @@ from llmloop.errors import (
 )
 
 DEFAULT_ADAPTER = "default"
+_log = logging.getLogger(__name__)
 
 
 class HFEngineConfig(BaseModel):
@@ -89,7 +91,11 @@ class HFEngineConfig(BaseModel):
     ignore_eos: bool = Field(
         default=False, description="Keep generating past end-of-sequence (fixed-length benchmarks)."
     )
-    attn_implementation: str = Field(default="sdpa", description="transformers attention backend.")
+    attn_implementation: str = Field(
+        default="sdpa",
+        description="transformers attention backend; left unset, sdpa where the architecture "
+        "has it and transformers' choice (eager) where not.",
+    )
     seed: int | None = Field(default=None, description="Seed of the unseeded requests' sampling.")
     tool_parser: ToolParserOption = Field(default="auto", description=TOOL_PARSER_HELP)
 
@@ -144,13 +150,28 @@ class HFEngine(Engine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         chosen = dtype.get(cfg.dtype, torch.float32 if device == "cpu" else torch.bfloat16)
+        # Left unset, the backend is transformers' choice: sdpa where the architecture has it,
+        # eager where it has not (Gemma 2, Bloom, MPT), which forcing sdpa would refuse to load.
+        chosen_attn = (
+            cfg.attn_implementation if "attn_implementation" in cfg.model_fields_set else None
+        )
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.spec.model)
             model = AutoModelForCausalLM.from_pretrained(
-                self.spec.model, dtype=chosen, attn_implementation=cfg.attn_implementation
+                self.spec.model, dtype=chosen, attn_implementation=chosen_attn
             )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load model '{self.spec.model}': {exc}") from None
+        attn = getattr(model.config, "_attn_implementation", None)
+        if chosen_attn is None and attn != cfg.attn_implementation:
+            _log.info("hf engine: %s has no %s attention; using %s", type(model).__name__,
+                      cfg.attn_implementation, attn)  # fmt: skip
+        if unsupported := uneditable_cache_layers(model.config):
+            raise ConfigError(
+                f"the hf engine cannot serve '{self.spec.model}': its KV cache has "
+                f"{', '.join(unsupported)} layers, whose state continuous batching cannot pad, "
+                "join or split; serve it with the vllm engine"
+            )
         model = model.to(device).eval()  # type: ignore[arg-type]
         if tokenizer.pad_token is None:  # padding is needed for embedding batches
             tokenizer.pad_token = tokenizer.eos_token
@@ -416,7 +437,12 @@ class HFEngine(Engine):
         kwargs: dict[str, Any] = {}
         if batch.use_adapters:
             kwargs["adapter_names"] = [BASE_ADAPTER] * len(texts)
-        out = batch.model(**enc, output_hidden_states=True, logits_to_keep=1, **kwargs)
+        # Positions count real tokens only, as in prefill: under left padding a model with
+        # absolute positions (GPT-2) would otherwise embed a text differently in each batch.
+        positions = (enc["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        out = batch.model(
+            **enc, position_ids=positions, output_hidden_states=True, logits_to_keep=1, **kwargs
+        )
         hidden = out.hidden_states[-1].float()
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

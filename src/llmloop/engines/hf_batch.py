@@ -275,6 +275,24 @@ def biased_indices(rows: list[Row]) -> list[int]:
     return [i for i, row in enumerate(rows) if row.logit_bias is not None]
 
 
+def uneditable_cache_layers(config: Any) -> list[str]:
+    """The cache layer types of a model with this ``config`` that the batch cannot edit.
+
+    Joining, leaving and trimming edit every layer's keys and values along the sequence; the
+    recurrent state of a linear-attention or state-space layer (Mamba, Qwen3-Next, Falcon-H1)
+    and a sparse-attention indexer have no such axis, so left padding and ``index_select`` would
+    corrupt them. A sliding-window layer is kept whole: the model's mask applies the window."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # a config transformers lays no cache out for: prefill's plain one serves
+        return []
+    editable = (DynamicLayer, DynamicSlidingWindowLayer)
+    return sorted({type(layer).__name__ for layer in layers if type(layer) not in editable})
+
+
 @functools.cache
 def _slab_layer_class() -> Any:
     """Built on first use: transformers is imported only when the hf engine runs."""
