@@ -19,7 +19,7 @@ def demo_command(
     registry: bool = typer.Option(False, "--registry", help="Only the quick registry tour."),
 ) -> None:
     """The registry tour, then the whole loop: data, training, evaluation, serving, feedback,
-    retraining, canary and promotion (about 5 minutes on 2 CPU cores)."""
+    retraining, canary and promotion (about 2 minutes on 2 CPU cores)."""
     try:
         module = importlib.import_module("llmloop.demo")
     except ModuleNotFoundError as exc:
