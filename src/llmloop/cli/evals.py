@@ -15,6 +15,7 @@ import typer
 from llmloop.cli.context import get_state
 from llmloop.cli.options import split_name_ref
 from llmloop.cli.output import print_json, print_table, say, warn
+from llmloop.errors import ConfigError
 
 app = typer.Typer(help="Evaluate models: suites, gates, reports.", no_args_is_help=True)
 GATE_FAILED_EXIT = 11
@@ -75,17 +76,31 @@ def gate(
     rule: list[str] = typer.Option(
         ..., "--rule", help="A rule such as 'rougeL >= baseline - 0.01' (repeatable)."
     ),
+    missing_baseline: str = typer.Option(
+        "skip",
+        "--missing-baseline",
+        help="A rule comparing to the baseline when no --baseline is given: skip (a first "
+        "run) or fail (a CI gate that must compare).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check a candidate against rules; exits 11 when the gate fails."""
     state = get_state(ctx)
-    outcome = state.container.evaluation.gate(rule, candidate, baseline, state.actor())
+    if missing_baseline not in ("skip", "fail"):
+        raise ConfigError(f"--missing-baseline must be skip or fail, not '{missing_baseline}'")
+    outcome = state.container.evaluation.gate(
+        rule, candidate, baseline, state.actor(), "skip" if missing_baseline == "skip" else "fail"
+    )
     if as_json:
         print_json(outcome)
     else:
         for item in outcome.result.get("rules", []):
             say(describe_rule(item))
         say(f"gate {'passed' if outcome.passed else 'FAILED'} (run {outcome.run_id})")
+    skipped = [r for r in outcome.result.get("rules", []) if r.get("status") == "skipped"]
+    if skipped and baseline is None:
+        warn(f"{len(skipped)} rule(s) compare to a baseline and no --baseline was given: "
+             "skipped (--missing-baseline fail makes them fail)")  # fmt: skip
     if not outcome.passed:
         raise typer.Exit(GATE_FAILED_EXIT)
 

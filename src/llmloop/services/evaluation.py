@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -273,15 +273,17 @@ class EvaluationService:
         candidate_run_id: str,
         baseline_run_id: str | None,
         actor: Actor,
+        missing_baseline: Literal["skip", "fail"] = "skip",
     ) -> GateOutcome:
-        """Check a candidate eval against rules (and a baseline eval); record a gate run."""
+        """Check a candidate eval against rules (and a baseline eval); record a gate run. A rule
+        that compares to a baseline when none is given is skipped (a first run), or fails."""
         actor.require("editor")
         if not rules:
             raise ConfigError("a gate needs at least one rule, e.g. 'rougeL >= baseline - 0.01'")
         candidate = self.report(candidate_run_id)
         baseline = self.report(baseline_run_id) if baseline_run_id else None
         try:
-            result: GateResult = evaluate_gate(rules, candidate, baseline)
+            result: GateResult = evaluate_gate(rules, candidate, baseline, missing_baseline)
         except (ValueError, LlmloopError) as exc:
             raise ConfigError(f"gate rules: {exc}")
         inputs = [RunInput(id=candidate_run_id, role="candidate_eval")]

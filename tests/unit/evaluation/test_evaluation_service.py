@@ -109,6 +109,15 @@ def test_gate_fails_worse_and_passes_equal(container: Container, tmp_path: Path)
         ],
     )
     assert passed.exit_code == 0, passed.output
+    # No --baseline: the relative rule is skipped and said so, or fails when asked to.
+    alone = [*home, "eval", "gate", "--candidate", equal.run_id, "--rule", rules[0]]
+    skipped = runner.invoke(cli, alone)
+    assert skipped.exit_code == 0, skipped.output
+    assert "SKIP" in skipped.output and "no --baseline was given" in skipped.output
+    strict = runner.invoke(cli, [*alone, "--missing-baseline", "fail"])
+    assert strict.exit_code == 11, strict.output
+    typo = runner.invoke(cli, [*alone, "--missing-baseline", "never"])
+    assert typo.exit_code == 2 and "must be skip or fail" in typo.output
 
 
 def test_bad_inputs(container: Container, tmp_path: Path) -> None:
