@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 
-from llmloop.core.base import MAX_VERSION, ArtifactRef
+from llmloop.core.base import ArtifactRef
 from llmloop.core.ids import entity_of, new_id
 from llmloop.core.models import (
     ModelCreate,
@@ -20,7 +20,7 @@ from llmloop.core.models import (
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.owners import get_or_create_owner
-from llmloop.services.pointers import MODEL_ALIAS, move_pointer, pointer_map, resolve_pointer
+from llmloop.services.pointers import MODEL_ALIAS, move_pointer, pointer_map, resolve_version
 from llmloop.services.runs import check_input_ids
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
@@ -183,26 +183,7 @@ class ModelService:
 
 def resolve_version_row(tx: Tx, model: Row, ref: int | str) -> Row:
     """The version row ``ref`` (a number, an alias or ``latest``) of ``model`` names now."""
-    mid = model["id"]
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-        number = int(ref)
-        row = (
-            tx.get(t.model_versions, model_id=mid, version=number)
-            if number <= MAX_VERSION
-            else None
-        )
-    elif ref == "latest":
-        number = tx.max_value(t.model_versions, "version", model_id=mid)
-        row = tx.get(t.model_versions, model_id=mid, version=number) if number else None
-    else:
-        try:
-            target = resolve_pointer(tx, MODEL_ALIAS, mid, str(ref))
-        except NotFoundError:
-            raise NotFoundError(f"model '{model['name']}' has no alias '{ref}'")
-        row = tx.get(t.model_versions, id=target)
-    if row is None:
-        raise NotFoundError(f"model '{model['name']}' has no version {ref}")
-    return row
+    return resolve_version(tx, MODEL_ALIAS, model, ref)
 
 
 def _version_public(row: Row, name: str) -> ModelVersionPublic:

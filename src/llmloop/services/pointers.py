@@ -6,11 +6,11 @@ applies an approved request. Every move is audited with before and after.
 
 from __future__ import annotations
 
-from llmloop.core.base import LABEL_PATTERN
+from llmloop.core.base import LABEL_PATTERN, MAX_VERSION
 from llmloop.errors import ApprovalRequiredError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.store import tables as t
-from llmloop.store.registry import Tx, utcnow
+from llmloop.store.registry import Row, Tx, utcnow
 
 PROMPT_LABEL = "prompt_label"
 MODEL_ALIAS = "model_alias"
@@ -126,3 +126,32 @@ def resolve_pointer(tx: Tx, kind: str, owner_id: str, name: str) -> str:
     if row is None or row["target_id"] is None:
         raise NotFoundError(f"'{name}' is not set")
     return str(row["target_id"])
+
+
+# What each pointer kind points into: (versions table, its owner column, owner noun, pointer noun).
+_VERSIONED = {
+    MODEL_ALIAS: (t.model_versions, "model_id", "model", "alias"),
+    PROMPT_LABEL: (t.prompt_versions, "prompt_id", "prompt", "label"),
+}
+
+
+def resolve_version(tx: Tx, kind: str, owner: Row, ref: int | str) -> Row:
+    """The version row ``ref`` (a number, ``latest`` or a pointer of ``kind``) of ``owner``
+    (a model or prompt row) names now; NotFoundError saying which when it names none."""
+    table, column, noun, pointer = _VERSIONED[kind]
+    oid = owner["id"]
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        number = int(ref)
+        row = tx.get(table, **{column: oid, "version": number}) if number <= MAX_VERSION else None
+    elif ref == "latest":
+        latest = tx.max_value(table, "version", **{column: oid})
+        row = tx.get(table, **{column: oid, "version": latest}) if latest else None
+    else:
+        try:
+            target = resolve_pointer(tx, kind, oid, str(ref))
+        except NotFoundError:
+            raise NotFoundError(f"{noun} '{owner['name']}' has no {pointer} '{ref}'")
+        row = tx.get(table, id=target)
+    if row is None:
+        raise NotFoundError(f"{noun} '{owner['name']}' has no version {ref}")
+    return row

@@ -15,7 +15,6 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 
-from llmloop.core.base import MAX_VERSION
 from llmloop.core.ids import new_id
 from llmloop.core.prompts import (
     PromptCreate,
@@ -28,7 +27,7 @@ from llmloop.core.sandbox import BoundedSandbox, render_bounded
 from llmloop.errors import ConflictError, InvalidInputError, NotFoundError
 from llmloop.services.actors import Actor
 from llmloop.services.owners import get_or_create_owner
-from llmloop.services.pointers import PROMPT_LABEL, move_pointer, pointer_map, resolve_pointer
+from llmloop.services.pointers import PROMPT_LABEL, move_pointer, pointer_map, resolve_version
 from llmloop.store import tables as t
 from llmloop.store.registry import Row, Store, Tx, utcnow
 
@@ -158,26 +157,7 @@ class PromptService:
             return _version_public(row, name)
 
     def _resolve(self, tx: Tx, prompt: Row, ref: int | str) -> Row:
-        pid = prompt["id"]
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            number = int(ref)
-            row = (
-                tx.get(t.prompt_versions, prompt_id=pid, version=number)
-                if number <= MAX_VERSION
-                else None
-            )
-        elif ref == "latest":
-            number = tx.max_value(t.prompt_versions, "version", prompt_id=pid)
-            row = tx.get(t.prompt_versions, prompt_id=pid, version=number) if number else None
-        else:
-            try:
-                target = resolve_pointer(tx, PROMPT_LABEL, pid, str(ref))
-            except NotFoundError:
-                raise NotFoundError(f"prompt '{prompt['name']}' has no label '{ref}'")
-            row = tx.get(t.prompt_versions, id=target)
-        if row is None:
-            raise NotFoundError(f"prompt '{prompt['name']}' has no version {ref}")
-        return row
+        return resolve_version(tx, PROMPT_LABEL, prompt, ref)
 
     def render(
         self, name: str, variables: dict[str, Any], ref: int | str = "production"
